@@ -1,0 +1,22 @@
+"""vogflow: rank every example of a classification dataset by difficulty with Variance of Gradients.
+
+The public entry point is :func:`vogflow.audit`; the pipeline stages live in ``stages/``. Heavy
+libraries (torch, mlflow, pandas) are imported where they are used, so ``import vogflow`` is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "audit"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the package must not pay for torch.
+    if name == "audit":
+        from vogflow.api import audit
+
+        return audit
+    raise AttributeError(f"module 'vogflow' has no attribute {name!r}")

@@ -1,0 +1,388 @@
+"""Typed, validated parameters: one frozen dataclass per section of ``params.yaml``.
+
+Every error names the key, the bad value and what is allowed, and is raised before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS
+
+DATASETS = (
+    "digits", "toy", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "npz",
+)
+MODELS = ("mlp", "lenet", "resnet18", "resnet50")
+CORRUPTIONS = (
+    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
+    "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
+)
+DETECTORS = (
+    "vog", "msp", "kde", "pca", "kpca", "svdd", "mve", "gaussian", "ae",
+)
+SPLITS = ("train", "test")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown or has a value that is not allowed."""
+
+
+def _choice(*allowed: str) -> dict[str, Any]:
+    return {"choices": allowed}
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = field(default="digits", metadata=_choice(*DATASETS))
+    root: str = "data"  # downloads for torchvision datasets, relative to the project root
+    path: str = ""  # the file (npz) or folder (imagefolder) to read
+    test_fraction: float = 0.2  # digits/toy: share held out for test, stratified
+    split_seed: int = 0
+    image_size: int = 0  # imagefolder: resize to this square size (0 = keep)
+    augment: str = field(default="auto", metadata=_choice("auto", "none", "crop_flip"))
+
+    def validate(self, prefix: str) -> None:
+        _check(0.0 < self.test_fraction < 1.0, f"{prefix}.test_fraction", self.test_fraction,
+               "a number strictly between 0 and 1")
+        _check(self.image_size >= 0, f"{prefix}.image_size", self.image_size, "an integer >= 0")
+        if self.name in ("npz", "imagefolder"):
+            _check(bool(self.path), f"{prefix}.path", self.path,
+                   f"the path to the {self.name} data when {prefix}.name is {self.name!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = field(default="lenet", metadata=_choice(*MODELS))
+    hidden: int = 64  # mlp: hidden units
+
+    def validate(self, prefix: str) -> None:
+        _check(self.hidden >= 1, f"{prefix}.hidden", self.hidden, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = (20, 26)  # epochs after which lr is multiplied by gamma
+    gamma: float = 0.1
+    seed: int = 0
+    label_noise: float = 0.0  # share of training labels replaced by a shuffle of those labels
+    noise_seed: int = 0
+    device: str = "auto"
+
+    def validate(self, prefix: str) -> None:
+        _check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
+        _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 < self.gamma <= 1, f"{prefix}.gamma", self.gamma, "a number in (0, 1]")
+        _check(list(self.milestones) == sorted(set(self.milestones))
+               and all(0 < m <= self.epochs for m in self.milestones),
+               f"{prefix}.milestones", list(self.milestones),
+               f"increasing epochs between 1 and {prefix}.epochs ({self.epochs})")
+        _check(0 <= self.label_noise < 1, f"{prefix}.label_noise", self.label_noise,
+               "a share in [0, 1)")
+        _check_device(f"{prefix}.device", self.device)
+
+
+RUN_OVERRIDES = ("seed", "batch_size", "label_noise", "noise_seed", "epochs", "lr", "milestones")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    early: int = 3  # every epoch of the first `early` epochs
+    every: int = 5  # then every `every` epochs
+    late: int = 3  # and every epoch of the last `late` epochs
+
+    def validate(self, prefix: str) -> None:
+        for key in ("early", "every", "late"):
+            value = getattr(self, key)
+            _check(value >= 1, f"{prefix}.{key}", value, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class GradientsConfig:
+    splits: tuple[str, ...] = ("train", "test")
+    batch_size: int = 256
+    device: str = "auto"
+    label_modes: tuple[str, ...] = LABEL_MODES
+    precision: str = field(default="fp32", metadata=_choice("fp32", "tf32", "bf16"))
+
+    def validate(self, prefix: str) -> None:
+        _check_subset(f"{prefix}.splits", self.splits, SPLITS)
+        _check_subset(f"{prefix}.label_modes", self.label_modes, LABEL_MODES)
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
+        _check_device(f"{prefix}.device", self.device)
+
+
+@dataclass(frozen=True)
+class VogConfig:
+    window_size: int = 3  # checkpoints in the early and late windows
+    normalise: str = field(default="z", metadata=_choice(*NORMALISATIONS))
+    bins: int = 10  # VoG buckets for error-per-bucket curves (10 = deciles)
+    top_k: int = 25  # rows of the human-readable top/bottom table
+    bootstrap: int = 1000  # resamples for confidence intervals
+    confidence: float = 0.95
+    seed: int = 0  # seed of the bootstrap
+
+    def validate(self, prefix: str) -> None:
+        _check(self.window_size >= 2, f"{prefix}.window_size", self.window_size, "an integer >= 2")
+        _check(self.bins >= 2, f"{prefix}.bins", self.bins, "an integer >= 2")
+        _check(self.top_k >= 1, f"{prefix}.top_k", self.top_k, "an integer >= 1")
+        _check(self.bootstrap >= 0, f"{prefix}.bootstrap", self.bootstrap, "an integer >= 0")
+        _check(0 < self.confidence < 1, f"{prefix}.confidence", self.confidence,
+               "a number strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    n_points: int = 400
+    separation: float = 3.0  # distance between the two cluster centres, in cluster stds
+    hidden: int = 16
+    epochs: int = 15
+    batch_size: int = 32
+    lr: float = 0.05
+    seed: int = 0
+
+    def validate(self, prefix: str) -> None:
+        _check(self.n_points >= 10, f"{prefix}.n_points", self.n_points, "an integer >= 10")
+        _check(self.separation > 0, f"{prefix}.separation", self.separation, "a number > 0")
+        _check(self.epochs >= 2, f"{prefix}.epochs", self.epochs, "an integer >= 2")
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    seed_runs: tuple[str, ...] = ("main", "seed1", "seed2", "seed3", "seed4")
+    batch_runs: tuple[str, ...] = ("main", "bs32", "bs128", "bs256")
+    split: str = field(default="test", metadata=_choice(*SPLITS))
+    window: str = field(default="late", metadata=_choice(*WINDOWS))
+    top_fraction: float = 0.1
+
+    def validate(self, prefix: str) -> None:
+        _check(0 < self.top_fraction < 1, f"{prefix}.top_fraction", self.top_fraction,
+               "a share strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class MemorizationConfig:
+    run: str = "shuffled"
+    window: str = field(default="all", metadata=_choice(*WINDOWS))
+
+    def validate(self, prefix: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class OodConfig:
+    run: str = "main"
+    corruptions: tuple[str, ...] = CORRUPTIONS
+    detectors: tuple[str, ...] = DETECTORS
+    n_examples: int = 300  # clean test examples (and as many corrupted) per corruption
+    window: str = field(default="late", metadata=_choice(*WINDOWS))
+    seed: int = 0
+    mnist_c_path: str = ""  # optional folder in the published MNIST-C layout
+
+    def validate(self, prefix: str) -> None:
+        _check_subset(f"{prefix}.corruptions", self.corruptions, CORRUPTIONS)
+        _check_subset(f"{prefix}.detectors", self.detectors, DETECTORS)
+        _check(self.n_examples >= 10, f"{prefix}.n_examples", self.n_examples, "an integer >= 10")
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    grid: int = 5  # images per side of the lowest/highest grids
+    dpi: int = 100
+    classes: int = 2  # classes shown in the per-class grids
+
+    def validate(self, prefix: str) -> None:
+        _check(self.grid >= 1, f"{prefix}.grid", self.grid, "an integer >= 1")
+        _check(self.dpi >= 30, f"{prefix}.dpi", self.dpi, "an integer >= 30")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "vogflow"
+    model_name: str = "vogflow-main"
+    register_run: str = "main"  # the run whose final model becomes a new registered version
+
+    def validate(self, prefix: str) -> None:
+        _check(bool(self.experiment), f"{prefix}.experiment", self.experiment, "a non-empty name")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "checkpoints": CheckpointConfig,
+    "gradients": GradientsConfig,
+    "vog": VogConfig,
+    "toy": ToyConfig,
+    "stability": StabilityConfig,
+    "memorization": MemorizationConfig,
+    "ood": OodConfig,
+    "figures": FiguresConfig,
+    "tracking": TrackingConfig,
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    runs: dict[str, dict[str, Any]]
+    checkpoints: CheckpointConfig
+    gradients: GradientsConfig
+    vog: VogConfig
+    toy: ToyConfig
+    stability: StabilityConfig
+    memorization: MemorizationConfig
+    ood: OodConfig
+    figures: FiguresConfig
+    tracking: TrackingConfig
+
+    def run_train(self, run: str) -> TrainConfig:
+        """The training recipe of a named run: ``train`` with the run's overrides applied."""
+        if run not in self.runs:
+            raise ConfigError(f"runs: no run named {run!r}; defined: {', '.join(self.runs)}")
+        merged = {**dataclasses.asdict(self.train), **self.runs[run]}
+        return build_section(TrainConfig, merged, f"runs.{run}")
+
+
+def _check_device(key: str, value: str) -> None:
+    ok = value in ("auto", "cpu", "cuda") or value.startswith("cuda:")
+    _check(ok, key, value, "'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _check_subset(key: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    bad = [v for v in values if v not in allowed]
+    _check(not bad and len(values) > 0, key, list(values),
+           f"a non-empty list drawn from: {', '.join(allowed)}")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected a list")
+        return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected a number")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected an integer")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected a string")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        return value
+    return value
+
+
+def build_section(cls: type, raw: dict[str, Any] | None, prefix: str) -> Any:
+    """Build and validate one section; unknown keys and bad values raise :class:`ConfigError`."""
+    raw = dict(raw or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{prefix}.{unknown[0]}: unknown key; valid keys of {prefix}: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}"
+        kwargs[name] = _coerce(key, value, hints[name])
+        choices = fields[name].metadata.get("choices")
+        if choices and kwargs[name] not in choices:
+            raise ConfigError(f"{key}: {value!r} is not allowed; valid: {', '.join(choices)}")
+    obj = cls(**kwargs)
+    obj.validate(prefix)
+    return obj
+
+
+def _build_runs(raw: Any) -> dict[str, dict[str, Any]]:
+    if raw is None:
+        return {"main": {}}
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"runs: {raw!r} is not allowed; expected a mapping of run names")
+    runs = {}
+    for name, overrides in raw.items():
+        overrides = overrides or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"runs.{name}: {overrides!r} is not allowed; expected a mapping")
+        bad = sorted(set(overrides) - set(RUN_OVERRIDES))
+        if bad:
+            raise ConfigError(
+                f"runs.{name}.{bad[0]}: unknown key; a run may override: {', '.join(RUN_OVERRIDES)}"
+            )
+        runs[str(name)] = dict(overrides)
+    return runs
+
+
+def parse_params(raw: dict[str, Any]) -> Params:
+    """Validate a whole ``params.yaml`` mapping. Every run's recipe is checked too."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: expected a mapping of sections, got {type(raw).__name__}")
+    known = set(SECTIONS) | {"runs"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section; valid: {', '.join(sorted(known))}")
+    sections = {name: build_section(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
+    params = Params(runs=_build_runs(raw.get("runs")), **sections)
+    for run in params.runs:
+        params.run_train(run)
+    _check_run_refs(params)
+    return params
+
+
+def _check_run_refs(params: Params) -> None:
+    refs = {
+        "stability.seed_runs": params.stability.seed_runs,
+        "stability.batch_runs": params.stability.batch_runs,
+        "memorization.run": (params.memorization.run,),
+        "ood.run": (params.ood.run,),
+        "tracking.register_run": (params.tracking.register_run,),
+    }
+    for key, names in refs.items():
+        missing = [n for n in names if n not in params.runs]
+        if missing:
+            raise ConfigError(
+                f"{key}: {missing[0]!r} is not a run; defined runs: {', '.join(params.runs)}"
+            )
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} not found; run from the project root")
+    with open(path, encoding="utf-8") as fh:
+        return parse_params(yaml.safe_load(fh) or {})
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    """A section as plain JSON-able values (tuples become lists), for logging and manifests."""
+    items = dataclasses.asdict(section).items()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
