@@ -18,15 +18,43 @@ import yaml
 from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS
 
 DATASETS = (
-    "digits", "toy", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder", "npz",
+    "digits",
+    "toy",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "imagefolder",
+    "npz",
 )
 MODELS = ("mlp", "lenet", "resnet18", "resnet50")
 CORRUPTIONS = (
-    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-    "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag", "canny_edges",
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "scale",
+    "rotate",
+    "brightness",
+    "translate",
+    "stripe",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
+    "canny_edges",
 )
 DETECTORS = (
-    "vog", "msp", "kde", "pca", "kpca", "svdd", "mve", "gaussian", "ae",
+    "vog",
+    "msp",
+    "kde",
+    "pca",
+    "kpca",
+    "svdd",
+    "mve",
+    "gaussian",
+    "ae",
 )
 SPLITS = ("train", "test")
 
@@ -55,12 +83,20 @@ class DataConfig:
     augment: str = field(default="auto", metadata=_choice("auto", "none", "crop_flip"))
 
     def validate(self, prefix: str) -> None:
-        _check(0.0 < self.test_fraction < 1.0, f"{prefix}.test_fraction", self.test_fraction,
-               "a number strictly between 0 and 1")
+        _check(
+            0.0 < self.test_fraction < 1.0,
+            f"{prefix}.test_fraction",
+            self.test_fraction,
+            "a number strictly between 0 and 1",
+        )
         _check(self.image_size >= 0, f"{prefix}.image_size", self.image_size, "an integer >= 0")
         if self.name in ("npz", "imagefolder"):
-            _check(bool(self.path), f"{prefix}.path", self.path,
-                   f"the path to the {self.name} data when {prefix}.name is {self.name!r}")
+            _check(
+                bool(self.path),
+                f"{prefix}.path",
+                self.path,
+                f"the path to the {self.name} data when {prefix}.name is {self.name!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -93,12 +129,19 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
         _check(0 < self.gamma <= 1, f"{prefix}.gamma", self.gamma, "a number in (0, 1]")
-        _check(list(self.milestones) == sorted(set(self.milestones))
-               and all(0 < m <= self.epochs for m in self.milestones),
-               f"{prefix}.milestones", list(self.milestones),
-               f"increasing epochs between 1 and {prefix}.epochs ({self.epochs})")
-        _check(0 <= self.label_noise < 1, f"{prefix}.label_noise", self.label_noise,
-               "a share in [0, 1)")
+        _check(
+            list(self.milestones) == sorted(set(self.milestones))
+            and all(0 < m <= self.epochs for m in self.milestones),
+            f"{prefix}.milestones",
+            list(self.milestones),
+            f"increasing epochs between 1 and {prefix}.epochs ({self.epochs})",
+        )
+        _check(
+            0 <= self.label_noise < 1,
+            f"{prefix}.label_noise",
+            self.label_noise,
+            "a share in [0, 1)",
+        )
         _check_device(f"{prefix}.device", self.device)
 
 
@@ -147,8 +190,12 @@ class VogConfig:
         _check(self.bins >= 2, f"{prefix}.bins", self.bins, "an integer >= 2")
         _check(self.top_k >= 1, f"{prefix}.top_k", self.top_k, "an integer >= 1")
         _check(self.bootstrap >= 0, f"{prefix}.bootstrap", self.bootstrap, "an integer >= 0")
-        _check(0 < self.confidence < 1, f"{prefix}.confidence", self.confidence,
-               "a number strictly between 0 and 1")
+        _check(
+            0 < self.confidence < 1,
+            f"{prefix}.confidence",
+            self.confidence,
+            "a number strictly between 0 and 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -176,8 +223,12 @@ class StabilityConfig:
     top_fraction: float = 0.1
 
     def validate(self, prefix: str) -> None:
-        _check(0 < self.top_fraction < 1, f"{prefix}.top_fraction", self.top_fraction,
-               "a share strictly between 0 and 1")
+        _check(
+            0 < self.top_fraction < 1,
+            f"{prefix}.top_fraction",
+            self.top_fraction,
+            "a share strictly between 0 and 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -273,8 +324,12 @@ def _check_device(key: str, value: str) -> None:
 
 def _check_subset(key: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
     bad = [v for v in values if v not in allowed]
-    _check(not bad and len(values) > 0, key, list(values),
-           f"a non-empty list drawn from: {', '.join(allowed)}")
+    _check(
+        not bad and len(values) > 0,
+        key,
+        list(values),
+        f"a non-empty list drawn from: {', '.join(allowed)}",
+    )
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:

@@ -82,8 +82,16 @@ def bootstrap_ci(
     return (float(lo), float(hi))
 
 
-DIRECTIONS = ("increasing", "decreasing", "positive", "negative", "greater", "less", "above",
-              "below")
+DIRECTIONS = (
+    "increasing",
+    "decreasing",
+    "positive",
+    "negative",
+    "greater",
+    "less",
+    "above",
+    "below",
+)
 
 
 def claim(
@@ -97,15 +105,19 @@ def claim(
     """A paper claim next to what this data says.
 
     ``expected`` is the direction the paper reports (``increasing``, ``positive``,
-    ``greater`` and ``above`` mean ``measured > null``; the others mean ``measured < null``). ``holds`` is whether the
-    measured value lies on the expected side; ``confident`` whether the whole interval does.
+    ``greater`` and ``above`` mean ``measured > null``; the others mean ``measured < null``).
+    ``holds``: the measured value lies on the expected side; ``confident``: the whole interval does.
     """
     if expected not in DIRECTIONS:
         raise ValueError(f"unknown direction {expected!r}; valid: {', '.join(DIRECTIONS)}")
     up = expected in ("increasing", "positive", "greater", "above")
     holds = bool(measured > null) if up else bool(measured < null)
-    out: dict[str, Any] = {"expected": expected, "measured": float(measured), "null": null,
-                           "holds": holds}
+    out: dict[str, Any] = {
+        "expected": expected,
+        "measured": float(measured),
+        "null": null,
+        "holds": holds,
+    }
     if name:
         out["statistic"] = name
     if interval is not None:

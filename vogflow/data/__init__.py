@@ -132,9 +132,7 @@ def normalise(cfg: DataConfig, raw: RawSplits) -> Dataset:
     )
 
 
-def shuffle_labels(
-    y: np.ndarray, fraction: float, *, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def shuffle_labels(y: np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Replace a seeded ``fraction`` of labels by a shuffle of those same labels (Zhang et al.).
 
     Returns ``(noisy_labels, noisy_mask)``; ``noisy_mask`` marks the chosen examples (a shuffled
