@@ -1,0 +1,181 @@
+"""Checkpoints of a training run: schedule, atomic save, manifest, and safe loading.
+
+A checkpoint is a plain ``state_dict`` file. ``manifest.json`` beside the files holds everything
+needed to rebuild the model (architecture, class count, input shape, dataset and normalisation), so
+extraction needs no other configuration. Loading always uses ``torch.load(weights_only=True)``:
+opening an audit never runs code from a file.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vogflow.io import read_json, sha256_file, write_json, write_with
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: missing, corrupted, unsafe, or of another model."""
+
+
+def schedule(epochs: int, *, early: int, every: int, late: int) -> list[int]:
+    """Epochs (1-based, after the epoch ends) at which to save a checkpoint.
+
+    Every epoch of the first ``early`` and last ``late`` epochs (the early and late windows),
+    and every ``every``-th epoch in between.
+    """
+    chosen = set(range(1, min(early, epochs) + 1))
+    chosen |= set(range(every, epochs + 1, every))
+    chosen |= set(range(max(epochs - late + 1, 1), epochs + 1))
+    return sorted(chosen)
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}.pt"
+
+
+def save_state_dict(path: str | Path, state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Write ``state_dict`` (moved to the CPU) atomically; return its sha256."""
+    cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
+    write_with(path, lambda tmp: torch.save(cpu, tmp))
+    return sha256_file(path)
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        raise CheckpointError(
+            f"{path} not found: {run_dir} is not a training run (train it first, e.g. `dvc repro`)"
+        )
+    manifest = read_json(path)
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise CheckpointError(f"{path}: unsupported manifest version {manifest.get('version')!r}")
+    return manifest
+
+
+def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> None:
+    write_json(Path(run_dir) / MANIFEST, {**manifest, "version": MANIFEST_VERSION})
+
+
+def load_file(path: str | Path, *, sha256: str | None = None) -> Any:
+    """``torch.load(path, weights_only=True)``, checking the file's sha256 when one is given."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the sha256 in its manifest: the file changed "
+            "after training; retrain the run or restore the file"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} needs pickled code to load, which vogflow refuses (loading it "
+            "could run arbitrary code). Re-save it as tensors only, e.g. "
+            f"`torch.save(model.state_dict(), path)`. Details: {err}"
+        ) from err
+
+
+def extract_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model ``state_dict`` from the layouts people save.
+
+    Accepts a bare ``state_dict``, or a dict holding one under ``state_dict``,
+    ``model_state_dict`` or ``model``; strips the ``module.`` prefix of DataParallel/DDP.
+    """
+    if isinstance(obj, Mapping):
+        for key in STATE_DICT_KEYS:
+            inner = obj.get(key)
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
+                obj = inner
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{source}: expected a state_dict (a mapping of tensors)")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(list(map(str, obj))[:5])
+        raise CheckpointError(
+            f"{source}: no tensors found (top-level keys: {keys}); expected a state_dict or a dict "
+            f"holding one under {', '.join(STATE_DICT_KEYS)}"
+        )
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Load weights strictly, explaining any mismatch with the first offending keys and shapes."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append("shape mismatches: " + "; ".join(wrong[:5]))
+        if missing:
+            parts.append("missing keys: " + ", ".join(missing[:5]))
+        if unexpected:
+            parts.append("unexpected keys: " + ", ".join(unexpected[:5]))
+        raise CheckpointError(
+            f"{source} does not fit the model ({type(model).__name__}): "
+            + " | ".join(parts)
+            + ". Check the architecture and the number of classes."
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def natural_sort(paths: Sequence[str | Path]) -> list[Path]:
+    """Sort by the numbers in the file names (``epoch_2`` before ``epoch_10``)."""
+
+    def key(p: Path) -> list[Any]:
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+    return sorted((Path(p) for p in paths), key=key)
+
+
+def build_from_manifest(manifest: Mapping[str, Any]) -> nn.Module:
+    from vogflow.models import build_model
+
+    return build_model(
+        manifest["architecture"],
+        tuple(manifest["input_shape"]),
+        manifest["num_classes"],
+        **manifest.get("model_options", {}),
+    )
+
+
+def load_run_models(run_dir: str | Path) -> tuple[list[nn.Module], dict[str, Any]]:
+    """Rebuild every checkpoint of a run from its manifest alone, in training order (on the CPU)."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    entries = manifest.get("checkpoints", [])
+    if not manifest.get("complete", False):
+        raise CheckpointError(
+            f"{run_dir}: training did not finish ({len(entries)} saved); train it again"
+        )
+    models = []
+    for entry in entries:
+        path = run_dir / entry["file"]
+        model = build_from_manifest(manifest)
+        load_into(model, load_file(path, sha256=entry["sha256"]), source=str(path))
+        models.append(model)
+    return models, manifest

@@ -1,0 +1,258 @@
+"""Train a model with a checkpoint schedule; resumable, and bit-for-bit reproducible on the CPU.
+
+All randomness derives from ``(seed, epoch)``: the initial weights from the seed, each epoch's
+shuffle, augmentation and dropout from a generator seeded with the pair. A run killed mid-training
+therefore resumes from its last saved state and ends with the same weights as one never stopped.
+The loop reports through a plain callable and knows nothing of experiment tracking.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vogflow import checkpoints as ck
+from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig, section_dict
+from vogflow.data import Dataset, shuffle_labels
+from vogflow.io import read_npz, sha256_bytes, write_npz, write_with
+from vogflow.progress import format_seconds
+from vogflow.runtime import derived_seed, resolve_device
+
+RESUME = "resume.pt"
+LABELS = "labels.npz"
+MetricsLogger = Callable[[dict[str, float], int], None]
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate during (1-based) ``epoch``: decays by ``gamma`` after each milestone epoch."""
+    return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch > m)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """The paper's CIFAR augmentation: 4-pixel zero-padded random crop and horizontal flip."""
+    if kind == "none":
+        return x
+    b, _, h, w = x.shape
+    pad = 4
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]
+    crops = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols]
+    crops = crops.permute(0, 3, 1, 2)
+    flip = torch.rand(b, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], crops.flip(-1), crops).contiguous()
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """sha256 over both splits' inputs and labels: the identity of the data a run saw."""
+    parts = [dataset.train.x, dataset.train.y, dataset.test.x, dataset.test.y]
+    return sha256_bytes(b"".join(np.ascontiguousarray(p).tobytes() for p in parts))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted classes in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        return torch.cat(
+            [model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+             for i in range(0, len(x), batch_size)]
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+
+
+def _run_config(
+    dataset: Dataset, model_cfg: ModelConfig, cfg: TrainConfig, ckpt_cfg: CheckpointConfig
+) -> dict[str, Any]:
+    return {
+        "data": {"name": dataset.name, "fingerprint": data_fingerprint(dataset)},
+        "model": section_dict(model_cfg),
+        "train": {k: v for k, v in section_dict(cfg).items() if k != "device"},
+        "checkpoints": section_dict(ckpt_cfg),
+    }
+
+
+def _existing_state(out: Path, config_hash: str) -> tuple[dict | None, dict | None]:
+    """The manifest and resume state of a previous attempt with the same config, if any."""
+    try:
+        manifest = ck.read_manifest(out)
+    except ck.CheckpointError:
+        return None, None
+    if manifest.get("config_hash") != config_hash:
+        return None, None
+    resume = None
+    if (out / RESUME).exists():
+        resume = ck.load_file(out / RESUME)
+    return manifest, resume
+
+
+def train_run(
+    dataset: Dataset,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    ckpt_cfg: CheckpointConfig,
+    out_dir: str | Path,
+    *,
+    log: MetricsLogger | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train one run into ``out_dir`` (checkpoints, ``manifest.json``, ``labels.npz``).
+
+    Resumes a previous attempt with the same configuration; starts afresh (clearing ``out_dir``)
+    otherwise. Returns the manifest.
+    """
+    out = Path(out_dir)
+    device = resolve_device(cfg.device)
+    run_config = _run_config(dataset, model_cfg, cfg, ckpt_cfg)
+    config_hash = sha256_bytes(json.dumps(run_config, sort_keys=True).encode())
+    save_at = ck.schedule(cfg.epochs, early=ckpt_cfg.early, every=ckpt_cfg.every,
+                          late=ckpt_cfg.late)  # fmt: skip
+
+    manifest, resume = _existing_state(out, config_hash)
+    if manifest is not None and manifest.get("complete"):
+        echo(f"{out}: already trained with this configuration; nothing to do")
+        return manifest
+    if manifest is None or resume is None:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        manifest, resume = None, None
+
+    noisy, noisy_mask = shuffle_labels(dataset.train.y, cfg.label_noise, seed=cfg.noise_seed)
+    if manifest is None:
+        write_npz(out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask)
+        manifest = {
+            "architecture": model_cfg.name,
+            "model_options": {"hidden": model_cfg.hidden} if model_cfg.name == "mlp" else {},
+            "num_classes": dataset.num_classes,
+            "classes": list(dataset.classes),
+            "input_shape": list(dataset.input_shape),
+            "dataset": dataset.name,
+            "data_fingerprint": run_config["data"]["fingerprint"],
+            "normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
+            "augment": dataset.augment,
+            "label_noise": {"fraction": cfg.label_noise, "seed": cfg.noise_seed,
+                            "n_noisy": int(noisy_mask.sum())},
+            "train": run_config["train"],
+            "schedule": save_at,
+            "config_hash": config_hash,
+            "checkpoints": [],
+            "complete": False,
+        }  # fmt: skip
+        ck.write_manifest(out, manifest)
+    elif not np.array_equal(read_npz(out / LABELS)["label"], noisy):
+        raise ck.CheckpointError(f"{out / LABELS} does not match the configured label noise")
+
+    torch.manual_seed(cfg.seed)
+    model = ck.build_from_manifest(manifest).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)  # fmt: skip
+    start_epoch, step = 1, 0
+    if resume is not None:
+        ck.load_into(model, resume["model"], source=str(out / RESUME))
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, step = int(resume["epoch"]) + 1, int(resume["step"])
+        echo(f"resuming {out} after epoch {start_epoch - 1}")
+
+    x_train = torch.from_numpy(dataset.train.x)
+    y_train = torch.from_numpy(noisy)
+    x_test = torch.from_numpy(dataset.test.x)
+    y_test = torch.from_numpy(dataset.test.y)
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(y_train)
+    started = time.perf_counter()
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator().manual_seed(derived_seed(cfg.seed, epoch))
+        torch.manual_seed(derived_seed(cfg.seed, epoch, 1))  # dropout and other layer randomness
+        order = torch.randperm(n, generator=generator)
+        model.train()
+        total_loss, total_correct = 0.0, 0
+        for i in range(0, n, cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            xb = augment_batch(x_train[idx], dataset.augment, generator).to(device)
+            yb = y_train[idx].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}: "
+                    "lower train.lr"
+                )
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total_loss += loss.item() * len(idx)
+            total_correct += int((logits.argmax(1) == yb).sum())
+        metrics = {
+            "train_loss": total_loss / n,
+            "train_accuracy": total_correct / n,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        line = (f"epoch {epoch:>3}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  "
+                f"acc {metrics['train_accuracy']:.3f}  lr {lr:.4g}  "
+                f"{format_seconds(metrics['epoch_seconds'])}")  # fmt: skip
+        if epoch in save_at:
+            test_acc = float((predict(model, x_test) == y_test).float().mean())
+            metrics["test_accuracy"] = test_acc
+            name = ck.checkpoint_name(epoch)
+            digest = ck.save_state_dict(out / name, model.state_dict())
+            manifest["checkpoints"].append(
+                {"file": name, "epoch": epoch, "step": step, "sha256": digest,
+                 "test_accuracy": test_acc, "lr": lr}
+            )  # fmt: skip
+            ck.write_manifest(out, manifest)
+            line += f"  test {test_acc:.3f}  [saved {name}]"
+        # The resume state is written after the checkpoint so a kill between the two replays
+        # this epoch and rewrites the same checkpoint bits.
+        _save_resume(out / RESUME, model, optimizer, epoch, step)
+        per_epoch = (time.perf_counter() - started) / (epoch - start_epoch + 1)
+        line += f"  eta {format_seconds(per_epoch * (cfg.epochs - epoch))}"
+        echo(line)
+        if log is not None:
+            log(metrics, epoch)
+
+    train_pred = predict(model, x_train)
+    manifest["final"] = {
+        # On the labels it was trained on, noisy ones included: 1.0 means the noise was memorised.
+        "train_accuracy": float((train_pred == y_train).float().mean()),
+        "train_accuracy_clean": float(
+            (train_pred == torch.from_numpy(dataset.train.y)).float().mean()
+        ),
+        "test_accuracy": manifest["checkpoints"][-1]["test_accuracy"],
+    }
+    manifest["complete"] = True
+    ck.write_manifest(out, manifest)
+    (out / RESUME).unlink(missing_ok=True)
+    return manifest
+
+
+def _save_resume(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, step: int
+) -> None:
+    state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+    }
+    write_with(path, lambda tmp: torch.save(state, tmp))
