@@ -222,7 +222,9 @@ def extract(
                     stack = torch.stack(maps[mode])  # (K, B, P)
                     for w, idx in chosen.items():
                         part = stack[torch.as_tensor(idx, device=stack.device)]
-                        # Population std per pixel (divide by K), then the mean over pixels.
+                        # Population std per pixel (divide by K), then the mean over pixels; the
+                        # shift by the window's first map keeps identical checkpoints exactly 0.
+                        part = part - part[:1]
                         score = part.std(dim=0, unbiased=False).mean(dim=1)
                         vog[f"{w}_{mode}"].append(score.double().cpu())
                 labels.append(y.cpu())

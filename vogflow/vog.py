@@ -40,8 +40,11 @@ def vog_raw(grads: np.ndarray) -> np.ndarray:
     k = grads.shape[0]
     if k < 2:
         raise ValueError(f"VoG needs at least 2 checkpoints, got {k}")
-    mu = grads.mean(axis=0)
-    per_pixel = np.sqrt(((grads - mu) ** 2).mean(axis=0))
+    # Shifting by the first checkpoint leaves the spread unchanged and makes identical
+    # checkpoints give exactly 0 (a plain mean of K equal floats can round away from them).
+    shifted = grads - grads[0]
+    mu = shifted.mean(axis=0)
+    per_pixel = np.sqrt(((shifted - mu) ** 2).mean(axis=0))
     return per_pixel.reshape(per_pixel.shape[0], -1).mean(axis=1)
 
 

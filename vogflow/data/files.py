@@ -1,0 +1,277 @@
+"""Datasets from the user's own files: a folder of images per class, or one ``.npz`` archive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vogflow.config import ConfigError, DataConfig
+from vogflow.data import RawSplits
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+# Modes that carry one grey channel; a folder made only of these loads as (N, 1, H, W).
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# 16-bit greyscale (16-bit PNG) would be clipped to 255 by a plain conversion to 8 bits.
+WIDE_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def _resolve(cfg: DataConfig, root: Path) -> Path:
+    path = Path(cfg.path)
+    return path if path.is_absolute() else Path(root) / path
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders
+
+
+def _class_dirs(split_dir: Path) -> list[str]:
+    # Hidden folders (editor or OS metadata) are not classes.
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    files = [
+        p
+        for p in class_dir.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    ]
+    # Sorted by relative path so that example i stays example i on every machine.
+    return sorted(files, key=lambda p: p.relative_to(class_dir).as_posix())
+
+
+def _split_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        found = _image_files(split_dir / name)
+        files.extend(found)
+        labels.extend([label] * len(found))
+    if not files:
+        raise ConfigError(
+            f"data.path: {str(split_dir)!r} holds no images; expected "
+            f"{split_dir}/<class>/*.png (or .jpg, .jpeg)"
+        )
+    return files, np.asarray(labels, dtype=np.int64)
+
+
+def _to_array(img: Any, grey: bool, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if grey and img.mode in WIDE_GREY_MODES:
+        img, scale = img.convert("F"), 65535.0
+    elif grey and img.mode == "F":
+        scale = 1.0
+    else:
+        img, scale = img.convert("L" if grey else "RGB"), 255.0
+    if size > 0 and img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    x = np.asarray(img, dtype=np.float32) / np.float32(scale)
+    return x[None, :, :] if x.ndim == 2 else x.transpose(2, 0, 1)
+
+
+def _read_images(files: list[Path], grey: bool, size: int) -> np.ndarray:
+    from PIL import Image
+
+    arrays = []
+    for f in files:
+        with Image.open(f) as img:
+            arrays.append(_to_array(img, grey, size))
+    return np.stack(arrays).astype(np.float32, copy=False)
+
+
+def load_imagefolder(cfg: DataConfig, root: Path) -> RawSplits:
+    """``PATH/{train,test}/<class>/*.png|jpg``; classes are the sorted folder names.
+
+    ``val`` stands in for ``test`` when there is no ``test`` folder. Images are RGB, or grey when
+    every image is grey; resized to ``data.image_size`` squares when it is > 0.
+    """
+    from PIL import Image
+
+    path = _resolve(cfg, root)
+    layout = "PATH/train/<class>/*.png and PATH/test/<class>/*.png (or val/ instead of test/)"
+    if not path.is_dir():
+        raise ConfigError(f"data.path: {str(path)!r} is not a folder; expected {layout}")
+    train_dir = path / "train"
+    test_dir = path / "test" if (path / "test").is_dir() else path / "val"
+    for split_dir in (train_dir, test_dir):
+        if not split_dir.is_dir():
+            present = sorted(p.name for p in path.iterdir() if p.is_dir())
+            raise ConfigError(
+                f"data.path: {str(path)!r} has no {split_dir.name!r} folder (folders there: "
+                f"{present or 'none'}); expected {layout}"
+            )
+
+    classes = _class_dirs(train_dir)
+    test_classes = _class_dirs(test_dir)
+    if classes != test_classes:
+        only_train = sorted(set(classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(classes))
+        raise ConfigError(
+            f"data.path: the class folders of {str(train_dir)!r} and {str(test_dir)!r} differ "
+            f"(only in {train_dir.name}: {only_train or 'none'}; only in {test_dir.name}: "
+            f"{only_test or 'none'}); both splits need the same class folders"
+        )
+
+    train_files, y_train = _split_files(train_dir, classes)
+    test_files, y_test = _split_files(test_dir, classes)
+
+    # One pass over the headers (cheap: no pixel data is decoded) to settle mode and size.
+    grey = True
+    first_size: tuple[int, int] | None = None
+    for f in train_files + test_files:
+        with Image.open(f) as img:
+            grey = grey and img.mode in GREY_MODES
+            if cfg.image_size > 0:
+                continue
+            if first_size is None:
+                first_size, first_file = img.size, f
+            elif img.size != first_size:
+                raise ConfigError(
+                    f"data.image_size: 0 keeps every image's size, but {str(f)!r} is "
+                    f"{img.size[0]}x{img.size[1]} while {str(first_file)!r} is "
+                    f"{first_size[0]}x{first_size[1]}; set data.image_size to a square size "
+                    f"(e.g. {max(first_size)}) to resize all images"
+                )
+
+    return RawSplits(
+        x_train=_read_images(train_files, grey, cfg.image_size),
+        y_train=y_train,
+        x_test=_read_images(test_files, grey, cfg.image_size),
+        y_test=y_test,
+        classes=tuple(classes),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy archives
+
+
+def _npz_images(key: str, x: np.ndarray, path: Path) -> np.ndarray:
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255.0)
+    elif np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ConfigError(
+                f"data.path: {key} in {str(path)!r} holds NaN or infinite values; "
+                f"replace them before saving"
+            )
+    else:
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} has dtype {x.dtype}; expected uint8 (0-255) "
+            f"or float (values in [0, 1]); convert it before saving"
+        )
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    if x.ndim == 4:
+        # Channels last when the last axis looks like channels and axis 1 does not.
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x)
+    raise ConfigError(
+        f"data.path: {key} in {str(path)!r} has shape {x.shape} ({x.ndim} dimensions); "
+        f"expected images as (N, H, W), (N, H, W, C) or (N, C, H, W)"
+    )
+
+
+def _npz_labels(key: str, y: np.ndarray, path: Path) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} has shape {y.shape}; expected one integer "
+            f"class per example, shape (N,) (one-hot labels: save y.argmax(1))"
+        )
+    is_int = np.issubdtype(y.dtype, np.integer)
+    # Float labels that are whole numbers (a common save format) are accepted as integers.
+    if not is_int and not (
+        np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all()
+    ):
+        bad = y[: min(5, y.size)].tolist() if y.dtype.kind not in "fc" else _non_integers(y)
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} has dtype {y.dtype} with values such as {bad}; "
+            f"expected integer class indices 0..K-1"
+        )
+    if y.size and y.min() < 0:
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} holds the negative label {int(y.min())}; "
+            f"expected integer class indices 0..K-1"
+        )
+    return y.astype(np.int64)
+
+
+def _non_integers(y: np.ndarray) -> list[float]:
+    bad = y[~(np.isfinite(y) & (y == np.round(y)))]
+    return bad[:5].tolist()
+
+
+def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
+    """One ``.npz`` with ``x_train, y_train, x_test, y_test``; classes are ``0..max label``.
+
+    Images: uint8 (scaled by 1/255) or float (kept as is), laid out NHW, NHWC or NCHW.
+    """
+    path = _resolve(cfg, root)
+    if not path.is_file():
+        raise ConfigError(
+            f"data.path: {str(path)!r} does not exist; expected an .npz file with the arrays "
+            f"{', '.join(NPZ_KEYS)} (np.savez(path, x_train=..., y_train=..., ...))"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ConfigError(
+            f"data.path: {str(path)!r} cannot be read as an .npz archive ({err}); "
+            f"save it with np.savez or np.savez_compressed"
+        ) from err
+    if not hasattr(archive, "files"):
+        raise ConfigError(
+            f"data.path: {str(path)!r} holds a single array, not an .npz archive; save the "
+            f"arrays {', '.join(NPZ_KEYS)} with np.savez"
+        )
+    with archive:
+        missing = [k for k in NPZ_KEYS if k not in archive.files]
+        if missing:
+            raise ConfigError(
+                f"data.path: {str(path)!r} lacks {', '.join(missing)} (it holds: "
+                f"{', '.join(archive.files) or 'nothing'}); expected the arrays "
+                f"{', '.join(NPZ_KEYS)}"
+            )
+        arrays = {}
+        for key in NPZ_KEYS:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as err:
+                # Object arrays need pickle, which would run code from the file: refused.
+                raise ConfigError(
+                    f"data.path: {key} in {str(path)!r} cannot be loaded ({err}); save plain "
+                    f"numeric arrays (uint8 or float images, integer labels)"
+                ) from err
+
+    x_train = _npz_images("x_train", arrays["x_train"], path)
+    x_test = _npz_images("x_test", arrays["x_test"], path)
+    y_train = _npz_labels("y_train", arrays["y_train"], path)
+    y_test = _npz_labels("y_test", arrays["y_test"], path)
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise ConfigError(
+                f"data.path: x_{split} has {len(x)} examples but y_{split} has {len(y)} labels "
+                f"in {str(path)!r}; expected one label per image"
+            )
+        if len(x) == 0:
+            raise ConfigError(f"data.path: x_{split} in {str(path)!r} is empty")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ConfigError(
+            f"data.path: x_train images are {x_train.shape[1:]} (C, H, W) but x_test images are "
+            f"{x_test.shape[1:]} in {str(path)!r}; both splits need the same image shape"
+        )
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    return RawSplits(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=tuple(str(c) for c in range(num_classes)),
+    )
