@@ -27,7 +27,7 @@ def perturbed_checkpoints(model: nn.Module, k: int, seed: int = 0) -> list[dict]
     """K distinct state dicts: the model's weights plus seeded noise, BatchNorm stats varied too."""
     gen = torch.Generator().manual_seed(seed)
     states = []
-    for t in range(k):
+    for _ in range(k):
         state = {}
         for name, value in model.state_dict().items():
             if value.dtype.is_floating_point:

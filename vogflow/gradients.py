@@ -179,6 +179,8 @@ def extract(
     stats: dict[str, list[list[torch.Tensor]]] = {s: [[] for _ in range(k)] for s in STATS}
     vog: dict[str, list[torch.Tensor]] = {f"{w}_{m}": [] for w in windows for m in label_modes}
     labels, preds = [], []
+    bad_inputs: list[int] = []
+    bad_grads: set[int] = set()
     seen = 0
     originals = [next(m.parameters()).device for m in models]
     bar = Progress(num_batches or 0, "gradients", unit="batch", enabled=progress)
@@ -191,6 +193,7 @@ def extract(
                 y = y.to(dev, non_blocking=True).long()
                 if len(x) == 0:
                     continue
+                bad_inputs += _nonfinite_rows(x.reshape(len(x), -1), seen)
                 maps = {m: [None] * k for m in label_modes}
                 final_pred = None
                 for t in order:
@@ -217,7 +220,7 @@ def extract(
                             selected, xi, retain_graph=j < len(label_modes) - 1
                         )
                         maps[mode][t] = _reduce_pixels(grad.float())
-                        _check_finite(maps[mode][t], t, seen)
+                        bad_grads.update(_nonfinite_rows(maps[mode][t], seen))
                 for mode in label_modes:
                     stack = torch.stack(maps[mode])  # (K, B, P)
                     for w, idx in chosen.items():
@@ -237,26 +240,31 @@ def extract(
             model.to(original)
     if seen == 0:
         raise GradientError("the split is empty: there are no examples to score")
+    _raise_nonfinite("inputs", bad_inputs)
+    _raise_nonfinite("input gradients", sorted(bad_grads))
     return Extraction(
         label=torch.cat(labels).numpy(),
         pred=torch.cat(preds).numpy(),
         vog_raw={key: torch.cat(v).numpy() for key, v in vog.items()},
         stats={
-            name: torch.stack([torch.cat(per_t) for per_t in stats[name]]).numpy()
-            for name in STATS
+            name: torch.stack([torch.cat(per_t) for per_t in stats[name]]).numpy() for name in STATS
         },
         windows={w: idx.tolist() for w, idx in chosen.items()},
     )
 
 
-def _check_finite(maps: torch.Tensor, checkpoint: int, offset: int) -> None:
-    bad = ~torch.isfinite(maps).all(dim=1)
-    if bool(bad.any()):
-        rows = (torch.nonzero(bad)[:, 0] + offset).tolist()
-        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+def _nonfinite_rows(values: torch.Tensor, offset: int) -> list[int]:
+    bad = ~torch.isfinite(values).all(dim=1)
+    return (torch.nonzero(bad)[:, 0] + offset).tolist() if bool(bad.any()) else []
+
+
+def _raise_nonfinite(what: str, rows: list[int]) -> None:
+    """Fail naming every example (by row) whose inputs or gradients are not finite."""
+    if rows:
+        shown = ", ".join(map(str, rows[:20])) + (" ..." if len(rows) > 20 else "")
         raise GradientError(
-            f"non-finite input gradients at checkpoint {checkpoint + 1} for {len(rows)} "
-            f"example(s), indices {shown}: check those inputs and the checkpoint's weights"
+            f"non-finite {what} for {len(rows)} example(s), indices {shown}: "
+            "check those inputs and the checkpoints' weights"
         )
 
 
