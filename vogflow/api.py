@@ -1,0 +1,152 @@
+"""Audit your own model: ``vogflow.audit(model, checkpoints, data)`` returns the rankings table.
+
+The same engine the pipeline runs (:func:`vogflow.gradients.extract`) and the same table
+(:mod:`vogflow.rankings`): one implementation, two doors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from vogflow import checkpoints as ck
+from vogflow.gradients import Extraction, GradientError, extract, tensor_batches
+from vogflow.vog import LABEL_MODES, WINDOWS
+
+Checkpoint = str | Path | Mapping[str, Any]
+Data = Dataset | DataLoader | tuple[Any, Any]
+
+
+def load_checkpoints(model: nn.Module, checkpoints: Sequence[Checkpoint]) -> list[nn.Module]:
+    """One copy of ``model`` per checkpoint (path or in-memory state dict), in the given order."""
+    if len(checkpoints) < 2:
+        raise ck.CheckpointError(f"VoG needs at least 2 checkpoints, got {len(checkpoints)}")
+    models = []
+    for i, item in enumerate(checkpoints):
+        if isinstance(item, str | Path):
+            source = str(item)
+            obj = ck.load_file(item)
+        else:
+            source = f"checkpoint #{i + 1} (in memory)"
+            obj = item
+        state = ck.extract_state_dict(obj, source=source)
+        copy_ = copy.deepcopy(model)
+        ck.load_into(copy_, state, source=source)
+        models.append(copy_)
+    return models
+
+
+def _loader_batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in loader:
+        if not isinstance(batch, list | tuple) or len(batch) < 2:
+            raise GradientError("each batch must be (inputs, labels, ...)")
+        yield batch[0], batch[1]
+
+
+def batches_of(data: Data, batch_size: int) -> tuple[Any, int, int]:
+    """``(batches, num_batches, num_examples)`` of a Dataset, sequential DataLoader or (x, y)."""
+    if isinstance(data, DataLoader):
+        sampler = data.batch_sampler.sampler if data.batch_sampler is not None else data.sampler
+        if not isinstance(sampler, SequentialSampler):
+            raise GradientError(
+                "the DataLoader is not sequential (shuffle=True or a custom sampler): rows would "
+                "not match dataset indices. Pass a DataLoader with shuffle=False, or the Dataset"
+            )
+        return _loader_batches(data), len(data), len(data.dataset)
+    if isinstance(data, Dataset):
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+        return _loader_batches(loader), len(loader), len(data)
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = (torch.as_tensor(np.asarray(v)) if not torch.is_tensor(v) else v for v in data)
+        if len(x) != len(y):
+            raise GradientError(f"inputs ({len(x)}) and labels ({len(y)}) differ in length")
+        return tensor_batches(x, y, batch_size), -(-len(y) // batch_size), len(y)
+    raise GradientError(
+        f"data must be a torch Dataset, a DataLoader or an (x, y) pair, got {type(data).__name__}"
+    )
+
+
+def run_extraction(
+    models: Sequence[nn.Module],
+    data: Data,
+    *,
+    windows: Sequence[str] = WINDOWS,
+    window_size: int = 3,
+    label_modes: Sequence[str] = LABEL_MODES,
+    batch_size: int = 256,
+    device: str = "auto",
+    precision: str = "fp32",
+    progress: bool = True,
+) -> Extraction:
+    batches, num_batches, _ = batches_of(data, batch_size)
+    return extract(
+        models,
+        batches,
+        num_batches=num_batches,
+        windows=windows,
+        window_size=window_size,
+        label_modes=label_modes,
+        device=device,
+        precision=precision,
+        progress=progress,
+    )
+
+
+def audit(
+    model: nn.Module,
+    checkpoints: Sequence[Checkpoint],
+    data: Data,
+    *,
+    windows: Sequence[str] = WINDOWS,
+    window_size: int = 3,
+    label_modes: Sequence[str] = LABEL_MODES,
+    normalise: str = "z",
+    batch_size: int = 256,
+    device: str = "auto",
+    precision: str = "fp32",
+    progress: bool = True,
+    track: bool = False,
+    run_name: str = "audit",
+    experiment: str = "vogflow",
+) -> Any:
+    """Rank every example of ``data`` by VoG over ``checkpoints`` of ``model``'s architecture.
+
+    Args:
+        model: an ``nn.Module`` of the audited architecture (its own weights are not used).
+        checkpoints: ordered paths or state dicts (bare, or under ``model``/``state_dict``/
+            ``model_state_dict``; a DataParallel ``module.`` prefix is fine). The last is "final".
+        data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
+        track: also log the audit (params, rankings, top-k table) to MLflow.
+
+    Returns:
+        The rankings table (pandas): ``index, label, true_label, noisy, pred, correct`` and, per
+        window and label mode, ``vog_{w}_{m}_raw`` and class-normalised ``vog_{w}_{m}``.
+        Higher VoG = harder.
+    """
+    from vogflow import rankings
+
+    models = load_checkpoints(model, checkpoints)
+    extraction = run_extraction(
+        models, data, windows=windows, window_size=window_size, label_modes=label_modes,
+        batch_size=batch_size, device=device, precision=precision, progress=progress,
+    )  # fmt: skip
+    table = rankings.build(extraction, normalise=normalise)
+    if track:
+        from vogflow import tracking
+
+        tracking.log_audit(
+            table,
+            params={"checkpoints": len(models), "windows": ",".join(windows),
+                    "window_size": window_size, "label_modes": ",".join(label_modes),
+                    "normalise": normalise, "model": type(model).__name__},
+            run_name=run_name,
+            experiment=experiment,
+        )  # fmt: skip
+    return table

@@ -1,0 +1,90 @@
+"""The rankings table: one row per example, the contract every consumer reads.
+
+Columns (row order = dataset order): ``index, label, true_label, noisy, pred, correct``, then
+for each window ``w`` and label mode ``m`` computed, ``vog_{w}_{m}_raw`` and ``vog_{w}_{m}``
+(class-normalised). Higher VoG = harder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vogflow.gradients import Extraction
+from vogflow.io import write_text, write_with
+from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
+
+BASE_COLUMNS = ("index", "label", "true_label", "noisy", "pred", "correct")
+
+
+def score_columns(windows=WINDOWS, modes=LABEL_MODES) -> list[str]:
+    cols = []
+    for w in windows:
+        for m in modes:
+            cols += [f"vog_{w}_{m}_raw", f"vog_{w}_{m}"]
+    return cols
+
+
+def build(
+    extraction: Extraction,
+    *,
+    true_label: np.ndarray | None = None,
+    noisy: np.ndarray | None = None,
+    normalise: str = "z",
+) -> pd.DataFrame:
+    """The rankings table of one split from an extraction.
+
+    ``label`` is what the gradients were taken for in ``label`` mode (the trained label);
+    ``true_label`` the clean label (defaults to ``label``); ``noisy`` marks shuffled labels.
+    Each mode is normalised within the class it was taken for: ``label`` within labels, ``pred``
+    within the final checkpoint's predicted classes.
+    """
+    n = len(extraction.label)
+    label = np.asarray(extraction.label, dtype=np.int64)
+    true_label = label if true_label is None else np.asarray(true_label, dtype=np.int64)
+    noisy = np.zeros(n, dtype=bool) if noisy is None else np.asarray(noisy, dtype=bool)
+    pred = np.asarray(extraction.pred, dtype=np.int64)
+    table = {
+        "index": np.arange(n, dtype=np.int64),
+        "label": label,
+        "true_label": true_label,
+        "noisy": noisy,
+        "pred": pred,
+        "correct": pred == true_label,
+    }
+    classes = {"label": label, "pred": pred}
+    for w in WINDOWS:
+        for m in LABEL_MODES:
+            raw = extraction.vog_raw.get(f"{w}_{m}")
+            if raw is None:
+                continue
+            table[f"vog_{w}_{m}_raw"] = np.asarray(raw, dtype=np.float64)
+            table[f"vog_{w}_{m}"] = class_normalise(raw, classes[m], method=normalise)
+    return pd.DataFrame(table)
+
+
+def top_bottom(table: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
+    """The ``k`` hardest, then the ``k`` easiest rows by ``column``, ranked (1 = hardest)."""
+    order = table[column].rank(ascending=False, method="first").astype(int)
+    ranked = table.assign(rank=order).sort_values("rank")
+    picked = pd.concat([ranked.head(k).assign(end="hardest"), ranked.tail(k).assign(end="easiest")])
+    keep = ["end", "rank", "index", "label", "true_label", "pred", "correct", "noisy", column]
+    return picked[keep].reset_index(drop=True)
+
+
+def write_parquet(table: pd.DataFrame, path: str | Path) -> Path:
+    return write_with(path, lambda tmp: table.to_parquet(tmp, index=False))
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    return write_text(path, table.to_csv(index=False, float_format="%.6g"))
+
+
+def read(path: str | Path) -> pd.DataFrame:
+    table = pd.read_parquet(path)
+    missing = [c for c in BASE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path} is not a rankings table: missing columns {', '.join(missing)}")
+    return table
