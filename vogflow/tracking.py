@@ -1,0 +1,301 @@
+"""Experiment tracking in MLflow: the only module that imports mlflow.
+
+One parent run per audit (one ``dvc repro`` or ``dvc exp run``), one child run per stage that
+executed. Plain ``dvc repro`` needs no wrapper: each stage finds the DVC process it runs under and
+joins (or opens) the parent run keyed by it. Default store: ``mlflow.db`` (SQLite) at the project
+root with artifacts in ``mlartifacts/`` beside it; ``MLFLOW_TRACKING_URI`` overrides, and
+``VOGFLOW_TRACKING=off`` turns tracking off.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import vogflow
+
+AUDIT_KEY_TAG = "vogflow.audit_key"
+STAGE_TAG = "vogflow.stage"
+RUN_TAG = "vogflow.run"
+AUDIT_RUN_TAG = "vogflow.audit_run_id"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used."""
+
+
+def project_root() -> Path:
+    """``DVC_ROOT`` when DVC runs us, else the nearest folder holding ``dvc.yaml``, else cwd."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists():
+            return folder
+    return here
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+
+
+def enabled() -> bool:
+    return os.environ.get("VOGFLOW_TRACKING", "on").lower() not in ("off", "0", "false", "no")
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, when the store cannot be reached (before any heavy work)."""
+    hint = ("start the server, point MLFLOW_TRACKING_URI at a reachable store, or run with "
+            "VOGFLOW_TRACKING=off")  # fmt: skip
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"tracking server {uri} answered {resp.status}; {hint}")
+        except OSError as err:
+            raise TrackingError(f"tracking server {uri} is unreachable ({err}); {hint}") from err
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"tracking store {uri}: folder {folder} is not writable; {hint}")
+
+
+def experiment_id(client: Any, name: str, uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        # Artifacts beside the database, not in the working directory of whichever stage ran first.
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it meanwhile
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _proc_start(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[19]
+
+
+def audit_key() -> str:
+    """Identity of the current audit: the ``dvc repro``/``dvc exp`` process we run under.
+
+    ``VOGFLOW_AUDIT_ID`` overrides; outside DVC every invocation is its own audit.
+    """
+    if os.environ.get("VOGFLOW_AUDIT_ID"):
+        return os.environ["VOGFLOW_AUDIT_ID"]
+    pid = os.getppid()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        while pid > 1:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            words = [Path(w.decode(errors="replace")).name for w in cmdline if w]
+            if any(w == "dvc" or w.startswith("dvc") for w in words[:3]) and (
+                "repro" in words or "exp" in words
+            ):
+                return f"dvc-{boot}-{pid}-{_proc_start(pid)}"
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        pass
+    return f"single-{uuid.uuid4().hex}"
+
+
+def git_state(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            raise OSError(out.stderr)
+        return out.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        return {"git.commit": commit, "git.dirty": str(dirty).lower(),
+                "mlflow.source.git.commit": commit}  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+
+
+class StageRun:
+    """The child run of one executed stage, under its audit's parent run."""
+
+    def __init__(self, stage: str, *, experiment: str, run: str | None, tags: Mapping[str, str]):
+        self.root = project_root()
+        self.uri = tracking_uri(self.root)
+        check_reachable(self.uri)
+        self.client = _client(self.uri)
+        self.experiment_id = experiment_id(self.client, experiment, self.uri)
+        base_tags = {
+            STAGE_TAG: stage,
+            "vogflow.version": vogflow.__version__,
+            **git_state(self.root),
+            **({RUN_TAG: run} if run else {}),
+            **tags,
+        }
+        self.parent_id = self._parent(audit_key(), base_tags)
+        child = self.client.create_run(
+            self.experiment_id,
+            run_name=stage,
+            tags={**base_tags, PARENT_TAG: self.parent_id, AUDIT_RUN_TAG: self.parent_id},
+        )
+        self.run_id = child.info.run_id
+
+    def _parent(self, key: str, tags: Mapping[str, str]) -> str:
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{AUDIT_KEY_TAG}` = '{key}'", max_results=1
+        )
+        if found:
+            return found[0].info.run_id
+        shared = {
+            k: v for k, v in tags.items() if k.startswith(("git.", "mlflow.source", "vogflow.v"))
+        }
+        name = time.strftime("audit-%Y%m%d-%H%M%S")
+        parent = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={**shared, AUDIT_KEY_TAG: key, "vogflow.kind": "audit"},
+        )
+        return parent.info.run_id
+
+    def params(self, params: Mapping[str, Any], *, prefix: str = "") -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params, prefix)
+        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def metrics(self, metrics: Mapping[str, Any], *, step: int = 0, parent: bool = False) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        flat = {k: float(v) for k, v in flatten(metrics).items() if _is_number(v)}
+        batch = [Metric(k, v, now, step) for k, v in flat.items()]
+        targets = [self.run_id, self.parent_id] if parent else [self.run_id]
+        for run_id in targets:
+            for i in range(0, len(batch), 500):
+                self.client.log_batch(run_id, metrics=batch[i : i + 500])
+
+    def tags(self, tags: Mapping[str, str], *, parent: bool = False) -> None:
+        for run_id in [self.run_id, self.parent_id] if parent else [self.run_id]:
+            for k, v in tags.items():
+                self.client.set_tag(run_id, k, str(v))
+
+    def artifact(self, path: str | Path, artifact_path: str | None = None, *,
+                 parent: bool = False) -> None:  # fmt: skip
+        path = Path(path)
+        for run_id in [self.run_id, self.parent_id] if parent else [self.run_id]:
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path)
+            else:
+                self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def register_model(self, name: str, model_dir: str | Path) -> int:
+        """Log ``model_dir`` (final weights + manifest) and register it as a new model version."""
+        from mlflow.exceptions import MlflowException
+
+        self.client.log_artifacts(self.run_id, str(model_dir), "model")
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:
+            pass  # already registered
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
+        version = self.client.create_model_version(
+            name, source, run_id=self.run_id, tags={AUDIT_RUN_TAG: self.parent_id}
+        )
+        self.tags({"vogflow.model_name": name, "vogflow.model_version": version.version},
+                  parent=True)  # fmt: skip
+        return int(version.version)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+        # The parent has no end of its own: it ends with its latest stage (and fails with it).
+        self.client.set_terminated(self.parent_id, status)
+
+
+class NoTracking:
+    """Tracking turned off (``VOGFLOW_TRACKING=off``): the same calls, nothing recorded."""
+
+    run_id = parent_id = None
+
+    def params(self, *a: Any, **k: Any) -> None: ...
+    def metrics(self, *a: Any, **k: Any) -> None: ...
+    def tags(self, *a: Any, **k: Any) -> None: ...
+    def artifact(self, *a: Any, **k: Any) -> None: ...
+    def register_model(self, *a: Any, **k: Any) -> int:
+        return 0
+
+    def finish(self, *a: Any, **k: Any) -> None: ...
+
+
+def start_stage(stage: str, *, experiment: str, run: str | None = None,
+                tags: Mapping[str, str] | None = None) -> StageRun | NoTracking:  # fmt: skip
+    if not enabled():
+        print("tracking is off (VOGFLOW_TRACKING=off): nothing is logged to MLflow", flush=True)
+        return NoTracking()
+    return StageRun(stage, experiment=experiment, run=run, tags=tags or {})
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``a.b.c`` keys; lists of scalars kept as one value."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _is_number(value: Any) -> bool:
+    import math
+
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(float(value))) or isinstance(value, bool)  # fmt: skip
+
+
+def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experiment: str) -> str:
+    """Log an :func:`vogflow.audit` result as a standalone run; returns its run id."""
+    import tempfile
+
+    from vogflow import rankings
+
+    tracker = StageRun(run_name, experiment=experiment, run=None, tags={"vogflow.kind": "api"})
+    try:
+        tracker.params(params)
+        with tempfile.TemporaryDirectory() as tmp:
+            rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
+            score = next((c for c in ("vog_late_label", "vog_all_label", "vog_late_pred")
+                          if c in table.columns), None)  # fmt: skip
+            if score:
+                rankings.write_csv(rankings.top_bottom(table, score, 25), Path(tmp) / "top.csv")
+            tracker.artifact(tmp, "rankings")
+        tracker.metrics({"examples": len(table), "error": float(1 - table["correct"].mean())})
+        tracker.finish()
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    return tracker.run_id
