@@ -57,6 +57,7 @@ DETECTORS = (
     "ae",
 )
 SPLITS = ("train", "test")
+RANKINGS = tuple(f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES)
 
 
 class ConfigError(ValueError):
@@ -179,6 +180,7 @@ class GradientsConfig:
 class VogConfig:
     window_size: int = 3  # checkpoints in the early and late windows
     normalise: str = field(default="z", metadata=_choice(*NORMALISATIONS))
+    rank_by: str = field(default="late_label", metadata=_choice(*RANKINGS))
     bins: int = 10  # VoG buckets for error-per-bucket curves (10 = deciles)
     top_k: int = 25  # rows of the human-readable top/bottom table
     bootstrap: int = 1000  # resamples for confidence intervals

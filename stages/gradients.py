@@ -1,0 +1,67 @@
+"""Streaming input gradients of one run: raw VoG per window and label mode, per-checkpoint stats.
+
+    python stages/gradients.py --run main --checkpoints runs/main/checkpoints \
+        --out runs/main/gradients --metrics runs/main/gradients.json
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from vogflow.config import section_dict
+from vogflow.io import write_json, write_npz
+from vogflow.stage import parser, stage
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoints", required=True, help="checkpoint folder of the run")
+    p.add_argument("--out", required=True, help="folder for <split>.npz")
+    p.add_argument("--metrics", required=True, help="metrics JSON")
+    args = p.parse_args()
+
+    with stage(f"gradients@{args.run}", params_path=args.params, run=args.run) as ctx:
+        from vogflow.api import run_extraction
+        from vogflow.checkpoints import load_run_models
+        from vogflow.pipeline import load_run_data
+
+        prm = ctx.params
+        ctx.track.params({"gradients": section_dict(prm.gradients),
+                          "window_size": prm.vog.window_size})  # fmt: skip
+        models, manifest = load_run_models(args.checkpoints)
+        data = load_run_data(prm.data, ctx.root, args.checkpoints, manifest)
+        ctx.track.tags({"vogflow.data_hash": manifest["data_fingerprint"]})
+        metrics = {"checkpoints": len(models), "splits": {}}
+        for split in prm.gradients.splits:
+            x, labels = data[split]
+            t0 = time.perf_counter()
+            extraction = run_extraction(
+                models, (x, labels["label"]), window_size=prm.vog.window_size,
+                label_modes=prm.gradients.label_modes, batch_size=prm.gradients.batch_size,
+                device=prm.gradients.device, precision=prm.gradients.precision,
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+            write_npz(Path(args.out) / f"{split}.npz", **extraction.arrays(),
+                      true_label=labels["true_label"], noisy=labels["noisy"])  # fmt: skip
+            per_ckpt = manifest["checkpoints"]
+            metrics["splits"][split] = {
+                "examples": len(x),
+                "seconds": seconds,
+                "images_per_second": len(x) / seconds,
+                # The regime behind each window: its epochs and learning rates.
+                "windows": {
+                    w: {"epochs": [per_ckpt[i]["epoch"] for i in idx],
+                        "lr": [per_ckpt[i]["lr"] for i in idx]}
+                    for w, idx in extraction.windows.items()
+                },
+            }  # fmt: skip
+            print(f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s "
+                  f"({len(x) / seconds:.0f} images/s)", flush=True)  # fmt: skip
+        write_json(args.metrics, metrics)
+        ctx.track.metrics(metrics)
+
+
+if __name__ == "__main__":
+    main()

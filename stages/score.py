@@ -1,0 +1,60 @@
+"""Class-normalise one run's raw VoG into rankings tables, and measure error by VoG decile.
+
+    python stages/score.py --run main --gradients runs/main/gradients --out runs/main/rankings \
+        --metrics runs/main/score.json --plots runs/main/plots
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vogflow.config import section_dict
+from vogflow.io import write_json
+from vogflow.stage import parser, stage
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--run", required=True)
+    p.add_argument(
+        "--gradients", required=True, help="folder of <split>.npz from the gradients stage"
+    )
+    p.add_argument("--out", required=True, help="folder for <split>.parquet and <split>_top.csv")
+    p.add_argument("--metrics", required=True, help="metrics JSON")
+    p.add_argument("--plots", required=True, help="folder for the error-per-decile CSVs")
+    args = p.parse_args()
+
+    with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
+        from vogflow.pipeline import decile_analysis, load_extraction, write_curves
+        from vogflow.rankings import build, top_bottom, write_csv, write_parquet
+
+        prm = ctx.params
+        ctx.track.params({"vog": section_dict(prm.vog)})
+        out, metrics = Path(args.out), {}
+        for npz in sorted(Path(args.gradients).glob("*.npz")):
+            split = npz.stem
+            extraction, extra = load_extraction(npz)
+            table = build(extraction, true_label=extra["true_label"], noisy=extra["noisy"],
+                          normalise=prm.vog.normalise)  # fmt: skip
+            write_parquet(table, out / f"{split}.parquet")
+            top = top_bottom(table, f"vog_{prm.vog.rank_by}", prm.vog.top_k)
+            write_csv(top, out / f"{split}_top.csv")
+            report = decile_analysis(table, prm.vog)
+            write_curves(report, Path(args.plots) / f"deciles_{split}.csv")
+            metrics[split] = {"examples": len(table), "error": float(1 - table["correct"].mean()),
+                              "claims": report["claims"], "flip": report["flip"]}  # fmt: skip
+        write_json(args.metrics, metrics)
+        ctx.track.metrics(metrics)
+        ctx.track.artifact(out, "rankings")
+        ctx.track.artifact(args.plots, "plots")
+        ctx.track.artifact(args.metrics, "metrics")
+        if args.run == prm.tracking.register_run:
+            ctx.track.artifact(out, f"rankings/{args.run}", parent=True)
+            if "test" in metrics:
+                trend = metrics["test"]["claims"][prm.vog.rank_by]["measured"]
+                headline = {"decile_error_trend": trend, "test_error": metrics["test"]["error"]}
+                ctx.track.metrics(headline, parent=True)
+
+
+if __name__ == "__main__":
+    main()
