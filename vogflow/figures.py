@@ -1,0 +1,576 @@
+"""Draw the paper's figures: numpy arrays in, ``matplotlib.figure.Figure`` out (plus a PNG save).
+
+A leaf module: numpy and matplotlib only, no statistics, no files other than the PNG ``save``
+writes. Every figure is a free-standing ``Figure`` (never pyplot), so figures do not leak global
+state between calls or threads. Throughout, **higher VoG = harder example**.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure, SubFigure
+
+from vogflow.io import write_with
+
+# Tile-grid geometry in inches: a 1-inch tile is 100 px at the default dpi, big enough to read an
+# 8x8 digit and a fair thumbnail of a 224x224 image.
+_TILE_IN = 1.0
+_GAP_IN = 0.08
+_CAPTION_LINE_IN = 0.14
+_TITLE_IN = 0.4
+_CAPTION_PT = 7
+_SIDE_TITLES = ("lowest VoG (easiest)", "highest VoG (hardest)")
+
+
+def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically, then release it; returns ``path``."""
+    # The temporary file ends in ".tmp", so the format must be explicit.
+    out = write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+    _close(fig)
+    return out
+
+
+def _close(fig: Figure) -> None:
+    # A pyplot-managed figure must be closed through pyplot or its registry keeps it alive; ours
+    # have no manager, so clearing the artists is enough to free them.
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    else:
+        fig.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# selection (pure, testable)
+
+
+def lowest_highest_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``k`` lowest and ``k`` highest finite ``scores`` (N,).
+
+    Returns ``(lowest, highest)``: ``lowest`` in ascending score order (easiest first),
+    ``highest`` in descending order (hardest first). Ties keep index order. NaN scores are never
+    selected; with fewer than ``k`` finite scores both hold all of them, so the two sets overlap
+    whenever fewer than ``2k`` exist.
+    """
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    finite = np.flatnonzero(np.isfinite(scores))
+    order = finite[np.argsort(scores[finite], kind="stable")]
+    k = max(0, min(int(k), order.size))
+    # Sort negated scores (not the reversed ascending order) so ties stay in index order.
+    desc = finite[np.argsort(-scores[finite], kind="stable")]
+    return order[:k], desc[:k]
+
+
+# ---------------------------------------------------------------------------------------------
+# tile grids
+
+
+def _to_hwc(images: np.ndarray) -> np.ndarray:
+    """(n,C,H,W) with C in {1,3}, (n,H,W,C) or (n,H,W) -> (n,H,W) grey or (n,H,W,3), in [0,1]."""
+    images = np.asarray(images, dtype=float)
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        images = np.moveaxis(images, 1, -1)
+    elif not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3))):
+        raise ValueError(
+            f"images must be (n,C,H,W) with C in {{1,3}} or (n,H,W); got {images.shape}"
+        )
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    return np.clip(np.nan_to_num(images), 0.0, 1.0)
+
+
+def _name(label: Any, class_names: Sequence[str] | Mapping[Any, str] | None) -> str:
+    if class_names is None:
+        return str(label)
+    try:
+        return str(class_names[label])
+    except (IndexError, KeyError, TypeError):
+        return str(label)
+
+
+def _captions(
+    idx: np.ndarray,
+    scores: np.ndarray | None,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | Mapping[Any, str] | None = None,
+) -> list[str]:
+    out = []
+    for i in idx:
+        parts = []
+        if labels is not None:
+            parts.append(_name(np.asarray(labels)[i].item(), class_names))
+        if scores is not None:
+            parts.append(f"{float(scores[i]):.3g}")
+        out.append("\n".join(parts))
+    return out
+
+
+def _grid_inches(n_tiles: int, ncols: int, caption_lines: int) -> tuple[int, float, float]:
+    """(nrows, width, height) in inches of one tile grid including its title strip."""
+    nrows = max(1, math.ceil(n_tiles / ncols))
+    cell_h = _TILE_IN + _GAP_IN + caption_lines * _CAPTION_LINE_IN
+    return nrows, ncols * (_TILE_IN + _GAP_IN), nrows * cell_h + _TITLE_IN
+
+
+def _draw_tiles(
+    host: Figure | SubFigure,
+    images: np.ndarray,
+    captions: Sequence[str] | None,
+    *,
+    ncols: int,
+    title: str,
+    caption_lines: int,
+    height_in: float,
+    slots: int = 0,
+) -> None:
+    """Fill ``host`` (a figure or subfigure ``height_in`` tall) with an image grid and a title.
+
+    The grid is laid out for ``max(len(images), slots)`` tiles, so a short grid keeps the tile
+    size and spacing of its full-size neighbours instead of stretching to fill the height.
+    """
+    nrows = max(1, math.ceil(max(len(images), slots) / ncols))
+    cap_in = caption_lines * _CAPTION_LINE_IN
+    # Gridspec spacing is relative to the mean axes height, so convert the caption strip.
+    axes = host.subplots(
+        nrows,
+        ncols,
+        squeeze=False,
+        gridspec_kw={
+            "left": 0.02,
+            "right": 0.98,
+            "bottom": 0.01,
+            "top": 1.0 - (_TITLE_IN + cap_in) / height_in,
+            "hspace": (cap_in + _GAP_IN) / _TILE_IN,
+            "wspace": _GAP_IN / _TILE_IN,
+        },
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for j, (ax, img) in enumerate(zip(axes.flat, images, strict=False)):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
+        if captions is not None and captions[j]:
+            ax.set_title(captions[j], fontsize=_CAPTION_PT, pad=2, linespacing=1.0)
+    if title:
+        host.suptitle(title, fontsize=10, y=1.0 - 0.05 / height_in, va="top")
+
+
+def image_grid(
+    images: np.ndarray,
+    *,
+    ncols: int = 5,
+    titles: Sequence[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Plain grid of ``images`` (n,C,H,W) with C in {1,3}, or (n,H,W); values in [0,1].
+
+    One-channel images use a grey colour map; ``titles`` (n,) caption the tiles.
+    """
+    hwc = _to_hwc(images)
+    ncols = max(1, min(ncols, len(hwc)))
+    lines = max((t.count("\n") + 1 for t in titles or [] if t), default=0)
+    _, w, h = _grid_inches(len(hwc), ncols, lines)
+    fig = Figure(figsize=(w, h))
+    _draw_tiles(fig, hwc, titles, ncols=ncols, title=title, caption_lines=lines, height_in=h)
+    return fig
+
+
+def _titled(width_in: float, body_in: float, title: str) -> tuple[Figure, Figure | SubFigure]:
+    """A figure ``body_in`` tall plus, when titled, a title strip above; returns (fig, body)."""
+    if not title:
+        fig = Figure(figsize=(width_in, body_in))
+        return fig, fig
+    fig = Figure(figsize=(width_in, body_in + _TITLE_IN))
+    # The title gets its own strip so it can never overlap the grid titles below it.
+    head, body = fig.subfigures(2, 1, height_ratios=[_TITLE_IN, body_in])
+    head.suptitle(title, fontsize=12, y=0.5, va="center")
+    return fig, body
+
+
+def _paired_grids(
+    fig: Figure,
+    rows: list[tuple[str, np.ndarray, list[str], np.ndarray, list[str]]],
+    *,
+    ncols: int,
+    caption_lines: int,
+    grid_h: float,
+    slots: int = 0,
+) -> None:
+    """One row of subfigures per ``(row_title, low_imgs, low_caps, high_imgs, high_caps)``."""
+    subs = fig.subfigures(len(rows), 2, squeeze=False)
+    for (row_title, lo_img, lo_cap, hi_img, hi_cap), pair in zip(rows, subs, strict=True):
+        prefix = f"{row_title}: " if row_title else ""
+        for sub, img, cap, side in zip(
+            pair, (lo_img, hi_img), (lo_cap, hi_cap), _SIDE_TITLES, strict=True
+        ):
+            _draw_tiles(
+                sub,
+                img,
+                cap,
+                ncols=ncols,
+                title=prefix + side,
+                caption_lines=caption_lines,
+                height_in=grid_h,
+                slots=slots,
+            )
+
+
+def lowest_highest(
+    images: np.ndarray,
+    scores: np.ndarray,
+    *,
+    k: int = 25,
+    title: str = "",
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | Mapping[Any, str] | None = None,
+) -> Figure:
+    """The ``k`` lowest- and ``k`` highest-VoG examples of the whole set, side by side (Fig. 7).
+
+    images (N,C,H,W) or (N,H,W) in [0,1]; scores (N,), higher VoG = harder; labels (N,) optional
+    class ids named through ``class_names``. Grids are ``ceil(sqrt(k))`` wide (5x5 for k=25);
+    each tile is captioned with its label name (if given) and score. With N < k each grid shows
+    all N.
+    """
+    hwc = _to_hwc(images)
+    lo, hi = lowest_highest_indices(scores, k)
+    ncols = max(1, math.ceil(math.sqrt(k)))
+    lines = 1 + (labels is not None)
+    _, w, h = _grid_inches(len(lo), ncols, lines)
+    fig, host = _titled(2 * w, h, title)
+    _paired_grids(
+        host,
+        [
+            (
+                "",
+                hwc[lo],
+                _captions(lo, scores, labels, class_names),
+                hwc[hi],
+                _captions(hi, scores, labels, class_names),
+            )
+        ],
+        ncols=ncols,
+        caption_lines=lines,
+        grid_h=h,
+    )
+    return fig
+
+
+def per_class_lowest_highest(
+    images: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    *,
+    class_ids: Sequence[int],
+    class_names: Sequence[str] | Mapping[Any, str],
+    k: int = 25,
+    title: str = "",
+) -> Figure:
+    """One row per class in ``class_ids``: its ``k`` lowest and ``k`` highest VoG (Figs. 2, 3).
+
+    images (N,C,H,W) or (N,H,W) in [0,1]; scores (N,), higher VoG = harder; classes (N,) the
+    class id of each example; ``class_names[c]`` names class ``c``. Tiles carry the score.
+    """
+    hwc = _to_hwc(images)
+    scores = np.asarray(scores, dtype=float)
+    classes = np.asarray(classes)
+    ncols = max(1, math.ceil(math.sqrt(k)))
+    rows = []
+    for c in class_ids:
+        members = np.flatnonzero(classes == c)
+        lo, hi = (members[i] for i in lowest_highest_indices(scores[members], k))
+        name = _name(c, class_names)
+        rows.append((name, hwc[lo], _captions(lo, scores), hwc[hi], _captions(hi, scores)))
+    # All rows share the height of the fullest grid so they line up; no taller than needed.
+    slots = max((len(r[1]) for r in rows), default=1)
+    _, w, h = _grid_inches(slots, ncols, 1)
+    fig, host = _titled(2 * w, h * max(1, len(rows)), title)
+    if rows:
+        _paired_grids(host, rows, ncols=ncols, caption_lines=1, grid_h=h, slots=slots)
+    return fig
+
+
+def movers_grid(
+    images: np.ndarray,
+    rank_a: np.ndarray,
+    rank_b: np.ndarray,
+    *,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] | Mapping[Any, str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Examples whose rank moved between two rankings, captioned ``"rank_a -> rank_b"``.
+
+    images (n,C,H,W) or (n,H,W) in [0,1], already the selected movers; rank_a, rank_b (n,)
+    their ranks under each ranking (a higher VoG rank = harder); labels (n,) optional class ids.
+    """
+    idx = np.arange(len(images))
+    names = _captions(idx, None, labels, class_names) if labels is not None else [""] * len(idx)
+    moves = [f"{int(a)} -> {int(b)}" for a, b in zip(rank_a, rank_b, strict=True)]
+    titles = [f"{n}\n{m}" if n else m for n, m in zip(names, moves, strict=True)]
+    return image_grid(images, ncols=5, titles=titles, title=title)
+
+
+# ---------------------------------------------------------------------------------------------
+# curves and plots
+
+
+def _plot_curves(ax: Any, curves: Sequence[tuple[str, Mapping[str, Any]]], xlabel: str) -> None:
+    """Error per bucket for each ``(name, {"error","lo","hi"[,"style"]})`` with a shaded band."""
+    n_buckets = 0
+    for name, curve in curves:
+        err = np.asarray(curve["error"], dtype=float)
+        x = np.arange(err.size)
+        n_buckets = max(n_buckets, err.size)
+        style = curve.get("style")
+        # ``style`` is either a format string ("o--") or a dict of line keyword arguments.
+        if isinstance(style, str):
+            fmt, kw = style, {}
+        else:
+            fmt, kw = "", {"marker": "o", **dict(style or {})}
+        (line,) = ax.plot(x, err, fmt, label=name, **kw)
+        lo, hi = curve.get("lo"), curve.get("hi")
+        if lo is not None and hi is not None:
+            lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(x, lo, hi, where=ok, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("error rate")
+    if 0 < n_buckets <= 20:
+        ax.set_xticks(np.arange(n_buckets))
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+
+
+def error_curves(
+    curves: Mapping[str, Mapping[str, Any]],
+    *,
+    title: str = "",
+    xlabel: str = "VoG decile (0 = lowest)",
+) -> Figure:
+    """Error per VoG bucket for several curves (windows, label modes or seeds; Figs. 4, 6).
+
+    Each curve: ``error`` (B,), ``lo``/``hi`` (B,) interval bounds (NaN = no band), optional
+    ``style`` (format string or dict of line options). Bucket 0 holds the lowest (easiest) VoG.
+    """
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    _plot_curves(ax, list(curves.items()), xlabel)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def early_late(
+    curves_early: Mapping[str, Mapping[str, Any]],
+    curves_late: Mapping[str, Mapping[str, Any]],
+    *,
+    title: str = "",
+) -> Figure:
+    """Early- and late-stage error per VoG decile side by side (Figs. 5, 8); curve format as in
+    :func:`error_curves`. The paper's finding: high VoG flips from easy (early) to hard (late)."""
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, curves, name in zip(
+        axes, (curves_early, curves_late), ("(a) Early", "(b) Late"), strict=True
+    ):
+        _plot_curves(ax, list(curves.items()), "VoG decile (0 = lowest)")
+        ax.set_title(f"{name}-stage VoG")
+    axes[1].set_ylabel("")  # the y axis is shared; one label is enough
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def compare_curves(
+    curve_a: Mapping[str, Any],
+    curve_b: Mapping[str, Any],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    title: str = "",
+) -> Figure:
+    """Two error-per-decile curves overlaid (e.g. true vs predicted label, Fig. 12a)."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    # A list, not a dict, so two curves with the same name are both drawn.
+    _plot_curves(ax, [(names[0], curve_a), (names[1], curve_b)], "VoG decile (0 = lowest)")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def histograms(
+    scores_by_name: Mapping[str, np.ndarray],
+    groups: np.ndarray,
+    *,
+    group_names: tuple[str, str] = ("clean", "shuffled"),
+    title: str = "",
+) -> Figure:
+    """Overlaid density histograms of two groups, one panel per score (memorization, Sec. 4.1).
+
+    scores_by_name: name -> (N,) scores (higher VoG = harder); groups (N,) bool, True = the
+    second group (e.g. shuffled labels). Both groups share the bins of their panel.
+    """
+    groups = np.asarray(groups, dtype=bool)
+    n = max(1, len(scores_by_name))
+    fig = Figure(figsize=(3.2 * n, 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
+    for ax, (name, scores) in zip(axes, scores_by_name.items(), strict=False):
+        scores = np.asarray(scores, dtype=float)
+        ok = np.isfinite(scores)
+        edges = np.histogram_bin_edges(scores[ok], bins=30) if ok.any() else 30
+        for member, label in zip((False, True), group_names, strict=True):
+            vals = scores[ok & (groups == member)]
+            if vals.size:
+                ax.hist(vals, bins=edges, density=True, alpha=0.5, label=f"{label} (n={vals.size})")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("score")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("density")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def toy(
+    points: np.ndarray,
+    labels: np.ndarray,
+    vog: np.ndarray,
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    grid_margin: np.ndarray,
+    distance: np.ndarray,
+    *,
+    title: str = "",
+) -> Figure:
+    """The 2-D toy problem (Fig. 1): VoG per point with the boundary, and VoG vs distance.
+
+    points (N,2), labels (N,), vog (N,) (higher = harder), distance (N,) to the boundary.
+    grid_margin (Gy,Gx) is the model's margin with ``grid_margin[i, j]`` at
+    ``(grid_x[j], grid_y[i])`` (``np.meshgrid`` order); its zero contour is the boundary.
+    """
+    points = np.asarray(points, dtype=float)
+    labels = np.asarray(labels)
+    margin = np.asarray(grid_margin, dtype=float)
+    vog = np.asarray(vog, dtype=float)
+    distance = np.asarray(distance, dtype=float)
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.08)  # room between the colour bar and the right panel
+    left, right = fig.subplots(1, 2)
+    markers = "os^vD<>p*h"
+    for i, c in enumerate(np.unique(labels)):
+        m = labels == c
+        sc = left.scatter(
+            points[m, 0],
+            points[m, 1],
+            c=vog[m],
+            cmap="viridis",
+            vmin=np.nanmin(vog),
+            vmax=np.nanmax(vog),
+            s=18,
+            marker=markers[i % len(markers)],
+            edgecolors="none",
+            label=f"class {c}",
+        )
+    # Without a sign change there is no zero level; matplotlib would only warn.
+    if np.nanmin(margin) < 0 < np.nanmax(margin):
+        left.contour(grid_x, grid_y, margin, levels=[0.0], colors="k", linewidths=1.5)
+    if len(points):
+        fig.colorbar(sc, ax=left, label="VoG (higher = harder)")
+        # Colour encodes VoG, so the legend keys must show marker shape only.
+        for handle in left.legend(fontsize=8, loc="best").legend_handles:
+            handle.set_array(None)  # drop the colour mapping, or it overrides the grey
+            handle.set_color("0.4")
+    left.set_title("VoG per point; black line = decision boundary", fontsize=10)
+    left.set_aspect("equal", adjustable="datalim")
+    for i, c in enumerate(np.unique(labels)):
+        m = labels == c
+        right.scatter(
+            distance[m],
+            vog[m],
+            s=12,
+            alpha=0.7,
+            marker=markers[i % len(markers)],
+            label=f"class {c}",
+        )
+    right.set_xlabel("distance to decision boundary")
+    right.set_ylabel("VoG (higher = harder)")
+    right.set_title("VoG vs distance to the boundary", fontsize=10)
+    right.grid(alpha=0.3)
+    if len(points):
+        right.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def bars_with_errors(
+    table: Mapping[str, tuple[float, float]],
+    *,
+    title: str = "",
+    ylabel: str = "AUROC (%)",
+    reference: Mapping[str, float] | None = None,
+) -> Figure:
+    """Horizontal bars of mean +- std per method (OoD table), top to bottom in ``table`` order.
+
+    ``ylabel`` names the value axis, which is horizontal here. ``reference`` maps method names
+    to published values, drawn as diamonds; names not in ``table`` are ignored.
+    """
+    names = list(table)
+    means = np.array([table[n][0] for n in names], dtype=float)
+    stds = np.array([table[n][1] for n in names], dtype=float)
+    y = np.arange(len(names))
+    fig = Figure(figsize=(6.5, 0.45 * len(names) + 1.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.barh(y, means, xerr=np.nan_to_num(stds), color="tab:blue", alpha=0.75, capsize=3)
+    for yi, m, s in zip(y, means, stds, strict=True):
+        # Written inside the bar's left end so it never collides with the error bar or marker.
+        ax.annotate(
+            f"{m:.1f} ± {s:.1f}",
+            (0, yi),
+            xytext=(4, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color="white",
+        )
+    ref = [(i, reference[n]) for i, n in enumerate(names) if reference and n in reference]
+    if ref:
+        ri, rv = zip(*ref, strict=True)
+        ax.plot(rv, ri, "D", color="tab:red", label="published", zorder=3)
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel(ylabel)
+    ax.grid(axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def scatter(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> Figure:
+    """Plain scatter of y (N,) against x (N,); put any statistic (e.g. Spearman) in ``title``."""
+    fig = Figure(figsize=(5, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(np.asarray(x), np.asarray(y), s=8, alpha=0.6, edgecolors="none")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return fig
