@@ -58,8 +58,24 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinities become null: strict JSON that DVC, browsers and jq all read."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _strict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _strict(obj.tolist())
+    return obj
+
+
 def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    return (
+        json.dumps(_strict(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+        + "\n"
+    )
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
