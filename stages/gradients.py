@@ -28,8 +28,9 @@ def main() -> None:
         from vogflow.pipeline import load_run_data
 
         prm = ctx.params
-        ctx.track.params({"gradients": section_dict(prm.gradients),
-                          "window_size": prm.vog.window_size})  # fmt: skip
+        ctx.track.params(
+            {"gradients": section_dict(prm.gradients), "window_size": prm.vog.window_size}
+        )
         models, manifest = load_run_models(args.checkpoints)
         data = load_run_data(prm.data, ctx.root, args.checkpoints, manifest)
         ctx.track.tags({"vogflow.data_hash": manifest["data_fingerprint"]})
@@ -38,13 +39,21 @@ def main() -> None:
             x, labels = data[split]
             t0 = time.perf_counter()
             extraction = run_extraction(
-                models, (x, labels["label"]), window_size=prm.vog.window_size,
-                label_modes=prm.gradients.label_modes, batch_size=prm.gradients.batch_size,
-                device=prm.gradients.device, precision=prm.gradients.precision,
-            )  # fmt: skip
+                models,
+                (x, labels["label"]),
+                window_size=prm.vog.window_size,
+                label_modes=prm.gradients.label_modes,
+                batch_size=prm.gradients.batch_size,
+                device=prm.gradients.device,
+                precision=prm.gradients.precision,
+            )
             seconds = time.perf_counter() - t0
-            write_npz(Path(args.out) / f"{split}.npz", **extraction.arrays(),
-                      true_label=labels["true_label"], noisy=labels["noisy"])  # fmt: skip
+            write_npz(
+                Path(args.out) / f"{split}.npz",
+                **extraction.arrays(),
+                true_label=labels["true_label"],
+                noisy=labels["noisy"],
+            )
             per_ckpt = manifest["checkpoints"]
             metrics["splits"][split] = {
                 "examples": len(x),
@@ -52,13 +61,18 @@ def main() -> None:
                 "images_per_second": len(x) / seconds,
                 # The regime behind each window: its epochs and learning rates.
                 "windows": {
-                    w: {"epochs": [per_ckpt[i]["epoch"] for i in idx],
-                        "lr": [per_ckpt[i]["lr"] for i in idx]}
+                    w: {
+                        "epochs": [per_ckpt[i]["epoch"] for i in idx],
+                        "lr": [per_ckpt[i]["lr"] for i in idx],
+                    }
                     for w, idx in extraction.windows.items()
                 },
-            }  # fmt: skip
-            print(f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s "
-                  f"({len(x) / seconds:.0f} images/s)", flush=True)  # fmt: skip
+            }
+            print(
+                f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s "
+                f"({len(x) / seconds:.0f} images/s)",
+                flush=True,
+            )
         write_json(args.metrics, metrics)
         ctx.track.metrics(metrics)
 

@@ -25,8 +25,9 @@ def main() -> None:
     args = p.parse_args()
 
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
-        from vogflow.pipeline import decile_analysis, load_extraction, write_curves
+        from vogflow.pipeline import load_extraction
         from vogflow.rankings import build, top_bottom, write_csv, write_parquet
+        from vogflow.reports import decile_analysis, write_curves
 
         prm = ctx.params
         ctx.track.params({"vog": section_dict(prm.vog)})
@@ -34,15 +35,23 @@ def main() -> None:
         for npz in sorted(Path(args.gradients).glob("*.npz")):
             split = npz.stem
             extraction, extra = load_extraction(npz)
-            table = build(extraction, true_label=extra["true_label"], noisy=extra["noisy"],
-                          normalise=prm.vog.normalise)  # fmt: skip
+            table = build(
+                extraction,
+                true_label=extra["true_label"],
+                noisy=extra["noisy"],
+                normalise=prm.vog.normalise,
+            )
             write_parquet(table, out / f"{split}.parquet")
             top = top_bottom(table, f"vog_{prm.vog.rank_by}", prm.vog.top_k)
             write_csv(top, out / f"{split}_top.csv")
             report = decile_analysis(table, prm.vog)
             write_curves(report, Path(args.plots) / f"deciles_{split}.csv")
-            metrics[split] = {"examples": len(table), "error": float(1 - table["correct"].mean()),
-                              "claims": report["claims"], "flip": report["flip"]}  # fmt: skip
+            metrics[split] = {
+                "examples": len(table),
+                "error": float(1 - table["correct"].mean()),
+                "claims": report["claims"],
+                "flip": report["flip"],
+            }
         write_json(args.metrics, metrics)
         ctx.track.metrics(metrics)
         ctx.track.artifact(out, "rankings")

@@ -37,9 +37,13 @@ def main() -> None:
             }
         )
         manifest = train_run(
-            dataset, prm.model, cfg, prm.checkpoints, args.out,
+            dataset,
+            prm.model,
+            cfg,
+            prm.checkpoints,
+            args.out,
             log=lambda metrics, epoch: ctx.track.metrics(metrics, step=epoch),
-        )  # fmt: skip
+        )
         metrics = {
             "test_accuracy": manifest["final"]["test_accuracy"],
             "train_accuracy": manifest["final"]["train_accuracy"],

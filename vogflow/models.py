@@ -91,3 +91,27 @@ def build_model(
             "use 'mlp' for point data"
         )
     return _BUILDERS[name](tuple(input_shape), int(num_classes), **options)
+
+
+@torch.no_grad()
+def penultimate_features(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Inputs of the model's last linear layer, ``(N, D)``, in eval mode (mode restored).
+
+    The feature space of class-conditional Gaussian (Mahalanobis) OoD detection.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no linear layer to take features from")
+    captured: list[torch.Tensor] = []
+    hook = linears[-1].register_forward_hook(lambda _m, inp, _out: captured.append(inp[0].cpu()))
+    was_training = model.training
+    model.eval().to(device)
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i : i + batch_size].to(device))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(captured).flatten(1)
