@@ -47,7 +47,14 @@ def checkpoint_name(epoch: int) -> str:
 def save_state_dict(path: str | Path, state_dict: Mapping[str, torch.Tensor]) -> str:
     """Write ``state_dict`` (moved to the CPU) atomically; return its sha256."""
     cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
-    write_with(path, lambda tmp: torch.save(cpu, tmp))
+
+    # Through a file object: given a path, torch names the zip's inner folder after it, and the
+    # random temp name would make the same weights hash differently on every save.
+    def writer(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(cpu, fh)
+
+    write_with(path, writer)
     return sha256_file(path)
 
 

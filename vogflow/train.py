@@ -165,6 +165,9 @@ def train_run(
         ck.load_into(model, resume["model"], source=str(out / RESUME))
         optimizer.load_state_dict(resume["optimizer"])
         start_epoch, step = int(resume["epoch"]) + 1, int(resume["step"])
+        # A kill between a checkpoint and its resume state leaves that checkpoint listed; the
+        # replayed epoch lists it again, so forget entries past the resume point first.
+        manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["epoch"] < start_epoch]
         echo(f"resuming {out} after epoch {start_epoch - 1}")
 
     x_train = torch.from_numpy(dataset.train.x)

@@ -1,0 +1,194 @@
+"""``vogflow.audit`` on a user's model: every checkpoint layout and data form gives one table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SmallCNN, direct_gradients, direct_vog, models_from
+from torch.utils.data import DataLoader, TensorDataset
+
+from vogflow.api import audit
+from vogflow.checkpoints import CheckpointError
+from vogflow.gradients import GradientError
+
+COLUMNS = ["index", "label", "true_label", "noisy", "pred", "correct"] + [
+    f"vog_{w}_{m}{suffix}"
+    for w in ("early", "late", "all")
+    for m in ("label", "pred")
+    for suffix in ("_raw", "")
+]
+
+LAYOUTS = {
+    "bare": lambda sd: sd,
+    "model": lambda sd: {"model": sd, "epoch": 3},
+    "state_dict": lambda sd: {"state_dict": sd},
+    "model_state_dict": lambda sd: {"model_state_dict": sd, "optimizer_state_dict": {}},
+    "module_prefix": lambda sd: {"state_dict": {"module." + k: v for k, v in sd.items()}},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tensors here are tiny: a second intra-op thread only adds synchronisation, which costs
+    # several times the work itself when the machine is busy.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_audit(model, checkpoints, data, **kw):
+    return audit(model, checkpoints, data, progress=False, device="cpu", batch_size=8, **kw)
+
+
+def class_z(raw: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Class normalisation written out: population z-score per class, 0 for a lone member."""
+    out = np.zeros_like(raw)
+    for c in set(classes.tolist()):
+        idx = [i for i in range(len(raw)) if classes[i] == c]
+        values = raw[idx]
+        mean = sum(values) / len(values)
+        std = np.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        if len(values) > 1 and std > 0:
+            out[idx] = (values - mean) / std
+    return out
+
+
+@pytest.fixture
+def reference(small_cnn_setup):
+    """The table the direct re-implementation predicts for the ``all`` window, label mode."""
+    factory, states, x, y = small_cnn_setup
+    models = models_from(factory, states)
+    with torch.no_grad():
+        pred = models[-1].eval()(x).argmax(1).numpy()
+    raw = direct_vog(direct_gradients(models, x, y))
+    return {"raw": raw, "z": class_z(raw, y.numpy()), "pred": pred}
+
+
+def test_every_layout_and_data_form_gives_the_direct_answer(small_cnn_setup, reference, tmp_path):
+    factory, states, x, y = small_cnn_setup
+    model = factory()
+    model.train()  # a user's model may arrive in training mode; the audit must not care
+    own_weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    tables = {}
+    for name, wrap in LAYOUTS.items():
+        paths = []
+        for t, state in enumerate(states):
+            path = tmp_path / name / f"epoch_{t + 1}.pt"
+            path.parent.mkdir(exist_ok=True)
+            torch.save(wrap(state), path)
+            paths.append(path)
+        tables[f"files:{name}"] = run_audit(model, paths, (x, y))
+        tables[f"memory:{name}"] = run_audit(model, [wrap(s) for s in states], (x, y))
+    str_paths = [str(p) for p in sorted((tmp_path / "bare").iterdir())]
+    tables["files:str"] = run_audit(model, str_paths, (x, y))
+    dataset = TensorDataset(x, y)
+    tables["dataset"] = run_audit(model, states, dataset)
+    tables["loader"] = run_audit(model, states, DataLoader(dataset, batch_size=5, shuffle=False))
+    tables["numpy_pair"] = run_audit(model, states, (x.numpy(), y.numpy()))
+
+    first = tables["files:bare"]
+    assert list(first.columns) == COLUMNS
+    for name, table in tables.items():
+        pd.testing.assert_frame_equal(table, first, obj=name, rtol=1e-5, atol=1e-7)
+
+    # The audited model itself is untouched: weights and mode.
+    assert model.training
+    assert all(torch.equal(v, own_weights[k]) for k, v in model.state_dict().items())
+
+    np.testing.assert_array_equal(first["index"], np.arange(len(y)))
+    np.testing.assert_array_equal(first["label"], y.numpy())
+    np.testing.assert_array_equal(first["true_label"], y.numpy())
+    assert not first["noisy"].any()
+    np.testing.assert_array_equal(first["pred"], reference["pred"])
+    np.testing.assert_array_equal(first["correct"], reference["pred"] == y.numpy())
+    np.testing.assert_allclose(first["vog_all_label_raw"], reference["raw"], rtol=1e-4)
+    np.testing.assert_allclose(first["vog_all_label"], reference["z"], rtol=1e-3, atol=1e-4)
+    # The z-scores are not the raw values, and the early/late windows are genuinely other subsets.
+    assert not np.allclose(first["vog_all_label"], first["vog_all_label_raw"])
+    assert not np.allclose(first["vog_early_label_raw"], first["vog_late_label_raw"])
+    for window in ("early", "late", "all"):
+        for mode in ("label", "pred"):
+            assert first[f"vog_{window}_{mode}_raw"].dtype == np.float64
+            assert (first[f"vog_{window}_{mode}_raw"] > 0).all()
+
+
+def test_normalise_option_reaches_the_table(small_cnn_setup, reference):
+    factory, states, x, y = small_cnn_setup
+    raw = run_audit(factory(), states, (x, y), normalise="none", label_modes=("label",),
+                    windows=("all",))  # fmt: skip
+    assert list(raw.columns) == COLUMNS[:6] + ["vog_all_label_raw", "vog_all_label"]
+    np.testing.assert_array_equal(raw["vog_all_label"], raw["vog_all_label_raw"])
+    absolute = run_audit(factory(), states, (x, y), normalise="abs", windows=("all",))
+    np.testing.assert_allclose(absolute["vog_all_label"], np.abs(reference["z"]), atol=1e-4)
+
+
+def test_shuffled_loader_is_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    loader = DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True)
+    with pytest.raises(GradientError) as err:
+        run_audit(factory(), states, loader)
+    assert "not sequential" in str(err.value)
+    assert "shuffle=False" in str(err.value)
+
+
+def test_fewer_than_two_checkpoints_are_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    with pytest.raises(CheckpointError, match="at least 2 checkpoints, got 1"):
+        run_audit(factory(), states[:1], (x, y))
+
+
+def test_checkpoints_of_another_class_count_are_refused(small_cnn_setup, tmp_path):
+    factory, states, x, y = small_cnn_setup
+    three = SmallCNN(classes=3).state_dict()
+    path = tmp_path / "three.pt"
+    torch.save({"model_state_dict": three}, path)
+    with pytest.raises(CheckpointError) as err:
+        run_audit(factory(), [states[0], path], (x, y))
+    message = str(err.value)
+    assert str(path) in message
+    assert "fc.weight: checkpoint (3, 180) vs model (4, 180)" in message
+    assert "fc.bias: checkpoint (3,) vs model (4,)" in message
+
+
+def test_labels_beyond_the_model_classes_are_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    bad = y.clone()
+    bad[3] = 4  # SmallCNN has 4 classes: 0..3
+    with pytest.raises(GradientError, match=r"labels range over \[0, 4\] but the model has 4"):
+        run_audit(factory(), states, (x, bad))
+
+
+def test_mismatched_lengths_and_unknown_data_are_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    with pytest.raises(GradientError, match=r"inputs \(23\) and labels \(22\) differ"):
+        run_audit(factory(), states, (x, y[:-1]))
+    with pytest.raises(GradientError, match="got dict"):
+        run_audit(factory(), states, {"x": x, "y": y})
+
+
+def test_audit_is_a_lazy_attribute_of_the_package():
+    code = (
+        "import sys, vogflow\n"
+        "assert 'torch' not in sys.modules and 'vogflow.api' not in sys.modules\n"
+        "import vogflow.api\n"
+        "assert vogflow.audit is vogflow.api.audit\n"
+        "assert 'audit' in vogflow.__all__\n"
+        "try:\n"
+        "    vogflow.nothing\n"
+        "except AttributeError as err:\n"
+        "    assert 'nothing' in str(err)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    import vogflow
+
+    assert vogflow.audit is audit

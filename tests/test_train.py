@@ -1,0 +1,335 @@
+"""Training: CPU bit-reproducibility, real kill-and-resume, fresh starts, label noise, schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vogflow import checkpoints as ck
+from vogflow import train as train_mod
+from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
+from vogflow.data import Split, load_dataset, shuffle_labels
+from vogflow.io import read_npz, sha256_file
+from vogflow.train import augment_batch, lr_at, train_run
+
+# A tiny recipe: LeNet on 8x8 digits, a few epochs, a milestone so the lr decays mid-run.
+SHORT = TrainConfig(epochs=4, batch_size=64, lr=0.05, milestones=(3,), seed=0, device="cpu")
+SHORT_CKPT = CheckpointConfig(early=2, every=2, late=1)  # saves at epochs 1, 2, 4
+# The resume recipe (12 epochs, 6 checkpoints); crop_flip makes the per-epoch generators matter.
+LONG = TrainConfig(epochs=12, batch_size=64, lr=0.05, milestones=(8,), seed=3, device="cpu")
+LONG_CKPT = CheckpointConfig(early=2, every=4, late=2)  # saves at 1, 2, 4, 8, 11, 12
+LONG_DATA = DataConfig(name="digits", augment="crop_flip")
+N_TRAIN = 480
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tensors here are tiny: a second intra-op thread only adds synchronisation, which costs
+    # several times the work itself when the machine is busy.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def first_train(dataset, n: int = N_TRAIN):
+    """The dataset with only its first ``n`` training examples: keeps each run well under 1 s."""
+    return dataclasses.replace(dataset, train=Split(dataset.train.x[:n], dataset.train.y[:n]))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return first_train(load_dataset(DataConfig(name="digits")))
+
+
+@pytest.fixture(scope="module")
+def digits_aug():
+    return first_train(load_dataset(LONG_DATA))
+
+
+def entries(manifest: dict) -> list[tuple[str, int, str]]:
+    return [(c["file"], c["epoch"], c["sha256"]) for c in manifest["checkpoints"]]
+
+
+def assert_same_tensors(run_a: Path, run_b: Path, manifest: dict) -> None:
+    for entry in manifest["checkpoints"]:
+        a = ck.load_file(run_a / entry["file"])
+        b = ck.load_file(run_b / entry["file"])
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (entry["file"], key)
+
+
+# --- reproducibility --------------------------------------------------------------------------
+
+
+def test_same_seed_gives_identical_bits_and_other_seed_differs(digits, tmp_path):
+    model = ModelConfig(name="lenet")
+    a = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "a", echo=quiet)
+    b = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "b", echo=quiet)
+    assert [e[1] for e in entries(a)] == [1, 2, 4]
+    # Whole manifests match: hashes, per-checkpoint test accuracy, lr, steps, final accuracies.
+    assert a == b
+    for entry in a["checkpoints"]:
+        assert sha256_file(tmp_path / "a" / entry["file"]) == entry["sha256"]
+        assert sha256_file(tmp_path / "b" / entry["file"]) == entry["sha256"]
+    assert_same_tensors(tmp_path / "a", tmp_path / "b", a)
+
+    other = dataclasses.replace(SHORT, seed=1)
+    c = train_run(digits, model, other, SHORT_CKPT, tmp_path / "c", echo=quiet)
+    assert all(x[2] != y[2] for x, y in zip(entries(a), entries(c), strict=True))
+    wa = ck.load_file(tmp_path / "a" / "epoch_0004.pt")
+    wc = ck.load_file(tmp_path / "c" / "epoch_0004.pt")
+    assert not torch.equal(wa["classifier.5.weight"], wc["classifier.5.weight"])
+
+
+CHILD = """
+import dataclasses, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[3]))  # as the parent, so both runs reduce sums alike
+from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
+from vogflow.data import Split, load_dataset
+from vogflow.train import train_run
+ds = load_dataset(DataConfig(name="digits", augment="crop_flip"))
+n = int(sys.argv[2])
+ds = dataclasses.replace(ds, train=Split(ds.train.x[:n], ds.train.y[:n]))
+# The pause per epoch only gives the parent time to kill mid-run; it changes no bits.
+train_run(ds, ModelConfig(name="lenet"),
+          TrainConfig(epochs=12, batch_size=64, lr=0.05, milestones=(8,), seed=3, device="cpu"),
+          CheckpointConfig(early=2, every=4, late=2), sys.argv[1],
+          echo=lambda line: time.sleep(0.25))
+"""
+
+
+def test_killed_run_resumes_to_the_same_bits(digits_aug, tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(killed), str(N_TRAIN), str(torch.get_num_threads())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"training finished before it could be killed: {proc.stderr.read()}")
+            try:
+                listed = len(ck.read_manifest(killed)["checkpoints"])
+            except (ck.CheckpointError, ValueError):  # not written yet
+                listed = 0
+            if listed >= 2:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("no two checkpoints within 60 s")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = ck.read_manifest(killed)
+    assert not partial["complete"]
+    assert 2 <= len(partial["checkpoints"]) < len(partial["schedule"])
+    with pytest.raises(ck.CheckpointError, match="did not finish"):
+        ck.load_run_models(killed)
+
+    lines: list[str] = []
+    model = ModelConfig(name="lenet")
+    resumed = train_run(digits_aug, model, LONG, LONG_CKPT, killed, echo=lines.append)
+    # It really resumed (rather than silently starting over).
+    assert any(line.startswith(f"resuming {killed} after epoch") for line in lines)
+    assert not any("epoch   1/" in line for line in lines)
+
+    straight = train_run(digits_aug, model, LONG, LONG_CKPT, tmp_path / "straight", echo=quiet)
+    assert [e[1] for e in entries(straight)] == [1, 2, 4, 8, 11, 12]
+    assert ck.read_manifest(killed) == ck.read_manifest(tmp_path / "straight")
+    assert resumed["checkpoints"] == straight["checkpoints"]
+    assert_same_tensors(killed, tmp_path / "straight", straight)
+    assert not (killed / train_mod.RESUME).exists()
+
+
+def test_kill_between_checkpoint_and_resume_state_lists_each_epoch_once(
+    digits, tmp_path, monkeypatch
+):
+    # The narrowest kill window: the epoch-2 checkpoint is in the manifest but the resume state
+    # still says epoch 1, so resuming replays epoch 2 and must not list it twice.
+    real_save = train_mod._save_resume
+
+    def dying_save(path, model, optimizer, epoch, step):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        real_save(path, model, optimizer, epoch, step)
+
+    monkeypatch.setattr(train_mod, "_save_resume", dying_save)
+    model = ModelConfig(name="mlp", hidden=16)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "r", echo=quiet)
+    assert [e[1] for e in entries(ck.read_manifest(tmp_path / "r"))] == [1, 2]
+    monkeypatch.setattr(train_mod, "_save_resume", real_save)
+
+    resumed = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "r", echo=quiet)
+    train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "s", echo=quiet)
+    assert [e[1] for e in entries(resumed)] == [1, 2, 4]
+    assert ck.read_manifest(tmp_path / "r") == ck.read_manifest(tmp_path / "s")
+
+
+def test_complete_run_is_not_retrained_and_changed_config_starts_afresh(digits, tmp_path):
+    model = ModelConfig(name="mlp", hidden=16)
+    out = tmp_path / "run"
+    first = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet)
+    lines: list[str] = []
+    again = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append)
+    assert again["checkpoints"] == first["checkpoints"]
+    assert lines == [f"{out}: already trained with this configuration; nothing to do"]
+
+    (out / "stray.txt").write_text("left by the old run")
+    shorter = dataclasses.replace(SHORT, epochs=3, milestones=(2,))
+    changed = train_run(digits, model, shorter, SHORT_CKPT, out, echo=quiet)
+    assert changed["config_hash"] != first["config_hash"]
+    assert [e[1] for e in entries(changed)] == [1, 2, 3]
+    # The old run's epoch-4 checkpoint and anything else in the folder are gone.
+    assert sorted(p.name for p in out.iterdir()) == [
+        "epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt", "labels.npz", "manifest.json",
+    ]  # fmt: skip
+    # Same seed, but a different lr schedule from epoch 3 on: only the first two epochs agree.
+    assert entries(changed)[:2] == entries(first)[:2]
+    assert entries(changed)[2][2] != entries(first)[2][2]
+
+
+# --- schedule and learning rate ---------------------------------------------------------------
+
+
+def test_schedule_covers_early_every_and_late():
+    assert ck.schedule(30, early=3, every=5, late=3) == [1, 2, 3, 5, 10, 15, 20, 25, 28, 29, 30]
+    assert ck.schedule(12, early=2, every=4, late=2) == [1, 2, 4, 8, 11, 12]
+    assert ck.schedule(10, early=1, every=100, late=1) == [1, 10]
+    # Fewer epochs than the windows: every epoch, none beyond the last.
+    assert ck.schedule(2, early=3, every=5, late=3) == [1, 2]
+    assert ck.schedule(7, early=2, every=1, late=2) == list(range(1, 8))
+
+
+def test_lr_decays_after_each_milestone(digits, tmp_path):
+    cfg = TrainConfig(lr=0.1, milestones=(3, 6), gamma=0.1, epochs=8)
+    lrs = [lr_at(cfg, e) for e in range(1, 9)]
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001], rtol=1e-12)
+    assert lr_at(dataclasses.replace(cfg, milestones=()), 8) == 0.1
+    # The manifest records the lr each checkpoint was trained with.
+    manifest = train_run(digits, ModelConfig(name="mlp", hidden=8), SHORT, SHORT_CKPT,
+                         tmp_path / "lr", echo=quiet)  # fmt: skip
+    assert [c["lr"] for c in manifest["checkpoints"]] == pytest.approx([0.05, 0.05, 0.005])
+
+
+# --- label noise ------------------------------------------------------------------------------
+
+
+def test_shuffle_labels_is_seeded_and_permutes_the_chosen_labels():
+    y = np.random.default_rng(0).integers(0, 10, size=2000)
+    noisy, mask = shuffle_labels(y, 0.2, seed=5)
+    assert mask.dtype == bool and mask.sum() == 400
+    # Labels outside the mask are untouched; inside it they are a permutation of the originals.
+    np.testing.assert_array_equal(noisy[~mask], y[~mask])
+    np.testing.assert_array_equal(np.sort(noisy[mask]), np.sort(y[mask]))
+    changed = (noisy != y).sum()
+    # With 10 balanced classes about 90% of shuffled labels land on another class.
+    assert 0.8 * 400 <= changed <= 400
+    assert 0.16 <= changed / y.size <= 0.2
+
+    again, mask_again = shuffle_labels(y, 0.2, seed=5)
+    np.testing.assert_array_equal(again, noisy)
+    np.testing.assert_array_equal(mask_again, mask)
+    other, other_mask = shuffle_labels(y, 0.2, seed=6)
+    assert not np.array_equal(other_mask, mask)
+
+    clean, none = shuffle_labels(y, 0.0, seed=5)
+    np.testing.assert_array_equal(clean, y)
+    assert not none.any()
+    clean[0] += 1  # a copy, not the caller's array
+    assert clean[0] != y[0]
+
+
+def test_noisy_run_records_its_noise(digits, tmp_path):
+    cfg = dataclasses.replace(SHORT, epochs=2, milestones=(), label_noise=0.25, noise_seed=7)
+    out = tmp_path / "noisy"
+    manifest = train_run(digits, ModelConfig(name="mlp", hidden=8), cfg,
+                         CheckpointConfig(early=1, every=1, late=1), out, echo=quiet)  # fmt: skip
+    expected, expected_mask = shuffle_labels(digits.train.y, 0.25, seed=7)
+    n_noisy = int(round(0.25 * len(digits.train)))
+    assert manifest["label_noise"] == {"fraction": 0.25, "seed": 7, "n_noisy": n_noisy}
+    assert manifest["train"]["label_noise"] == 0.25 and manifest["train"]["noise_seed"] == 7
+    labels = read_npz(out / "labels.npz")
+    assert sorted(labels) == ["label", "noisy", "true_label"]
+    np.testing.assert_array_equal(labels["label"], expected)
+    np.testing.assert_array_equal(labels["true_label"], digits.train.y)
+    np.testing.assert_array_equal(labels["noisy"], expected_mask)
+    assert labels["noisy"].sum() == n_noisy
+    assert (labels["label"] != labels["true_label"]).sum() > 0.8 * n_noisy
+
+    clean = train_run(digits, ModelConfig(name="mlp", hidden=8), dataclasses.replace(cfg,
+                      label_noise=0.0), CheckpointConfig(early=1, every=1, late=1),
+                      tmp_path / "clean", echo=quiet)  # fmt: skip
+    assert clean["label_noise"]["n_noisy"] == 0
+    assert not read_npz(tmp_path / "clean" / "labels.npz")["noisy"].any()
+
+
+# --- rebuilding from the manifest -------------------------------------------------------------
+
+
+def test_manifest_alone_rebuilds_every_checkpoint(digits, tmp_path):
+    out = tmp_path / "run"
+    manifest = train_run(digits, ModelConfig(name="mlp", hidden=13), SHORT, SHORT_CKPT, out,
+                         echo=quiet)  # fmt: skip
+    # Moved elsewhere, with no config alongside: the folder is self-describing.
+    moved = tmp_path / "elsewhere"
+    out.rename(moved)
+    models, loaded = ck.load_run_models(moved)
+    assert loaded == {**manifest, "version": ck.MANIFEST_VERSION}
+    assert len(models) == 3
+    assert models[0].net[1].out_features == 13  # model options survive
+    for model, entry in zip(models, manifest["checkpoints"], strict=True):
+        saved = ck.load_file(moved / entry["file"])
+        for key, value in model.state_dict().items():
+            assert torch.equal(value, saved[key])
+        x = torch.from_numpy(digits.test.x)
+        acc = float((train_mod.predict(model, x) == torch.from_numpy(digits.test.y)).float().mean())
+        assert acc == entry["test_accuracy"]
+    assert manifest["final"]["test_accuracy"] == manifest["checkpoints"][-1]["test_accuracy"]
+    assert manifest["input_shape"] == [1, 8, 8] and manifest["num_classes"] == 10
+
+
+# --- augmentation -----------------------------------------------------------------------------
+
+
+def test_augment_batch_is_a_seeded_crop_and_flip():
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert augment_batch(x, "none", torch.Generator().manual_seed(1)) is x
+
+    a = augment_batch(x, "crop_flip", torch.Generator().manual_seed(1))
+    b = augment_batch(x, "crop_flip", torch.Generator().manual_seed(1))
+    c = augment_batch(x, "crop_flip", torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    changed = [not torch.equal(a[i], x[i]) for i in range(len(x))]
+    assert sum(changed) >= 12  # only 1 in 162 draws is the identity
+
+    # Every output is one of the 81 crops of the zero-padded image, possibly mirrored.
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(len(x)):
+        candidates = [padded[i, :, oy : oy + 8, ox : ox + 8] for oy in range(9) for ox in range(9)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(a[i], c) for c in candidates), i

@@ -1,0 +1,708 @@
+"""The ``vogflow`` command line: audit your own model, compare two audits, list the hardest ones.
+
+Each command lives in one function; heavy libraries (torch, mlflow, pandas, matplotlib) are imported
+inside it, so ``vogflow --help`` answers at once. A bad value on the command line, or an error the
+engine raises about the user's inputs, ends with one line naming the value and the fix, and exit
+code 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "vogflow"
+DATA_KINDS = ("npz", "imagefolder")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+# Errors that describe the user's inputs (not a bug): shown as one line, exit code 2. Matched by
+# name so that catching them does not import torch or mlflow.
+USER_ERRORS = frozenset(
+    {"UsageError", "ConfigError", "CheckpointError", "GradientError", "TrackingError",
+     "CompareError", "DatasetUnavailable"}
+)  # fmt: skip
+
+
+class UsageError(ValueError):
+    """A bad value on the command line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# audit
+
+
+def load_factory_model(spec: str) -> Any:
+    """Import ``package.module:factory`` and call it with no arguments; returns the nn.Module."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(
+            f"--model {spec!r} is not of the form package.module:factory; write e.g. "
+            "--model mypkg.nets:build_model (a function returning the nn.Module)"
+        )
+    # Like `python -m`: a module in the current folder is importable without installing it.
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UsageError(
+            f"--model {spec!r}: cannot import {module_name!r} ({err}); install it, run from the "
+            "folder that holds it, or add its folder to PYTHONPATH"
+        ) from err
+    factory: Any = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(
+                f"--model {spec!r}: module {module_name!r} has no {attr!r}; name a function of "
+                "that module that builds the model"
+            )
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"--model {spec!r}: {attr!r} is not callable; name a factory function")
+    try:
+        model = factory()
+    except Exception as err:
+        raise UsageError(
+            f"--model {spec!r}: calling {attr}() failed ({type(err).__name__}: {err}); the "
+            "factory must build the model with no arguments"
+        ) from err
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"--model {spec!r}: {attr}() returned {type(model).__name__}, not a torch.nn.Module; "
+            "return the (untrained) model"
+        )
+    return model
+
+
+def _has_magic(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def checkpoint_paths(items: Sequence[str]) -> tuple[list[Path], str | None]:
+    """Checkpoint files in training order, and a note when a given order looks unintended.
+
+    One glob (quoted, so the shell does not expand it) or one folder: its files sorted by the
+    number in the name (``epoch_2`` before ``epoch_10``). Several paths: the order given.
+    """
+    from vogflow.checkpoints import natural_sort
+
+    paths: list[Path] = []
+    for item in items:
+        if _has_magic(item):
+            found = [p for p in glob.glob(item, recursive=True) if Path(p).is_file()]
+            if not found:
+                raise UsageError(
+                    f"--checkpoints {item!r} matches no file; check the pattern and quote it "
+                    "(e.g. 'ckpts/*.pt')"
+                )
+            paths += natural_sort(found)
+        elif Path(item).is_dir():
+            found = [p for p in Path(item).iterdir() if p.suffix in CHECKPOINT_SUFFIXES]
+            if not found:
+                raise UsageError(
+                    f"--checkpoints {item!r} is a folder with no {'/'.join(CHECKPOINT_SUFFIXES)} "
+                    "files; point it at the checkpoints (e.g. 'ckpts/*.pt')"
+                )
+            paths += natural_sort(found)
+        elif not Path(item).is_file():
+            raise UsageError(f"--checkpoints: {item!r} does not exist; check the path")
+        else:
+            paths.append(Path(item))
+    if len(paths) < 2:
+        raise UsageError(
+            f"--checkpoints: found {len(paths)} checkpoint ({', '.join(map(str, paths))}); VoG is "
+            "a spread over training and needs at least 2; pass a glob or several files"
+        )
+    note = None
+    if len(items) > 1 and [str(p) for p in natural_sort(paths)] != [str(p) for p in paths]:
+        note = (
+            "note: checkpoints are used in the order given, which differs from the numbers in "
+            "their names; quote a glob (e.g. 'ckpts/*.pt') to sort them by number"
+        )
+    return paths, note
+
+
+def parse_data(spec: str) -> tuple[str, str]:
+    """``npz:PATH`` or ``imagefolder:PATH`` -> ``(kind, path)``."""
+    kind, sep, path = spec.partition(":")
+    if not sep:
+        raise UsageError(
+            f"--data {spec!r} names no kind; write npz:PATH (an .npz with x_train, y_train, "
+            "x_test, y_test) or imagefolder:PATH (PATH/{train,test}/<class>/*.png)"
+        )
+    if kind not in DATA_KINDS:
+        raise UsageError(
+            f"--data {spec!r}: unknown data kind {kind!r}; valid kinds: {', '.join(DATA_KINDS)} "
+            "(e.g. npz:data/mine.npz)"
+        )
+    if not path:
+        raise UsageError(f"--data {spec!r} gives no path; write {kind}:PATH")
+    return kind, path
+
+
+def _default_score(table: Any) -> str:
+    preferred = ("vog_late_label", "vog_all_label", "vog_late_pred", "vog_all_pred")
+    return next((c for c in preferred if c in table.columns), "")
+
+
+def _hardest(table: Any, column: str, k: int) -> Any:
+    from vogflow.rankings import top_bottom
+
+    top = top_bottom(table, column, k)
+    return top[top["end"] == "hardest"].drop(columns="end").head(k)
+
+
+def _print_table(frame: Any) -> None:
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    kind, data_path = parse_data(args.data)
+    paths, note = checkpoint_paths(args.checkpoints)
+    print(f"checkpoints ({len(paths)}, in training order; the last is the final model):")
+    for i, path in enumerate(paths, 1):
+        print(f"  {i:>3}  {path}")
+    if note:
+        print(note)
+    from vogflow import tracking
+
+    track = args.track and tracking.enabled()
+    if args.track and not track:
+        print("tracking is off (VOGFLOW_TRACKING=off): the audit is not logged to MLflow")
+    if track:
+        # Fail before the heavy work when the store cannot take the result.
+        tracking.check_reachable(tracking.tracking_uri())
+    model = load_factory_model(args.model)
+
+    from vogflow.api import audit
+    from vogflow.config import DataConfig
+    from vogflow.data import load_dataset
+    from vogflow.rankings import write_parquet
+
+    dataset = load_dataset(DataConfig(name=kind, path=data_path), Path.cwd())
+    split = dataset.split(args.split)
+    try:
+        table = audit(
+            model, [str(p) for p in paths], (split.x, split.y),
+            window_size=args.window_size, normalise=args.normalise, batch_size=args.batch_size,
+            device=args.device, progress=not args.quiet,
+        )  # fmt: skip
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"the model failed on the {args.split} inputs of shape {tuple(split.x.shape[1:])} "
+            f"({first}); check that --model builds the architecture the checkpoints and "
+            "--data were made for"
+        ) from err
+    out = write_parquet(table, args.out)
+    error = float(1 - table["correct"].mean())
+    print(f"audited {len(table)} {args.split} examples of {args.data} with {len(paths)} "
+          f"checkpoints; final-model error {error:.3f}")  # fmt: skip
+    print(f"wrote {out} ({len(table)} rows, {len(table.columns)} columns)")
+    if track:
+        run_id = tracking.log_audit(
+            table,
+            params={"model": args.model, "checkpoints": ",".join(p.name for p in paths),
+                    "data": {"name": kind, "path": str(Path(data_path).resolve())},
+                    "split": args.split, "window_size": args.window_size,
+                    "normalise": args.normalise},
+            run_name="audit", experiment=args.experiment,
+        )  # fmt: skip
+        print(f"logged to MLflow: run {run_id} ({tracking.tracking_uri()})")
+    column = _default_score(table)
+    if column and args.show > 0:
+        print(f"\nhardest {min(args.show, len(table))} by {column} (rank 1 = hardest):")
+        _print_table(_hardest(table, column, args.show))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def _read_split(ref: Any, other: Any, split: str) -> Any:
+    from vogflow import tracking
+
+    try:
+        return tracking.read_rankings(ref, split)
+    except tracking.TrackingError as err:
+        shared = sorted(
+            set(tracking.rankings_splits(ref)) & set(tracking.rankings_splits(other))
+        )  # fmt: skip
+        hint = f"splits both audits share: {', '.join(shared)}" if shared else "no shared split"
+        raise UsageError(f"{err} ({hint})") from err
+
+
+def _data_config(params: dict[str, str]) -> Any:
+    """The audit's ``DataConfig`` rebuilt from its logged ``data.*`` params."""
+    import dataclasses
+
+    from vogflow.config import DataConfig
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(DataConfig):
+        raw = params.get(f"data.{f.name}")
+        if raw is not None:
+            values[f.name] = type(f.default)(raw) if f.default is not None else raw
+    return DataConfig(**values)
+
+
+def _mover_images(refs: Sequence[Any], split: str, index: Any, labels: Any) -> tuple[Any, str]:
+    """Display images of the movers from the audit's own dataset, or ``(None, why not)``."""
+    from vogflow import tracking
+
+    why = "no audit logged its data params (e.g. a train stage run)"
+    for ref in refs:
+        params = tracking.audit_params(ref)
+        if "data.name" not in params:
+            continue
+        try:
+            from vogflow.data import load_dataset
+
+            cfg = _data_config(params)
+            dataset = load_dataset(cfg, tracking.project_root())
+            part = dataset.split(split)
+        except Exception as err:  # images are optional: any failure only skips the grid
+            name = params["data.name"]
+            why = f"dataset {name!r} could not be loaded ({type(err).__name__}: {err})"
+            continue
+        if len(part) <= int(index.max()) or (part.y[index] != labels).any():
+            why = f"the {cfg.name!r} data on disk no longer matches the audit's labels"
+            continue
+        images = dataset.denormalise(part.x[index])
+        if images.ndim not in (3, 4):
+            return None, f"the {cfg.name!r} examples are not images"
+        return images, ""
+    return None, why
+
+
+def _write_outputs(folder: Path, result: Any, report: dict, refs: Sequence[Any], args: Any,
+                   names: tuple[str, str]) -> list[str]:  # fmt: skip
+    """compare.json, movers.csv and the figures in ``folder``; returns notes for the report."""
+    from vogflow import figures
+    from vogflow.io import write_json, write_text
+
+    notes: list[str] = []
+    write_text(folder / "movers.csv", result.movers.to_csv(index=False, float_format="%.6g"))
+
+    def curve(c: dict) -> dict:
+        lo, hi = zip(*c["error_interval"], strict=True) if c["error_interval"] else ((), ())
+        return {"error": c["error"], "lo": list(lo), "hi": list(hi)}
+
+    deciles = report["deciles"]
+    # The legend names the model versions (or audits) rather than bare A and B.
+    legend = tuple(
+        f"{n}: {r.model or r.audit_run_id[:12]}" for n, r in zip(names, refs, strict=True)
+    )
+    fig = figures.compare_curves(
+        curve(deciles["a"]), curve(deciles["b"]), names=legend,
+        title=f"{args.split} error per {report['column']} decile",
+    )  # fmt: skip
+    figures.save(fig, folder / "figures" / "deciles.png")
+    if args.no_images:
+        notes.append("movers grid skipped (--no-images)")
+    elif len(result.movers):
+        movers = result.movers
+        index = movers["index"].to_numpy()
+        images, why = _mover_images(refs, args.split, index, movers["label"].to_numpy())
+        if images is None:
+            notes.append(f"movers grid skipped: {why}")
+        else:
+            fig = figures.movers_grid(
+                images, movers["rank_a"].to_numpy(), movers["rank_b"].to_numpy(),
+                labels=movers["label"].to_numpy(),
+                title=f"top movers by {report['column']} rank: A -> B (1 = hardest)",
+            )  # fmt: skip
+            figures.save(fig, folder / "figures" / "movers.png")
+    report["notes"] = notes
+    write_json(folder / "compare.json", report)
+    return notes
+
+
+def _print_compare(report: dict, refs: Sequence[Any], movers: Any, show: int, split: str) -> None:
+    for name, ref in zip("AB", refs, strict=True):
+        print(f"{name}  {ref.describe()}")
+    n = report["n"]
+    print(f"{split} split, {n} examples, score {report['column']} (higher = harder)\n")
+    a, b = report["deciles"]["a"], report["deciles"]["b"]
+    overlap = report["top_overlap"]
+    rows = [
+        ("", "A", "B"),
+        (f"{split} error", f"{report['error']['a']:.3f}", f"{report['error']['b']:.3f}"),
+        ("decile-error trend", f"{a['spearman']:+.2f}", f"{b['spearman']:+.2f}"),
+    ]
+    for label, va, vb in rows:
+        print(f"{label:<20}{va:>8}{vb:>8}")
+    print(f"{'spearman':<20}{report['spearman']:>8.3f}")
+    print(f"{'kendall':<20}{report['kendall']:>8.3f}")
+    pct = round(100 * overlap["fraction"])
+    print(f"{f'top-{pct}% jaccard':<20}{overlap['jaccard']:>8.3f}   ({overlap['shared']} of "
+          f"{overlap['k']} shared; chance {overlap['chance']:.3f})")  # fmt: skip
+    bins = len(a["error"])
+    print(f"\n{split} error per VoG decile (0 = lowest VoG):")
+    print("decile " + "".join(f"{i:>6}" for i in range(bins)))
+    for name, c in (("A", a), ("B", b)):
+        print(f"{name:<7}" + "".join(f"{e:>6.2f}" for e in c["error"]))
+    if len(movers) and show > 0:
+        print(f"\ntop {min(show, len(movers))} movers (rank 1 = hardest; shift > 0 = easier in B):")
+        _print_table(movers.head(show))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from vogflow import compare, tracking
+
+    refs = [tracking.resolve_audit(ref, run=args.run) for ref in (args.a, args.b)]
+    tables = [_read_split(refs[0], refs[1], args.split), _read_split(refs[1], refs[0], args.split)]
+    column = compare.score_column(args.score)
+    names = ("A", "B")
+    result = compare.compare(
+        tables[0], tables[1], column=column, top_fraction=args.top_fraction,
+        n_movers=args.movers, n_boot=args.n_boot, seed=args.seed, names=names,
+    )  # fmt: skip
+    report = {
+        "a": _ref_record(refs[0]),
+        "b": _ref_record(refs[1]),
+        "split": args.split,
+        "score": args.score,
+        **result.report,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.out) if args.out else Path(tmp)
+        notes = _write_outputs(folder, result, report, refs, args, names)
+        # Logged before anything is printed, so an interrupted terminal never loses the record.
+        run_id = _log_compare(folder, report, refs, args) if tracking.enabled() else None
+    _print_compare(report, refs, result.movers, args.show, args.split)
+    for note in notes:
+        print(note)
+    if run_id is None:
+        print("\ntracking is off (VOGFLOW_TRACKING=off): the comparison is not logged")
+    else:
+        print(f"\nlogged the comparison: {tracking.compare_run_url(run_id)}")
+    if args.out:
+        print(f"wrote {folder}/compare.json, movers.csv and figures/")
+    return 0
+
+
+def _log_compare(folder: Path, report: dict, refs: Sequence[Any], args: Any) -> str:
+    from vogflow import tracking
+
+    dec, overlap = report["deciles"], report["top_overlap"]
+    return tracking.log_compare(
+        folder, a=args.a, b=args.b,
+        params={"split": args.split, "score": report["column"], "run": args.run or "",
+                "top_fraction": args.top_fraction, "movers": args.movers,
+                "n_boot": args.n_boot, "seed": args.seed,
+                "a_audit": refs[0].audit_run_id, "b_audit": refs[1].audit_run_id},
+        metrics={"n": report["n"], "spearman": report["spearman"], "kendall": report["kendall"],
+                 "top_jaccard": overlap["jaccard"], "top_shared": overlap["shared"],
+                 "error_a": report["error"]["a"], "error_b": report["error"]["b"],
+                 "decile_trend_a": dec["a"]["spearman"], "decile_trend_b": dec["b"]["spearman"]},
+        curves={"decile_error_a": dec["a"]["error"], "decile_error_b": dec["b"]["error"]},
+        tags={"vogflow.compare.a_audit": refs[0].audit_run_id,
+              "vogflow.compare.b_audit": refs[1].audit_run_id},
+        experiment=args.experiment, run_name=f"compare-{args.split}",
+    )  # fmt: skip
+
+
+def _ref_record(ref: Any) -> dict[str, Any]:
+    return {"ref": ref.ref, "audit_run_id": ref.audit_run_id, "run": ref.run,
+            "source_run_id": ref.source_run_id, "model": ref.model}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# top
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from vogflow import compare
+
+    column = compare.score_column(args.score)
+    if args.audit.endswith(".parquet") and Path(args.audit).is_file():
+        from vogflow.rankings import read
+
+        table, where = read(args.audit), args.audit
+    else:
+        from vogflow import tracking
+
+        ref = tracking.resolve_audit(args.audit, run=args.run)
+        table, where = tracking.read_rankings(ref, args.split), ref.describe()
+    if column not in table.columns:
+        offered = ", ".join(compare.score_names(table)) or "none"
+        raise UsageError(
+            f"--score {args.score!r}: no column {column} in {where}; scores: {offered}"
+        )
+    print(f"{where}: {args.split} split, {len(table)} examples")
+    print(f"hardest {min(args.k, len(table))} by {column} (rank 1 = hardest):")
+    _print_table(_hardest(table, column, args.k))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
+def _window(value: str) -> int:
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a window needs at least 2 checkpoints (VoG is a spread)"
+        )
+    return number
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not strictly between 0 and 1")
+    return number
+
+
+MAIN_DESCRIPTION = """\
+Rank every example of a classification dataset by difficulty with Variance of
+Gradients (VoG): the spread of the input gradient of the class logit across
+training checkpoints. Higher VoG = harder (atypical, ambiguous or mislabeled).
+The full audit is a DVC pipeline (`dvc repro`) logged to MLflow; these commands
+audit your own model and read audits back from MLflow."""
+
+MAIN_EPILOG = """\
+examples:
+  vogflow audit --model mynets:build --checkpoints 'ckpts/*.pt' --data npz:data.npz \\
+      --out rankings.parquet
+  vogflow top models:/vogflow-main/3 -k 25
+  vogflow compare models:/vogflow-main/2 models:/vogflow-main/3
+
+Run `vogflow <command> --help` for each command's options. The MLflow store is
+MLFLOW_TRACKING_URI, else mlflow.db at the project root."""
+
+AUDIT_DESCRIPTION = """\
+Audit your own model: import the factory (package.module:factory, called with
+no arguments, must return the nn.Module), load each checkpoint into a copy of it
+in training order (a quoted glob or a folder is sorted by the number in the file
+name: epoch_2 before epoch_10; several paths are used in the order given), compute
+VoG of every example of the chosen split for the early, late and all windows in
+both label modes, class-normalise it, and write the rankings table (one row per
+example, dataset order) atomically to --out. Prints the checkpoint order it used
+and the hardest examples. Checkpoints are plain state_dicts (also under model /
+state_dict / model_state_dict); they are loaded without running code."""
+
+AUDIT_EPILOG = """\
+examples:
+  vogflow audit --model mynets:build --checkpoints 'ckpts/*.pt' \\
+      --data npz:data/mine.npz --split test --out rankings.parquet
+  vogflow audit --model mypkg.models:resnet18_10 --checkpoints ckpts/ \\
+      --data imagefolder:data/images --split train --out train.parquet --track
+  vogflow audit --model mynets:build --checkpoints e1.pt e5.pt e9.pt \\
+      --data npz:data.npz --out r.parquet --window-size 2 --normalise abs
+
+data kinds: npz:PATH (arrays x_train, y_train, x_test, y_test; images uint8 or
+float in [0, 1]) and imagefolder:PATH (PATH/{train,test}/<class>/*.png|jpg)."""
+
+COMPARE_DESCRIPTION = """\
+Compare the audits of two model versions on the same data. A and B are
+registered model versions (models:/<name>/<version>, models:/<name>@<alias>,
+models:/<name>/latest) or MLflow run ids of audits (a parent audit run, or a
+child score run). Both rankings tables are read from the audits' MLflow
+artifacts, aligned by example index (different sizes or labels fail), and
+compared: Spearman and Kendall correlation of the score, overlap (Jaccard) of
+the hardest 10%, each audit's error per VoG decile, and the examples whose rank
+moved most. The result is printed and logged as a new MLflow run (tag
+vogflow.kind=compare) with the JSON report, the movers CSV and the figures; the
+movers grid is drawn when the audit's dataset can be loaded, skipped otherwise."""
+
+COMPARE_EPILOG = """\
+examples:
+  vogflow compare models:/vogflow-main/1 models:/vogflow-main/2
+  vogflow compare models:/vogflow-main@champion models:/vogflow-main/latest \\
+      --split train --score all_pred
+  vogflow compare 3f2a9c... 9b71e0... --run seed1 --out compare/"""
+
+TOP_DESCRIPTION = """\
+Print the hardest examples of an audit: the k highest scores of one split, rank 1
+= hardest, with each example's index, label, prediction and score. AUDIT is a
+registered model version (models:/<name>/<version> or @<alias>), an audit run id,
+a child score run id, or a local rankings .parquet file."""
+
+TOP_EPILOG = """\
+examples:
+  vogflow top models:/vogflow-main/3
+  vogflow top 3f2a9c... --split train -k 50 --score early_label --run seed1
+  vogflow top rankings.parquet -k 10"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=MAIN_DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=fmt
+    )
+    from vogflow import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+
+    p = sub.add_parser(
+        "audit",
+        help="rank your own model's data by VoG from its checkpoints",
+        description=AUDIT_DESCRIPTION,
+        epilog=AUDIT_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="MODULE:FACTORY",
+        help="factory building the model, e.g. mypkg.nets:build",
+    )
+    p.add_argument(
+        "--checkpoints",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="a quoted glob, a folder, or several files in training order",
+    )
+    p.add_argument(
+        "--data", required=True, metavar="KIND:PATH", help="npz:PATH or imagefolder:PATH"
+    )
+    p.add_argument(
+        "--split", default="test", choices=("train", "test"), help="split to rank (default: test)"
+    )
+    p.add_argument("--out", required=True, help="rankings table to write (.parquet)")
+    p.add_argument("--track", action="store_true", help="also log the audit to MLflow")
+    p.add_argument("--experiment", default="vogflow", help="MLflow experiment (with --track)")
+    p.add_argument("--batch-size", type=_positive, default=256, help="examples per batch")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument(
+        "--window-size",
+        type=_window,
+        default=3,
+        help="checkpoints in the early and late windows (default: 3)",
+    )
+    p.add_argument(
+        "--normalise",
+        default="z",
+        choices=("z", "abs", "none"),
+        help="class normalisation: signed z-score (default), |z| or none",
+    )
+    p.add_argument("--show", type=int, default=10, help="hardest examples to print (default: 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare the audits of two model versions",
+        description=COMPARE_DESCRIPTION,
+        epilog=COMPARE_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("a", metavar="A", help="models:/<name>/<version|@alias> or an audit run id")
+    p.add_argument("b", metavar="B", help="the same for the other audit")
+    p.add_argument("--split", default="test", help="split to compare (default: test)")
+    p.add_argument(
+        "--run",
+        default=None,
+        help="training run inside each audit (default: the registered one, main)",
+    )
+    p.add_argument(
+        "--score",
+        default="late_label",
+        help="score: <window>_<mode>[_raw], e.g. late_label (default), all_pred",
+    )
+    p.add_argument(
+        "--top-fraction",
+        type=_fraction,
+        default=0.1,
+        help="hardest share whose overlap is measured (default: 0.1)",
+    )
+    p.add_argument(
+        "--movers",
+        type=_positive,
+        default=25,
+        help="examples that moved most to report (default: 25)",
+    )
+    p.add_argument("--show", type=int, default=10, help="movers to print (default: 10)")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=200,
+        help="bootstrap resamples for the decile intervals (default: 200)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--out", default=None, help="also keep the report files in this folder")
+    p.add_argument(
+        "--no-images", action="store_true", help="do not load the dataset for the movers grid"
+    )
+    p.add_argument(
+        "--experiment",
+        default="vogflow",
+        help="MLflow experiment of the compare run (default: vogflow)",
+    )
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "top",
+        help="print the hardest examples of an audit",
+        description=TOP_DESCRIPTION,
+        epilog=TOP_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("audit", metavar="AUDIT", help="models:/... URI, run id or .parquet file")
+    p.add_argument("--split", default="test", help="split (default: test)")
+    p.add_argument("-k", type=_positive, default=25, help="how many (default: 25)")
+    p.add_argument("--score", default="late_label", help="score (default: late_label)")
+    p.add_argument("--run", default=None, help="training run inside the audit (default: main)")
+    p.set_defaults(func=cmd_top)
+    return parser
+
+
+def _is_user_error(err: BaseException) -> bool:
+    return any(
+        cls.__name__ in USER_ERRORS and cls.__module__.startswith(("vogflow", __name__))
+        for cls in type(err).__mro__
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``vogflow`` command; returns the exit code (2 = bad input, with a one-line why)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or argparse's own usage error
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); stop quietly instead of a traceback.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
+        message = " ".join(str(err).split())
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
