@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,9 +56,34 @@ def stage(
     except tracking.TrackingError as err:
         sys.exit(f"{name}: {err}")
     print(f"== {name}", flush=True)
+    body_start = time.time()
     try:
         yield StageContext(name, params, track, tracking.project_root())
     except BaseException:
         track.finish("FAILED")
         raise
+    # Start-up (interpreter, imports, params, tracking store) against the stage's whole life:
+    # the audit's overhead share is the sum of these over its stages.
+    started = process_start_time()
+    if started is not None:
+        track.metrics(
+            {
+                "timing.startup_seconds": body_start - started,
+                "timing.total_seconds": time.time() - started,
+            }
+        )
     track.finish()
+
+
+def process_start_time() -> float | None:
+    """When this process started (epoch seconds), from /proc; None where /proc is missing."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
