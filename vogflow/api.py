@@ -17,7 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from vogflow import checkpoints as ck
-from vogflow.gradients import Extraction, GradientError, extract, tensor_batches
+from vogflow.extraction import Extraction
+from vogflow.gradients import GradientError, extract, tensor_batches
 from vogflow.vog import LABEL_MODES, WINDOWS
 
 Checkpoint = str | Path | Mapping[str, Any]

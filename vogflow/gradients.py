@@ -11,63 +11,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from vogflow.extraction import STATS, Extraction
 from vogflow.progress import Progress
 from vogflow.runtime import resolve_device
 from vogflow.vog import LABEL_MODES, WINDOWS, window_indices
 
-STATS = ("pred", "loss", "margin", "el2n", "msp")
-
 
 class GradientError(ValueError):
     """Extraction cannot produce a trustworthy score (bad models, data or gradients)."""
-
-
-@dataclass
-class Extraction:
-    """Raw scores of ``N`` examples (rows in data order) from ``K`` checkpoints.
-
-    ``vog_raw[f"{window}_{mode}"]``: ``(N,)`` float64 raw VoG (higher = harder).
-    ``stats[name]``: ``(K, N)`` per-checkpoint ``pred`` (int), ``loss`` (cross-entropy on the given
-    labels), ``margin`` (given-label logit minus the largest other logit; low = hard), ``el2n``
-    (L2 norm of softmax minus one-hot; high = hard) and ``msp`` (max softmax probability).
-    """
-
-    label: np.ndarray
-    pred: np.ndarray
-    vog_raw: dict[str, np.ndarray]
-    stats: dict[str, np.ndarray]
-    windows: dict[str, list[int]] = field(default_factory=dict)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Flat name -> array mapping, for one ``.npz`` file."""
-        out = {"label": self.label, "pred": self.pred}
-        out.update({f"vog_{k}_raw": v for k, v in self.vog_raw.items()})
-        out.update({f"stat_{k}": v for k, v in self.stats.items()})
-        out.update({f"window_{k}": np.asarray(v) for k, v in self.windows.items()})
-        return out
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Extraction:
-        def strip(prefix: str, suffix: str = "") -> dict[str, np.ndarray]:
-            return {
-                k[len(prefix) : len(k) - len(suffix)]: v
-                for k, v in arrays.items()
-                if k.startswith(prefix) and k.endswith(suffix)
-            }
-
-        return cls(
-            label=arrays["label"],
-            pred=arrays["pred"],
-            vog_raw=strip("vog_", "_raw"),
-            stats=strip("stat_"),
-            windows={k: v.tolist() for k, v in strip("window_").items()},
-        )
 
 
 @contextlib.contextmanager

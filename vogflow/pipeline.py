@@ -39,7 +39,7 @@ def load_run_data(
 
 def load_extraction(path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:
     """A gradients-stage ``.npz``: the :class:`Extraction` and ``true_label``/``noisy``."""
-    from vogflow.gradients import Extraction
+    from vogflow.extraction import Extraction
     from vogflow.io import read_npz
 
     arrays = read_npz(path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vogflow.gradients import Extraction
+from vogflow.extraction import Extraction
 from vogflow.io import write_text, write_with
 from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
 

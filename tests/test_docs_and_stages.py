@@ -1,0 +1,69 @@
+"""What a newcomer meets first: the README's example runs, and a bad parameter fails at once."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_bring_your_own_model_example_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Bring your own model.*?```python\n(.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    table = namespace["table"]
+    assert len(table) == 200 and "vog_all_label" in table.columns
+
+
+def test_readme_shows_the_two_setup_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install -e . && dvc repro" in readme
+    test_command = 'pip install -e ".[test]" && pytest && pytest -m slow'
+    assert test_command in readme
+    assert test_command in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("vog", "normalise", "zz"), "vog.normalise: 'zz' is not allowed; valid: z, none, abs"),
+        (("train", "epochs", 0), "train.epochs: 0 is not allowed"),
+        (("model", "name", "vgg"), "model.name: 'vgg' is not allowed; valid: mlp, lenet"),
+        (("train", "colour", 1), "train.colour: unknown key"),
+    ],
+)
+def test_a_stage_with_a_bad_param_fails_before_any_work(tmp_path, edit, message):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    section, key, value = edit
+    params[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "--run", "main",
+         "--out", "ck", "--metrics", "m.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "VOGFLOW_TRACKING": "off"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert message in out.stderr
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_a_stage_for_an_undefined_run_names_the_defined_ones(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "--run", "mian",
+         "--out", "ck", "--metrics", "m.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "VOGFLOW_TRACKING": "off"},
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert "--run: 'mian' is not a run; defined runs: main, seed1" in out.stderr
