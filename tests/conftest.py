@@ -75,6 +75,16 @@ def direct_vog(grads: np.ndarray) -> np.ndarray:
     return scores
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # The tensors in the tests are tiny: a second intra-op thread only adds synchronisation,
+    # which costs several times the work itself when the machine is busy.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def small_cnn_setup():
     torch.manual_seed(0)

@@ -32,16 +32,6 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tensors here are tiny: a second intra-op thread only adds synchronisation, which costs
-    # several times the work itself when the machine is busy.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_audit(model, checkpoints, data, **kw):
     return audit(model, checkpoints, data, progress=False, device="cpu", batch_size=8, **kw)
 

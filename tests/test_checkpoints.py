@@ -29,16 +29,6 @@ class Payload:
         self.__dict__.update(state)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tensors here are tiny: a second intra-op thread only adds synchronisation, which costs
-    # several times the work itself when the machine is busy.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def points_dataset(n: int = 60, seed: int = 0):
     """Two classes of 2-D points, built in memory: a run trains in well under a second."""
     rng = np.random.default_rng(seed)

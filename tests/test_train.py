@@ -35,16 +35,6 @@ def quiet(_: str) -> None:
     pass
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tensors here are tiny: a second intra-op thread only adds synchronisation, which costs
-    # several times the work itself when the machine is busy.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def first_train(dataset, n: int = N_TRAIN):
     """The dataset with only its first ``n`` training examples: keeps each run well under 1 s."""
     return dataclasses.replace(dataset, train=Split(dataset.train.x[:n], dataset.train.y[:n]))

@@ -16,31 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vogflow.config import CORRUPTIONS as CORRUPTION_NAMES
+
 # The MNIST-C corruptions are defined on 28x28 images; pixel lengths are quoted at that size.
 _REFERENCE = 28.0
 
 # The published MNIST-C folders; ours carry the same names, plus the uncorrupted "identity".
-MNIST_C_FOLDERS: dict[str, str] = {
-    name: name
-    for name in (
-        "identity",
-        "shot_noise",
-        "impulse_noise",
-        "glass_blur",
-        "motion_blur",
-        "shear",
-        "scale",
-        "rotate",
-        "brightness",
-        "translate",
-        "stripe",
-        "fog",
-        "spatter",
-        "dotted_line",
-        "zigzag",
-        "canny_edges",
-    )
-}
+MNIST_C_FOLDERS: dict[str, str] = {name: name for name in ("identity", *CORRUPTION_NAMES)}
 MNIST_C_SPLITS = ("train", "test")
 
 Corruption = Callable[..., np.ndarray]
