@@ -84,9 +84,13 @@ def audits(repo: Path) -> list:
 
 def test_every_output_exists_and_rankings_follow_the_contract(project):
     repo, env, _ = project
+    from vogflow.config import DataConfig
+    from vogflow.data import load_dataset
+
+    digits = load_dataset(DataConfig())
     for run in RUNS:
         assert (repo / "runs" / run / "checkpoints" / "manifest.json").exists()
-        for split, n in (("train", 1437), ("test", 360)):
+        for split, n in (("train", len(digits.train)), ("test", len(digits.test))):
             table = pd.read_parquet(repo / "runs" / run / "rankings" / f"{split}.parquet")
             assert list(table.columns) == [*BASE_COLUMNS, *score_columns()]
             assert len(table) == n and table["index"].tolist() == list(range(n))

@@ -13,23 +13,42 @@ from vogflow.data import RawSplits
 def _stratified_split(
     y: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
+    """Seeded stratified split: ``round(test_fraction * n_c)`` test examples of each class ``c``.
 
-    idx = np.arange(y.size)
-    train, test = train_test_split(
-        idx, test_size=test_fraction, random_state=seed, stratify=y, shuffle=True
-    )
-    # Sorted so that an example's index follows the source order, whatever the split seed.
-    return np.sort(train), np.sort(test)
+    Both index arrays are sorted, so an example's index follows the source order whatever the seed.
+    """
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        test.append(rng.permutation(members)[: int(round(test_fraction * members.size))])
+    test_idx = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(y.size), test_idx), test_idx
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as (images 8x8 in 0..16, labels).
+
+    Read straight from the file scikit-learn ships, because importing ``sklearn.datasets`` costs
+    about a second in every stage process; falls back to the public loader if the file moved.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    if path.exists():
+        data = np.loadtxt(path, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    return bunch.images, bunch.target.astype(np.int64)
 
 
 def load_digits(cfg: DataConfig, root: Path) -> RawSplits:
     """8x8 grey digits (1797 images, 10 classes), shipped with scikit-learn: no download."""
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None, :, :]
-    y = bunch.target.astype(np.int64)
+    images, y = _digits_arrays()
+    x = (images / 16.0).astype(np.float32)[:, None, :, :]
     train, test = _stratified_split(y, cfg.test_fraction, cfg.split_seed)
     return RawSplits(x[train], y[train], x[test], y[test], tuple(str(c) for c in range(10)))
 
