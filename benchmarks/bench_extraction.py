@@ -135,6 +135,7 @@ def run_extract(models, x, y, bs, dev, modes=("label",), precision="fp32"):
     result = extract(
         models,
         tensor_batches(x, y, bs),
+        num_examples=len(y),
         num_batches=-(-len(y) // bs),
         label_modes=modes,
         device=dev,

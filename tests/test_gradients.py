@@ -14,7 +14,8 @@ from vogflow.vog import vog_raw, window_indices
 
 def run(models, x, y, batch_size=8, **kw):
     n_batches = -(-len(y) // batch_size)
-    return extract(models, tensor_batches(x, y, batch_size), num_batches=n_batches,
+    return extract(models, tensor_batches(x, y, batch_size), num_examples=len(y),
+                   num_batches=n_batches,
                    progress=False, device="cpu", **kw)  # fmt: skip
 
 
@@ -173,3 +174,12 @@ def test_non_finite_gradients_name_the_examples():
     y = torch.zeros(12, dtype=torch.long)
     with pytest.raises(GradientError, match=r"input gradients for 2 example\(s\), indices 4, 9"):
         run([LogModel(0), LogModel(1)], x, y, batch_size=5, label_modes=("label",))
+
+
+def test_num_examples_must_match_the_batches(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    models = models_from(factory, states)
+    with pytest.raises(GradientError, match="more than num_examples=10"):
+        extract(models, tensor_batches(x, y, 8), num_examples=10, progress=False, device="cpu")
+    with pytest.raises(GradientError, match="held 23 examples, not num_examples=30"):
+        extract(models, tensor_batches(x, y, 8), num_examples=30, progress=False, device="cpu")

@@ -86,10 +86,11 @@ def run_extraction(
     precision: str = "fp32",
     progress: bool = True,
 ) -> Extraction:
-    batches, num_batches, _ = batches_of(data, batch_size)
+    batches, num_batches, num_examples = batches_of(data, batch_size)
     return extract(
         models,
         batches,
+        num_examples=num_examples,
         num_batches=num_batches,
         windows=windows,
         window_size=window_size,

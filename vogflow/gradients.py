@@ -103,6 +103,7 @@ def extract(
     models: Sequence[nn.Module],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
+    num_examples: int,
     num_batches: int | None = None,
     windows: Sequence[str] = WINDOWS,
     window_size: int = 3,
@@ -117,6 +118,7 @@ def extract(
         models: the ``K`` checkpoints of one run, in training order (the last is "final").
         batches: ``(x, y)`` tensors in dataset order, never shuffled or augmented; ``x`` as fed to
             the model (normalised), ``y`` the labels for ``label`` mode and the statistics.
+        num_examples: how many examples the batches hold (the outputs are allocated once).
         windows, window_size: the checkpoints each score uses (see ``vog.window_indices``).
         label_modes: ``label`` (gradient of the given label's logit) and/or ``pred`` (of the class
             the final checkpoint predicts, at every checkpoint).
@@ -127,16 +129,21 @@ def extract(
     for mode in label_modes:
         if mode not in LABEL_MODES:
             raise GradientError(f"unknown label mode {mode!r}; valid: {', '.join(LABEL_MODES)}")
-    k = len(models)
+    k, n = len(models), int(num_examples)
     chosen = {w: window_indices(k, w, size=window_size) for w in windows}
     dev = resolve_device(device) if isinstance(device, str) else device
     # The final checkpoint goes first: its prediction is the target of `pred` mode everywhere.
     order = [k - 1, *range(k - 1)]
-    stats: dict[str, list[list[torch.Tensor]]] = {s: [[] for _ in range(k)] for s in STATS}
-    vog: dict[str, list[torch.Tensor]] = {f"{w}_{m}": [] for w in windows for m in label_modes}
-    labels, preds = [], []
-    bad_inputs: list[int] = []
-    bad_grads: set[int] = set()
+    # Outputs are allocated once, on the device, and filled slice by slice: no per-batch host
+    # syncs, and no small per-batch tensors pinning heap memory (peak memory stays flat in N).
+    stats = {s: torch.zeros(k, n, device=dev, dtype=torch.long if s == "pred" else torch.float32)
+             for s in STATS}  # fmt: skip
+    vog = {f"{w}_{m}": torch.zeros(n, device=dev) for w in windows for m in label_modes}
+    labels = torch.zeros(n, dtype=torch.long, device=dev)
+    preds = torch.zeros(n, dtype=torch.long, device=dev)
+    bad_inputs = torch.zeros(n, dtype=torch.bool, device=dev)
+    bad_grads = torch.zeros(n, dtype=torch.bool, device=dev)
+    window_idx = {w: torch.as_tensor(idx, device=dev) for w, idx in chosen.items()}
     seen = 0
     originals = [next(m.parameters()).device for m in models]
     bar = Progress(num_batches or 0, "gradients", unit="batch", enabled=progress)
@@ -147,10 +154,14 @@ def extract(
             for x, y in batches:
                 x = x.to(dev, non_blocking=True).float()
                 y = y.to(dev, non_blocking=True).long()
-                if len(x) == 0:
+                b = len(x)
+                if b == 0:
                     continue
-                bad_inputs += _nonfinite_rows(x.reshape(len(x), -1), seen)
-                maps = {m: [None] * k for m in label_modes}
+                if seen + b > n:
+                    raise GradientError(f"the batches hold more than num_examples={n} examples")
+                rows = slice(seen, seen + b)
+                bad_inputs[rows] = ~torch.isfinite(x.reshape(b, -1)).all(dim=1)
+                maps = {m: torch.empty(0) for m in label_modes}
                 final_pred = None
                 for t in order:
                     xi = x.detach().requires_grad_(True)
@@ -160,35 +171,32 @@ def extract(
                         raise GradientError(f"model output must be (batch, classes), got "
                                             f"{tuple(logits.shape)}")  # fmt: skip
                     if t == k - 1:
-                        n_classes = logits.shape[1]
-                        if int(y.max()) >= n_classes or int(y.min()) < 0:
-                            raise GradientError(
-                                f"labels range over [{int(y.min())}, {int(y.max())}] but the model "
-                                f"has {n_classes} classes"
-                            )
+                        _check_labels(y, logits.shape[1])
                         final_pred = logits.detach().argmax(1)
                     for name, value in _per_checkpoint_stats(logits.detach(), y).items():
-                        stats[name][t].append(value.cpu())
+                        stats[name][t, rows] = value
                     targets = {"label": y, "pred": final_pred}
                     for j, mode in enumerate(label_modes):
                         selected = logits.gather(1, targets[mode][:, None]).sum()
                         (grad,) = torch.autograd.grad(
                             selected, xi, retain_graph=j < len(label_modes) - 1
                         )
-                        maps[mode][t] = _reduce_pixels(grad.float())
-                        bad_grads.update(_nonfinite_rows(maps[mode][t], seen))
+                        pixels = _reduce_pixels(grad.float())  # (B, P)
+                        if t == order[0]:
+                            maps[mode] = torch.empty(k, *pixels.shape, device=dev)
+                        maps[mode][t] = pixels
+                        bad_grads[rows] |= ~torch.isfinite(pixels).all(dim=1)
                 for mode in label_modes:
-                    stack = torch.stack(maps[mode])  # (K, B, P)
-                    for w, idx in chosen.items():
-                        part = stack[torch.as_tensor(idx, device=stack.device)]
-                        # Population std per pixel (divide by K), then the mean over pixels; the
-                        # shift by the window's first map keeps identical checkpoints exactly 0.
-                        part = part - part[:1]
-                        score = part.std(dim=0, unbiased=False).mean(dim=1)
-                        vog[f"{w}_{mode}"].append(score.double().cpu())
-                labels.append(y.cpu())
-                preds.append(final_pred.cpu())
-                seen += len(x)
+                    for w, idx in window_idx.items():
+                        # Population std per pixel (divide by K), then the mean over pixels.
+                        # Shifting by the window's first map keeps identical checkpoints exactly
+                        # 0; the explicit form is many times faster than `std` on the CPU.
+                        part = maps[mode][idx] - maps[mode][idx[:1]]
+                        spread = (part - part.mean(0)).square_().mean(0).sqrt_()
+                        vog[f"{w}_{mode}"][rows] = spread.mean(dim=1)
+                labels[rows] = y
+                preds[rows] = final_pred
+                seen += b
                 bar.update()
     finally:
         bar.close()
@@ -196,22 +204,25 @@ def extract(
             model.to(original)
     if seen == 0:
         raise GradientError("the split is empty: there are no examples to score")
-    _raise_nonfinite("inputs", bad_inputs)
-    _raise_nonfinite("input gradients", sorted(bad_grads))
+    if seen != n:
+        raise GradientError(f"the batches held {seen} examples, not num_examples={n}")
+    _raise_nonfinite("inputs", torch.nonzero(bad_inputs)[:, 0].tolist())
+    _raise_nonfinite("input gradients", torch.nonzero(bad_grads)[:, 0].tolist())
     return Extraction(
-        label=torch.cat(labels).numpy(),
-        pred=torch.cat(preds).numpy(),
-        vog_raw={key: torch.cat(v).numpy() for key, v in vog.items()},
-        stats={
-            name: torch.stack([torch.cat(per_t) for per_t in stats[name]]).numpy() for name in STATS
-        },
+        label=labels.cpu().numpy(),
+        pred=preds.cpu().numpy(),
+        vog_raw={key: v.cpu().double().numpy() for key, v in vog.items()},
+        stats={name: v.cpu().numpy() for name, v in stats.items()},
         windows={w: idx.tolist() for w, idx in chosen.items()},
     )
 
 
-def _nonfinite_rows(values: torch.Tensor, offset: int) -> list[int]:
-    bad = ~torch.isfinite(values).all(dim=1)
-    return (torch.nonzero(bad)[:, 0] + offset).tolist() if bool(bad.any()) else []
+def _check_labels(y: torch.Tensor, n_classes: int) -> None:
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= n_classes:
+        raise GradientError(
+            f"labels range over [{low}, {high}] but the model has {n_classes} classes"
+        )
 
 
 def _raise_nonfinite(what: str, rows: list[int]) -> None:

@@ -43,7 +43,8 @@ def corrupted_sets(dataset: Dataset, cfg: OodConfig, idx: np.ndarray) -> dict[st
 def _pred_mode(models: Sequence[nn.Module], x: np.ndarray, y: np.ndarray, cfg: OodConfig,
                window_size: int, device: str, batch_size: int) -> Any:  # fmt: skip
     return extract(
-        models, tensor_batches(x, y, batch_size), num_batches=-(-len(y) // batch_size),
+        models, tensor_batches(x, y, batch_size), num_examples=len(y),
+        num_batches=-(-len(y) // batch_size),
         windows=(cfg.window,), window_size=window_size, label_modes=("pred",), device=device,
         progress=False,
     )  # fmt: skip

@@ -43,6 +43,7 @@ def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
     ex = extract(
         models,
         tensor_batches(points, labels, 1024),
+        num_examples=len(labels),
         windows=("all",),
         label_modes=("label",),
         device="cpu",
