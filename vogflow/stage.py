@@ -60,7 +60,8 @@ def stage(
     try:
         yield StageContext(name, params, track, tracking.project_root())
     except BaseException:
-        track.finish("FAILED")
+        with contextlib.suppress(tracking.TrackingError):
+            track.finish("FAILED")  # the stage's own error is the one to show
         raise
     # Start-up (interpreter, imports, params, tracking store) against the stage's whole life:
     # the audit's overhead share is the sum of these over its stages.

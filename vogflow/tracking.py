@@ -9,8 +9,11 @@ root with artifacts in ``mlartifacts/`` beside it; ``MLFLOW_TRACKING_URI`` overr
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -139,14 +142,19 @@ def git_state(root: Path) -> dict[str, str]:
 
 
 class StageRun:
-    """The child run of one executed stage, under its audit's parent run."""
+    """The child run of one executed stage, under its audit's parent run.
+
+    Importing MLflow and opening its store costs seconds, which in an audit of dozens of stage
+    processes was half the stage time. So the run is recorded by a tracking agent: a child
+    process that imports MLflow and connects on the other core while the stage works, and takes
+    the stage's calls over a pipe, in order. Calls that name files (artifacts) or return a value
+    wait for the agent; metrics and params do not. ``finish`` waits until everything is stored.
+    """
 
     def __init__(self, stage: str, *, experiment: str, run: str | None, tags: Mapping[str, str]):
         self.root = project_root()
         self.uri = tracking_uri(self.root)
-        check_reachable(self.uri)
-        self.client = _client(self.uri)
-        self.experiment_id = experiment_id(self.client, experiment, self.uri)
+        check_reachable(self.uri)  # fail fast, before any heavy work, without importing MLflow
         base_tags = {
             STAGE_TAG: stage,
             "vogflow.version": vogflow.__version__,
@@ -154,7 +162,83 @@ class StageRun:
             **({RUN_TAG: run} if run else {}),
             **tags,
         }
-        self.parent_id = self._parent(audit_key(), base_tags)
+        self._agent = subprocess.Popen(
+            [sys.executable, "-c", "from vogflow.tracking import agent_main; agent_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )  # fmt: skip
+        self._ids: tuple[str, str] | None = None
+        self._call("open", uri=self.uri, stage=stage, experiment=experiment, key=audit_key(),
+                   base_tags=base_tags)  # fmt: skip
+
+    def _call(self, cmd: str, *, wait: bool = False, **args: Any) -> Any:
+        try:
+            self._agent.stdin.write(json.dumps({"cmd": cmd, "wait": wait, **args}) + "\n")
+            self._agent.stdin.flush()
+            if not wait:
+                return None
+            line = self._agent.stdout.readline()
+        except (OSError, ValueError) as err:  # a closed or broken pipe
+            raise TrackingError(f"tracking agent for {self.uri} stopped: {err}") from err
+        if not line:
+            raise TrackingError(f"tracking agent for {self.uri} stopped (see the error above)")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise TrackingError(f"tracking store {self.uri}: {reply['error']}")
+        return reply.get("result")
+
+    @property
+    def run_id(self) -> str:
+        return self._run_ids()[0]
+
+    @property
+    def parent_id(self) -> str:
+        return self._run_ids()[1]
+
+    def _run_ids(self) -> tuple[str, str]:
+        if self._ids is None:
+            self._ids = tuple(self._call("ids", wait=True))
+        return self._ids
+
+    def params(self, params: Mapping[str, Any], *, prefix: str = "") -> None:
+        self._call("params", values={k: str(v)[:6000] for k, v in flatten(params, prefix).items()})
+
+    def metrics(self, metrics: Mapping[str, Any], *, step: int = 0, parent: bool = False) -> None:
+        values = {k: float(v) for k, v in flatten(metrics).items() if _is_number(v)}
+        self._call("metrics", values=values, step=step, parent=parent,
+                   timestamp=int(time.time() * 1000))  # fmt: skip
+
+    def tags(self, tags: Mapping[str, str], *, parent: bool = False) -> None:
+        self._call("tags", values={k: str(v) for k, v in tags.items()}, parent=parent)
+
+    def artifact(self, path: str | Path, artifact_path: str | None = None, *,
+                 parent: bool = False) -> None:  # fmt: skip
+        self._call("artifact", wait=True, path=str(Path(path).resolve()),
+                   artifact_path=artifact_path, parent=parent)  # fmt: skip
+
+    def register_model(self, name: str, model_dir: str | Path) -> int:
+        """Log ``model_dir`` (final weights + manifest) and register it as a new model version."""
+        return int(self._call("register_model", wait=True, name=name,
+                              model_dir=str(Path(model_dir).resolve())))  # fmt: skip
+
+    def finish(self, status: str = "FINISHED") -> None:
+        try:
+            with contextlib.suppress(TrackingError):
+                self._run_ids()  # kept for callers that read them after the run has ended
+            self._call("finish", wait=True, status=status)
+        finally:
+            self._agent.stdin.close()
+            self._agent.wait(timeout=120)
+
+
+class _Recorder:
+    """Inside the tracking agent: the child run of one stage, under its audit's parent run."""
+
+    def __init__(self, uri: str, stage: str, experiment: str, key: str,
+                 base_tags: Mapping[str, str]) -> None:  # fmt: skip
+        self.uri = uri
+        self.client = _client(uri)
+        self.experiment_id = experiment_id(self.client, experiment, uri)
+        self.parent_id = self._parent(key, base_tags)
         child = self.client.create_run(
             self.experiment_id,
             run_name=stage,
@@ -179,32 +263,31 @@ class StageRun:
         )
         return parent.info.run_id
 
-    def params(self, params: Mapping[str, Any], *, prefix: str = "") -> None:
+    def ids(self) -> list[str]:
+        return [self.run_id, self.parent_id]
+
+    def params(self, values: Mapping[str, str]) -> None:
         from mlflow.entities import Param
 
-        flat = flatten(params, prefix)
-        items = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        items = [Param(k, v) for k, v in values.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def metrics(self, metrics: Mapping[str, Any], *, step: int = 0, parent: bool = False) -> None:
+    def metrics(self, values: Mapping[str, float], step: int, parent: bool, timestamp: int) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        flat = {k: float(v) for k, v in flatten(metrics).items() if _is_number(v)}
-        batch = [Metric(k, v, now, step) for k, v in flat.items()]
+        batch = [Metric(k, v, timestamp, step) for k, v in values.items()]
         targets = [self.run_id, self.parent_id] if parent else [self.run_id]
         for run_id in targets:
             for i in range(0, len(batch), 500):
                 self.client.log_batch(run_id, metrics=batch[i : i + 500])
 
-    def tags(self, tags: Mapping[str, str], *, parent: bool = False) -> None:
+    def tags(self, values: Mapping[str, str], parent: bool) -> None:
         for run_id in [self.run_id, self.parent_id] if parent else [self.run_id]:
-            for k, v in tags.items():
+            for k, v in values.items():
                 self.client.set_tag(run_id, k, str(v))
 
-    def artifact(self, path: str | Path, artifact_path: str | None = None, *,
-                 parent: bool = False) -> None:  # fmt: skip
+    def artifact(self, path: str, artifact_path: str | None, parent: bool) -> None:
         path = Path(path)
         for run_id in [self.run_id, self.parent_id] if parent else [self.run_id]:
             if path.is_dir():
@@ -212,8 +295,7 @@ class StageRun:
             else:
                 self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def register_model(self, name: str, model_dir: str | Path) -> int:
-        """Log ``model_dir`` (final weights + manifest) and register it as a new model version."""
+    def register_model(self, name: str, model_dir: str) -> int:
         from mlflow.exceptions import MlflowException
 
         self.client.log_artifacts(self.run_id, str(model_dir), "model")
@@ -225,11 +307,11 @@ class StageRun:
         version = self.client.create_model_version(
             name, source, run_id=self.run_id, tags={AUDIT_RUN_TAG: self.parent_id}
         )
-        self.tags({"vogflow.model_name": name, "vogflow.model_version": version.version},
+        self.tags({"vogflow.model_name": name, "vogflow.model_version": str(version.version)},
                   parent=True)  # fmt: skip
         return int(version.version)
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
         # The parent has no end of its own: it ends with its latest stage (and fails with it).
         self.client.set_terminated(self.parent_id, status)
@@ -256,6 +338,40 @@ def start_stage(stage: str, *, experiment: str, run: str | None = None,
         print("tracking is off (VOGFLOW_TRACKING=off): nothing is logged to MLflow", flush=True)
         return NoTracking()
     return StageRun(stage, experiment=experiment, run=run, tags=tags or {})
+
+
+def agent_main() -> None:
+    """The tracking agent: apply a stage's calls (JSON lines on stdin) to MLflow, in order.
+
+    A call that asks to wait gets a JSON line back (its result, or the first error so far). If the
+    stage dies without finishing, its run is marked FAILED.
+    """
+    # Replies get the pipe to themselves: whatever MLflow prints goes to stderr instead.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    recorder: _Recorder | None = None
+    error: str | None = None
+    finished = False
+    for line in sys.stdin:
+        call = json.loads(line)
+        cmd, wait = call.pop("cmd"), call.pop("wait")
+        result = None
+        if error is None:
+            try:
+                if cmd == "open":
+                    recorder = _Recorder(**call)
+                else:
+                    result = getattr(recorder, cmd)(**call)
+            except Exception as err:  # reported to the stage at its next waiting call
+                error = f"{type(err).__name__}: {err}"
+        finished = finished or cmd == "finish"
+        if wait:
+            reply = {"error": error} if error else {"result": result}
+            replies.write(json.dumps(reply) + "\n")
+            replies.flush()
+    if recorder is not None and not finished:
+        recorder.finish("FAILED")
 
 
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
