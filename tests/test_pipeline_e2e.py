@@ -147,6 +147,11 @@ def test_mlflow_holds_one_parent_with_a_child_per_stage(project):
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "rankings/main")}
     assert "rankings/main/test.parquet" in artifacts
     assert client.list_artifacts(parent.info.run_id, "figures")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "config")} == {
+        "config/dvc.lock"
+    }
+    score_config = client.list_artifacts(children["score@main"].info.run_id, "config")
+    assert {a.path for a in score_config} == {"config/params.yaml", "config/dvc.lock"}
     version = client.get_model_version("vogflow-main", "1")
     assert version.tags["vogflow.audit_run_id"] == parent.info.run_id
     assert version.run_id == children["train@main"].info.run_id

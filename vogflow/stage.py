@@ -63,6 +63,12 @@ def stage(
         with contextlib.suppress(tracking.TrackingError):
             track.finish("FAILED")  # the stage's own error is the one to show
         raise
+    # The exact configuration behind the outputs: the params this stage read, and the audit's
+    # lock file as DVC left it before this stage (DVC updates it once the stage has finished).
+    root = tracking.project_root()
+    track.artifact(params_path, "config")
+    if (root / "dvc.lock").exists():
+        track.artifact(root / "dvc.lock", "config", parent=True)
     # Start-up (interpreter, imports, params, tracking store) against the stage's whole life:
     # the audit's overhead share is the sum of these over its stages.
     started = process_start_time()
