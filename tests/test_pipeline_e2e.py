@@ -54,6 +54,7 @@ def project(tmp_path_factory):
     (repo / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n__pycache__/\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VOGFLOW_"))}
     env["PYTHONPATH"] = str(repo)  # the stages import the copy, so edits to it take effect
+    env["DVC_NO_ANALYTICS"] = "1"
     sh(["git", "init", "-q"], repo, env)
     sh(["dvc", "init", "-q"], repo, env)
     sh(["git", "add", "-A"], repo, env)
