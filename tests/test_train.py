@@ -323,3 +323,9 @@ def test_augment_batch_is_a_seeded_crop_and_flip():
         candidates = [padded[i, :, oy : oy + 8, ox : ox + 8] for oy in range(9) for ox in range(9)]
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(a[i], c) for c in candidates), i
+
+
+def test_a_diverging_run_stops_with_the_fix(digits, tmp_path):
+    recipe = TrainConfig(epochs=2, batch_size=64, lr=1e12, milestones=(), device="cpu")
+    with pytest.raises(FloatingPointError, match="during epoch 1: lower train.lr"):
+        train_run(digits, ModelConfig(), recipe, CheckpointConfig(), tmp_path / "run", echo=quiet)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from vogflow import checkpoints as ck
 from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig, section_dict
 from vogflow.data import Dataset, shuffle_labels
 from vogflow.io import read_npz, sha256_bytes, write_npz, write_with
-from vogflow.progress import format_seconds
+from vogflow.progress import Progress, format_seconds
 from vogflow.runtime import derived_seed, resolve_device
 
 RESUME = "resume.pt"
@@ -187,7 +188,12 @@ def train_run(
         torch.manual_seed(derived_seed(cfg.seed, epoch, 1))  # dropout and other layer randomness
         order = torch.randperm(n, generator=generator)
         model.train()
-        total_loss, total_correct = 0.0, 0
+        # Running sums stay on the device: a .item() per step would stall a GPU every step.
+        total_loss = torch.zeros((), device=device)
+        total_correct = torch.zeros((), device=device, dtype=torch.long)
+        # A live bar within the epoch on a terminal only; logs get the one line per epoch.
+        bar = Progress(-(-n // cfg.batch_size), f"epoch {epoch}", unit="step",
+                       enabled=sys.stderr.isatty())  # fmt: skip
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             xb = augment_batch(x_train[idx], dataset.augment, generator).to(device)
@@ -195,16 +201,18 @@ def train_run(
             optimizer.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss.item()} at epoch {epoch}, step {step + 1}: "
-                    "lower train.lr"
-                )
             loss.backward()
             optimizer.step()
             step += 1
-            total_loss += loss.item() * len(idx)
-            total_correct += int((logits.argmax(1) == yb).sum())
+            total_loss += loss.detach() * len(idx)
+            total_correct += (logits.argmax(1) == yb).sum()
+            bar.update()
+        bar.close()
+        if not torch.isfinite(total_loss):
+            raise FloatingPointError(
+                f"training loss became {total_loss.item()} during epoch {epoch}: lower train.lr"
+            )
+        total_loss, total_correct = total_loss.item(), int(total_correct)
         metrics = {
             "train_loss": total_loss / n,
             "train_accuracy": total_correct / n,
