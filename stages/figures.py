@@ -1,6 +1,7 @@
 """Every figure of the paper's kinds for the audited run (PNGs, DVC plots, MLflow artifacts).
 
     python stages/figures.py --run main --rankings runs/main/rankings \
+        --deciles runs/main/deciles.json \
         --stability results/stability/metrics.json \
         --memorization results/memorization/scores.parquet --ood results/ood/table.csv \
         --out results/figures
@@ -20,6 +21,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--run", required=True)
     p.add_argument("--rankings", required=True, help="rankings folder of the run")
+    p.add_argument("--deciles", required=True, help="decile report JSON of the score stage")
     p.add_argument("--stability", required=True, help="stability metrics JSON")
     p.add_argument("--memorization", required=True, help="memorization scores parquet")
     p.add_argument("--ood", required=True, help="OoD summary table CSV")
@@ -34,7 +36,6 @@ def main() -> None:
         from vogflow.data import load_dataset
         from vogflow.io import read_json
         from vogflow.rankings import read
-        from vogflow.reports import decile_analysis
 
         prm, fig_cfg = ctx.params, ctx.params.figures
         ctx.track.params({"figures": section_dict(fig_cfg)})
@@ -82,33 +83,33 @@ def main() -> None:
                     f"per_class_{split}_{window}",
                 )
 
-        test = read(Path(args.rankings) / "test.parquet")
-        curves = decile_analysis(test, prm.vog)["curves"]
+        curves = read_json(args.deciles)["curves"]
+        if curves:  # empty when the score stage had no test split
 
-        def curve(key: str) -> dict:
-            c = curves[key]
-            lo, hi = np.asarray(c["error_interval"], dtype=float).T
-            return {"error": np.asarray(c["error"], dtype=float), "lo": lo, "hi": hi}
+            def curve(key: str) -> dict:
+                c = curves[key]
+                lo, hi = np.asarray(c["error_interval"], dtype=float).T
+                return {"error": np.asarray(c["error"], dtype=float), "lo": lo, "hi": hi}
 
-        save(
-            figures.error_curves(
-                {
-                    f"{w}, {m}": curve(f"{w}_{m}")
-                    for w in ("all", "late")
-                    for m in ("label", "pred")
-                },
-                title="test error per VoG decile (final model)",
-            ),
-            "deciles_test",
-        )
-        save(
-            figures.early_late(
-                {m: curve(f"early_{m}") for m in ("label", "pred")},
-                {m: curve(f"late_{m}") for m in ("label", "pred")},
-                title="early vs late window: test error per VoG decile",
-            ),
-            "early_late_test",
-        )
+            save(
+                figures.error_curves(
+                    {
+                        f"{w}, {m}": curve(f"{w}_{m}")
+                        for w in ("all", "late")
+                        for m in ("label", "pred")
+                    },
+                    title="test error per VoG decile (final model)",
+                ),
+                "deciles_test",
+            )
+            save(
+                figures.early_late(
+                    {m: curve(f"early_{m}") for m in ("label", "pred")},
+                    {m: curve(f"late_{m}") for m in ("label", "pred")},
+                    title="early vs late window: test error per VoG decile",
+                ),
+                "early_late_test",
+            )
 
         stability = read_json(args.stability)
         for kind in ("seed", "batch_size"):

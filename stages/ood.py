@@ -23,13 +23,13 @@ def main() -> None:
     with stage("ood", params_path=args.params) as ctx:
         from vogflow.analysis.ood import auroc_claim, evaluate, summary_table, to_markdown
         from vogflow.checkpoints import load_run_models
-        from vogflow.data import load_dataset
         from vogflow.ood_run import score_all
+        from vogflow.pipeline import load_run_dataset
 
         prm, cfg = ctx.params, ctx.params.ood
         ctx.track.params({"ood": section_dict(cfg), "vog.normalise": prm.vog.normalise})
-        models, _ = load_run_models(args.checkpoints)
-        dataset = load_dataset(prm.data, ctx.root)
+        models, manifest = load_run_models(args.checkpoints)
+        dataset = load_run_dataset(prm.data, ctx.root, args.checkpoints, manifest)
         scores = score_all(
             models,
             dataset,

@@ -1,7 +1,7 @@
 """Class-normalise one run's raw VoG into rankings tables, and measure error by VoG decile.
 
     python stages/score.py --run main --gradients runs/main/gradients --out runs/main/rankings \
-        --metrics runs/main/score.json --plots runs/main/plots
+        --metrics runs/main/score.json --plots runs/main/plots --report runs/main/deciles.json
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for <split>.parquet and <split>_top.csv")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     p.add_argument("--plots", required=True, help="folder for the error-per-decile CSVs")
+    p.add_argument("--report", required=True, help="JSON of the test split's decile curves")
     args = p.parse_args()
 
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
@@ -32,6 +33,7 @@ def main() -> None:
         prm = ctx.params
         ctx.track.params({"vog": section_dict(prm.vog)})
         out, metrics = Path(args.out), {}
+        report = {"curves": {}}  # stays empty when the test split is not scored
         for npz in sorted(Path(args.gradients).glob("*.npz")):
             split = npz.stem
             extraction, extra = load_extraction(npz)
@@ -50,7 +52,11 @@ def main() -> None:
                 # model's error is mostly 0 and the curve says nothing.
                 report = decile_analysis(table, prm.vog)
                 write_curves(report, Path(args.plots) / f"deciles_{split}.csv")
+
                 metrics[split].update(claims=report["claims"], flip=report["flip"])
+        # The whole report (curves with intervals) for the figures stage, so it draws these
+        # numbers instead of computing them again.
+        write_json(args.report, report)
         write_json(args.metrics, metrics)
         ctx.track.metrics(metrics)
         ctx.track.artifact(out, "rankings")

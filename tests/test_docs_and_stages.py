@@ -32,6 +32,16 @@ def test_readme_shows_the_two_setup_commands_and_ci_runs_the_test_one():
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
 
+def train_stage(folder: Path, run: str) -> subprocess.CompletedProcess:
+    """The train stage as DVC runs it, in ``folder`` (which holds the params), tracking off."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "--run", run,
+         "--out", "ck", "--metrics", "m.json"],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "VOGFLOW_TRACKING": "off"},
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -46,12 +56,7 @@ def test_a_stage_with_a_bad_param_fails_before_any_work(tmp_path, edit, message)
     section, key, value = edit
     params[section][key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "--run", "main",
-         "--out", "ck", "--metrics", "m.json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "VOGFLOW_TRACKING": "off"},
-    )  # fmt: skip
+    out = train_stage(tmp_path, "main")
     assert out.returncode != 0
     assert message in out.stderr
     assert not (tmp_path / "ck").exists() and not (tmp_path / "m.json").exists()
@@ -59,11 +64,6 @@ def test_a_stage_with_a_bad_param_fails_before_any_work(tmp_path, edit, message)
 
 def test_a_stage_for_an_undefined_run_names_the_defined_ones(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "--run", "mian",
-         "--out", "ck", "--metrics", "m.json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "VOGFLOW_TRACKING": "off"},
-    )  # fmt: skip
+    out = train_stage(tmp_path, "mian")
     assert out.returncode != 0
     assert "--run: 'mian' is not a run; defined runs: main, seed1" in out.stderr

@@ -8,15 +8,14 @@ with the baseline detectors of :mod:`vogflow.analysis.ood`. Higher score = more 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from vogflow.api import run_extraction
 from vogflow.config import OodConfig
 from vogflow.data import Dataset
-from vogflow.gradients import extract, tensor_batches
 from vogflow.vog import class_normalise
 
 MAX_DETECTOR_TRAIN = 1000  # detectors are fit on at most this many clean training examples
@@ -38,16 +37,6 @@ def corrupted_sets(dataset: Dataset, cfg: OodConfig, idx: np.ndarray) -> dict[st
             images = corrupt(clean01, name, rng=np.random.default_rng([cfg.seed, i]))
         out[name] = ((images - mean) / std).astype(np.float32)
     return out
-
-
-def _pred_mode(models: Sequence[nn.Module], x: np.ndarray, y: np.ndarray, cfg: OodConfig,
-               window_size: int, device: str, batch_size: int) -> Any:  # fmt: skip
-    return extract(
-        models, tensor_batches(x, y, batch_size), num_examples=len(y),
-        num_batches=-(-len(y) // batch_size),
-        windows=(cfg.window,), window_size=window_size, label_modes=("pred",), device=device,
-        progress=False,
-    )  # fmt: skip
 
 
 def score_all(
@@ -77,7 +66,9 @@ def score_all(
 
     def vog_and_msp(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Labels feed only the per-checkpoint statistics; pred-mode VoG never sees them.
-        ex = _pred_mode(models, x, clean_y, cfg, window_size, device, batch_size)
+        ex = run_extraction(models, (x, clean_y), windows=(cfg.window,), window_size=window_size,
+                            label_modes=("pred",), batch_size=batch_size, device=device,
+                            progress=False)  # fmt: skip
         # MSP baseline: the final model's max softmax probability, negated (higher = more OoD).
         return ex.vog_raw[f"{cfg.window}_pred"], ex.pred, -ex.stats["msp"][-1]
 

@@ -10,17 +10,14 @@ import numpy as np
 from vogflow.config import DataConfig
 
 
-def load_run_data(
+def load_run_dataset(
     data_cfg: DataConfig, root: Path, run_dir: str | Path, manifest: dict[str, Any]
-) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Per split: the inputs and ``label``/``true_label``/``noisy`` exactly as the run saw them.
-
-    Fails if the data changed since the run was trained (its fingerprint is in the manifest).
-    """
+) -> Any:
+    """The dataset a run was trained on; fails if the data changed since (its fingerprint is in
+    the manifest), so no stage scores a run on other data than it saw."""
     from vogflow.checkpoints import CheckpointError
     from vogflow.data import load_dataset
-    from vogflow.io import read_npz
-    from vogflow.train import LABELS, data_fingerprint
+    from vogflow.train import data_fingerprint
 
     dataset = load_dataset(data_cfg, root)
     if data_fingerprint(dataset) != manifest["data_fingerprint"]:
@@ -28,13 +25,26 @@ def load_run_data(
             f"{run_dir}: the dataset differs from the one this run was trained on "
             "(data params or files changed); retrain the run"
         )
+    return dataset
+
+
+def load_run_data(
+    data_cfg: DataConfig, root: Path, run_dir: str | Path, manifest: dict[str, Any]
+) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Per split: the inputs and ``label``/``true_label``/``noisy`` exactly as the run saw them."""
+    from vogflow.io import read_npz
+    from vogflow.train import LABELS
+
+    dataset = load_run_dataset(data_cfg, root, run_dir, manifest)
     train_labels = read_npz(Path(run_dir) / LABELS)
     test_y = dataset.test.y
     return {
         "train": (dataset.train.x, train_labels),
-        "test": (dataset.test.x, {"label": test_y, "true_label": test_y,
-                                  "noisy": np.zeros(len(test_y), dtype=bool)}),
-    }  # fmt: skip
+        "test": (
+            dataset.test.x,
+            {"label": test_y, "true_label": test_y, "noisy": np.zeros(len(test_y), dtype=bool)},
+        ),
+    }
 
 
 def load_extraction(path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:

@@ -57,15 +57,15 @@ def stage(
         sys.exit(f"{name}: {err}")
     print(f"== {name}", flush=True)
     body_start = time.time()
+    root = tracking.project_root()
     try:
-        yield StageContext(name, params, track, tracking.project_root())
+        yield StageContext(name, params, track, root)
     except BaseException:
         with contextlib.suppress(tracking.TrackingError):
             track.finish("FAILED")  # the stage's own error is the one to show
         raise
     # The exact configuration behind the outputs: the params this stage read, and the audit's
     # lock file as DVC left it before this stage (DVC updates it once the stage has finished).
-    root = tracking.project_root()
     track.artifact(params_path, "config")
     if (root / "dvc.lock").exists():
         track.artifact(root / "dvc.lock", "config", parent=True)

@@ -16,8 +16,8 @@ def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
     """Train with a checkpoint every epoch; return points, VoG, distances and the margin grid."""
 
     from vogflow.analysis.toy import boundary_distance, margin
+    from vogflow.api import run_extraction
     from vogflow.checkpoints import load_run_models
-    from vogflow.gradients import extract, tensor_batches
     from vogflow.train import train_run
     from vogflow.vog import class_normalise
 
@@ -40,12 +40,12 @@ def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
         )
         models, manifest = load_run_models(tmp)
     points, labels = dataset.train.x, dataset.train.y
-    ex = extract(
+    ex = run_extraction(
         models,
-        tensor_batches(points, labels, 1024),
-        num_examples=len(labels),
+        (points, labels),
         windows=("all",),
         label_modes=("label",),
+        batch_size=1024,
         device="cpu",
         progress=False,
     )

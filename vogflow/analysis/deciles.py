@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.analysis.stats import claim
+from vogflow.analysis.stats import claim, percentile_interval
 from vogflow.vog import LABEL_MODES, WINDOWS, deciles
 
 TREND = "spearman(bucket, error)"
@@ -119,14 +119,14 @@ def error_by_bucket(
             per_bucket.append([float("nan"), float("nan")])
             continue
         means = members[rng.integers(0, members.size, size=(n_boot, members.size))].mean(axis=1)
-        per_bucket.append(_percentile_interval(means, confidence))
+        per_bucket.append(percentile_interval(means, confidence))
 
     trend_ci = gap_ci = [float("nan"), float("nan")]
     if n_boot > 0:
         picks = rng.integers(0, scores.size, size=(n_boot, scores.size))
         boot_err = _bucket_errors_rows(bucket[picks], wrong[picks], bins)
-        trend_ci = _percentile_interval(_row_trends(boot_err), confidence)
-        gap_ci = _percentile_interval(boot_err[:, -1] - boot_err[:, 0], confidence)
+        trend_ci = percentile_interval(_row_trends(boot_err), confidence)
+        gap_ci = percentile_interval(boot_err[:, -1] - boot_err[:, 0], confidence)
     return {
         "bins": int(bins),
         "n": int(scores.size),
@@ -170,15 +170,6 @@ def _row_trends(errors: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out[complete] = np.where(denom > 0, (ry * rx).sum(axis=1) / denom, np.nan)
     return out
-
-
-def _percentile_interval(values: np.ndarray, confidence: float) -> list[float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return [float("nan"), float("nan")]
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-    return [float(lo), float(hi)]
 
 
 def split_key(key: str) -> tuple[str | None, str]:

@@ -75,11 +75,19 @@ def bootstrap_ci(
             continue
         if np.isfinite(value):
             values.append(value)
-    if not values:
-        return (float("nan"), float("nan"))
+    lo, hi = percentile_interval(np.asarray(values, dtype=np.float64), confidence)
+    return (lo, hi)
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> list[float]:
+    """``[lo, hi]`` percentile interval of bootstrap ``values``, ignoring non-finite ones (NaN if
+    none is left)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return [float("nan"), float("nan")]
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
+    return [float(lo), float(hi)]
 
 
 DIRECTIONS = (
