@@ -115,7 +115,13 @@ def test_permuting_the_data_permutes_the_scores(small_cnn_setup):
     b = run(models_from(factory, states), x[perm], y[perm])
     for key in a.vog_raw:
         np.testing.assert_allclose(b.vog_raw[key], a.vog_raw[key][perm.numpy()], rtol=1e-5)
-    np.testing.assert_array_equal(b.stats["loss"], a.stats["loss"][:, perm.numpy()])
+    # A permutation changes which rows share a batch, and the CPU's kernels may then sum in
+    # another order (AVX-512 Intel differs from AMD by ~2e-6): equal to float tolerance.
+    for key in ("loss", "margin", "el2n", "msp"):
+        np.testing.assert_allclose(
+            b.stats[key], a.stats[key][:, perm.numpy()], rtol=1e-5, atol=1e-6, err_msg=key
+        )
+    np.testing.assert_array_equal(b.stats["pred"], a.stats["pred"][:, perm.numpy()])
 
 
 def test_per_checkpoint_stats(small_cnn_setup):
