@@ -2,7 +2,7 @@
 
     python stages/figures.py --run main --rankings runs/main/rankings \
         --deciles runs/main/deciles.json \
-        --stability results/stability/metrics.json \
+        --stability results/stability/report.json \
         --memorization results/memorization/scores.parquet --ood results/ood/table.csv \
         --out results/figures
 """
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.config import section_dict
 from vogflow.stage import parser, stage
 
 
@@ -22,7 +21,7 @@ def main() -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--rankings", required=True, help="rankings folder of the run")
     p.add_argument("--deciles", required=True, help="decile report JSON of the score stage")
-    p.add_argument("--stability", required=True, help="stability metrics JSON")
+    p.add_argument("--stability", required=True, help="stability report JSON")
     p.add_argument("--memorization", required=True, help="memorization scores parquet")
     p.add_argument("--ood", required=True, help="OoD summary table CSV")
     p.add_argument("--out", required=True, help="folder for the PNGs")
@@ -38,7 +37,6 @@ def main() -> None:
         from vogflow.rankings import read
 
         prm, fig_cfg = ctx.params, ctx.params.figures
-        ctx.track.params({"figures": section_dict(fig_cfg)})
         out = Path(args.out)
         dataset = load_dataset(prm.data, ctx.root)
         k = fig_cfg.grid**2
@@ -151,8 +149,6 @@ def main() -> None:
             ),
             "ood_auroc",
         )
-        ctx.track.artifact(out, "figures")
-        ctx.track.artifact(out, "figures", parent=True)
         print(f"figures: {len(list(out.glob('*.png')))} PNGs in {out}", flush=True)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from vogflow.config import section_dict
 from vogflow.io import write_json, write_npz
 from vogflow.stage import parser, stage
 
@@ -28,12 +27,8 @@ def main() -> None:
         from vogflow.pipeline import load_run_data
 
         prm = ctx.params
-        ctx.track.params(
-            {"gradients": section_dict(prm.gradients), "window_size": prm.vog.window_size}
-        )
         models, manifest = load_run_models(args.checkpoints)
         data = load_run_data(prm.data, ctx.root, args.checkpoints, manifest)
-        ctx.track.tags({"vogflow.data_hash": manifest["data_fingerprint"]})
         metrics = {"checkpoints": len(models), "splits": {}}
         for split in prm.gradients.splits:
             x, labels = data[split]
@@ -56,9 +51,8 @@ def main() -> None:
             )
             per_ckpt = manifest["checkpoints"]
             # Timings go to MLflow only: a DVC output must be the same bits on every rerun.
-            ctx.track.metrics(
-                {f"{split}.seconds": seconds, f"{split}.images_per_second": len(x) / seconds}
-            )
+            ctx.timings[f"{split}.seconds"] = seconds
+            ctx.timings[f"{split}.images_per_second"] = len(x) / seconds
             metrics["splits"][split] = {
                 "examples": len(x),
                 # The regime behind each window: its epochs and learning rates.
@@ -76,7 +70,6 @@ def main() -> None:
                 flush=True,
             )
         write_json(args.metrics, metrics)
-        ctx.track.metrics(metrics)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.config import section_dict
 from vogflow.io import write_json, write_text
 from vogflow.stage import parser, stage
 
@@ -25,9 +24,9 @@ def main() -> None:
         from vogflow.checkpoints import load_run_models
         from vogflow.ood_run import score_all
         from vogflow.pipeline import load_run_dataset
+        from vogflow.reports import verdict
 
         prm, cfg = ctx.params, ctx.params.ood
-        ctx.track.params({"ood": section_dict(cfg), "vog.normalise": prm.vog.normalise})
         models, manifest = load_run_models(args.checkpoints)
         dataset = load_run_dataset(prm.data, ctx.root, args.checkpoints, manifest)
         scores = score_all(
@@ -53,16 +52,22 @@ def main() -> None:
                     *per["vog"], rng=rng, n_boot=prm.vog.bootstrap, confidence=prm.vog.confidence
                 )
         summary = {m: {k: float(v) for k, v in r.items()} for m, r in table.iterrows()}
-        metrics = {
+        report = {
             "summary": summary,
             "vog_auroc_claims": claims,
             "expected": "VoG AUROC above 0.5 on every corruption (paper: 85.42 +- 10.28)",
         }
+        write_json(out / "report.json", report)
+        # Headline AUROCs as fractions (the table keeps the paper's percent), and how many
+        # corruptions support or contradict the claim.
+        verdicts = [verdict(c) for c in claims.values()]
+        metrics = {f"auroc_{m}": r["auroc_mean"] / 100 for m, r in summary.items()}
+        metrics.update(
+            corruptions=len(claims),
+            supported=verdicts.count("supported"),
+            contradicted=verdicts.count("contradicted"),
+        )
         write_json(out / "metrics.json", metrics)
-        ctx.track.metrics({"summary": summary})
-        ctx.track.artifact(out, "ood")
-        if "vog" in summary:
-            ctx.track.metrics({"ood_auroc_vog": summary["vog"]["auroc_mean"]}, parent=True)
         print(to_markdown(table), flush=True)
 
 

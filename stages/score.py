@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vogflow.config import section_dict
 from vogflow.io import write_json
 from vogflow.stage import parser, stage
 
@@ -28,10 +27,9 @@ def main() -> None:
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
         from vogflow.pipeline import load_extraction
         from vogflow.rankings import build, top_bottom, write_csv, write_parquet
-        from vogflow.reports import decile_analysis, write_curves
+        from vogflow.reports import decile_analysis, headline, write_curves
 
         prm = ctx.params
-        ctx.track.params({"vog": section_dict(prm.vog)})
         out, metrics = Path(args.out), {}
         report = {"curves": {}}  # stays empty when the test split is not scored
         for npz in sorted(Path(args.gradients).glob("*.npz")):
@@ -51,23 +49,14 @@ def main() -> None:
                 # The paper's curves are of held-out error: on the training split the final
                 # model's error is mostly 0 and the curve says nothing.
                 report = decile_analysis(table, prm.vog)
-                write_curves(report, Path(args.plots) / f"deciles_{split}.csv")
-
-                metrics[split].update(claims=report["claims"], flip=report["flip"])
+                write_curves(report, prm.vog.rank_by, Path(args.plots) / "error_by_decile.csv")
+                # Scalars only (`dvc metrics show` reads them); every variant's claim with its
+                # interval is in the report.
+                metrics[split]["trend"] = headline(report["claims"][prm.vog.rank_by])
         # The whole report (curves with intervals) for the figures stage, so it draws these
         # numbers instead of computing them again.
         write_json(args.report, report)
         write_json(args.metrics, metrics)
-        ctx.track.metrics(metrics)
-        ctx.track.artifact(out, "rankings")
-        ctx.track.artifact(args.plots, "plots")
-        ctx.track.artifact(args.metrics, "metrics")
-        if args.run == prm.tracking.register_run:
-            ctx.track.artifact(out, f"rankings/{args.run}", parent=True)
-            if "test" in metrics:
-                trend = metrics["test"]["claims"][prm.vog.rank_by]["measured"]
-                headline = {"decile_error_trend": trend, "test_error": metrics["test"]["error"]}
-                ctx.track.metrics(headline, parent=True)
 
 
 if __name__ == "__main__":

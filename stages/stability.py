@@ -1,7 +1,7 @@
 """Stability of VoG across seeds and across batch sizes (paper Fig. 6 and section 3.3).
 
     python stages/stability.py --runs runs --metrics results/stability/metrics.json \
-        --plots results/stability/plots
+        --report results/stability/report.json --plots results/stability/plots
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.config import section_dict
 from vogflow.io import write_json
 from vogflow.stage import parser, stage
 
@@ -18,7 +17,8 @@ from vogflow.stage import parser, stage
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--runs", required=True, help="folder holding runs/<run>/rankings")
-    p.add_argument("--metrics", required=True, help="metrics JSON")
+    p.add_argument("--metrics", required=True, help="headline metrics JSON")
+    p.add_argument("--report", required=True, help="JSON of the whole analysis")
     p.add_argument("--plots", required=True, help="folder for the per-run error curves")
     args = p.parse_args()
 
@@ -30,7 +30,6 @@ def main() -> None:
         from vogflow.rankings import read
 
         prm, cfg = ctx.params, ctx.params.stability
-        ctx.track.params({"stability": section_dict(cfg), "vog.bins": prm.vog.bins})
         column = f"vog_{cfg.window}_label"
         metrics = {}
         for kind, runs in (("seed", cfg.seed_runs), ("batch_size", cfg.batch_runs)):
@@ -49,26 +48,29 @@ def main() -> None:
                 kind=kind,
             )
             metrics[kind] = report
-            curves = pd.DataFrame({"bucket": np.arange(prm.vog.bins)})
-            for run, curve in report["curves"].items():
-                curves[run] = curve["error"]
+            # Run names stay out of the plot's columns: the spread across runs, per bucket.
+            errors = np.array([c["error"] for c in report["curves"].values()], dtype=float)
+            curves = pd.DataFrame({"bucket": np.arange(prm.vog.bins),
+                                   "error_mean": errors.mean(0), "error_min": errors.min(0),
+                                   "error_max": errors.max(0)})
             write_text(
                 Path(args.plots) / f"{kind}.csv", curves.to_csv(index=False, float_format="%.6g")
             )
         metrics["score"] = column
         metrics["split"] = cfg.split
-        write_json(args.metrics, metrics)
-        ctx.track.metrics(metrics)
-        ctx.track.artifact(args.metrics, "metrics")
-        ctx.track.artifact(args.plots, "plots")
-        ctx.track.metrics(
-            {
-                "stability_spearman_seed": metrics["seed"]["spearman"]["mean"],
-                "stability_spearman_batch": metrics["batch_size"]["spearman"]["mean"],
-            },
-            parent=True,
-        )
+        write_json(args.report, metrics)
+        write_json(args.metrics, {k: _headline(metrics[k]) for k in ("seed", "batch_size")})
 
+
+def _headline(report: dict) -> dict:
+    """Scalars for `dvc metrics show`: mean pairwise agreement, its interval and verdict."""
+    from vogflow.reports import headline
+
+    return {
+        "spearman": headline(report["spearman"]["claim"]),
+        "top_overlap": headline(report["top_overlap"]["claim"]),
+        "top_overlap_chance": report["top_overlap"]["chance"],
+    }
 
 def _check_aligned(tables: dict) -> None:
     """Runs must score the same examples with the same labels, or the comparison is meaningless."""

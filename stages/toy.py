@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.config import section_dict
 from vogflow.io import write_json
 from vogflow.stage import parser, stage
 
@@ -22,10 +21,10 @@ def main() -> None:
     with stage("toy", params_path=args.params) as ctx:
         from vogflow import figures
         from vogflow.analysis.toy import toy_report
+        from vogflow.reports import headline
         from vogflow.toy_run import run_toy
 
         prm = ctx.params
-        ctx.track.params({"toy": section_dict(prm.toy)})
         toy = run_toy(prm.toy)
         finite = np.isfinite(toy["distance"])
         report = {}
@@ -40,7 +39,13 @@ def main() -> None:
         report["test_accuracy"] = toy["test_accuracy"]
         report["points_without_boundary"] = int((~finite).sum())
         out = Path(args.out)
-        write_json(out / "metrics.json", report)
+        write_json(out / "report.json", report)
+        headlines = {
+            "spearman": headline(report["vog"]["claim"]),
+            "spearman_raw": headline(report["vog_raw"]["claim"]),
+            "test_accuracy": report["test_accuracy"],
+        }
+        write_json(out / "metrics.json", headlines)
         fig = figures.toy(
             toy["points"],
             toy["labels"],
@@ -52,8 +57,6 @@ def main() -> None:
             title=f"toy: Spearman(VoG, distance) = {report['vog']['spearman']:.2f}",
         )
         figures.save(fig, out / "toy.png", dpi=prm.figures.dpi)
-        ctx.track.metrics(report)
-        ctx.track.artifact(out, "toy")
         print(
             f"toy: Spearman(VoG, distance to boundary) = {report['vog']['spearman']:.3f} "
             f"(expected negative)",

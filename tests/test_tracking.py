@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vogflow import tracking
+from vogflow.tracking.record import compose, outputs
+from vogflow.tracking.store import git_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,47 +46,175 @@ def test_unreachable_server_fails_fast_naming_the_uri():
         tracking.check_reachable(uri, timeout=2)
 
 
-def test_stage_children_share_one_parent_and_log_artifacts(monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("htp://127.0.0.1:5000", "unknown scheme 'htp'"),
+        ("127.0.0.1:5000", "unknown scheme '127.0.0.1'"),
+        ("mlflow.db", "unknown scheme '(none)'"),
+        ("postgresql+nodriver://u@h/db", "driver 'nodriver' is not installed"),
+    ],
+)
+def test_mistyped_uris_are_refused_at_the_start(uri, message):
+    with pytest.raises(tracking.TrackingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tracking.check_reachable(uri)
+
+
+def workspace(folder: Path, accuracy: float = 0.9) -> Path:
+    """A pipeline workspace as DVC leaves it: dvc.yaml, dvc.lock, metrics, rankings, timings."""
+    import numpy as np
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(
+        "data: {name: digits}\nmodel: {name: lenet}\nvog: {rank_by: all_label, top_k: 3}\n"
+        "tracking: {register_run: main}\n"
+    )
+    (folder / "dvc.yaml").write_text(textwrap.dedent("""
+        stages:
+          train:
+            foreach: [main]
+            do:
+              cmd: python stages/train.py --run ${key}
+              metrics:
+                - runs/${key}/train.json:
+                    cache: false
+          score:
+            foreach: [main]
+            do:
+              cmd: python stages/score.py --run ${key}
+              outs:
+                - runs/${key}/rankings
+              metrics:
+                - runs/${key}/score.json:
+                    cache: false
+    """))
+    run = folder / "runs" / "main"
+    (run / "rankings").mkdir(parents=True, exist_ok=True)
+    (run / "train.json").write_text(json.dumps({"test_accuracy": accuracy}))
+    (run / "score.json").write_text(json.dumps(
+        {"test": {"error": 0.1, "trend": {"measured": 0.5, "lo": 0.2, "hi": 0.8,
+                                          "verdict": "supported"}}}))
+    n = 12
+    pd.DataFrame({"index": np.arange(n), "label": np.arange(n) % 3, "true_label": np.arange(n) % 3,
+                  "noisy": False, "pred": np.arange(n) % 3, "correct": True,
+                  "vog_all_label": np.linspace(0, 1, n)}).to_parquet(run / "rankings" / "test.parquet")
+    lock = {"schema": "2.0", "stages": {
+        "train@main": {"cmd": "x", "params": {"params.yaml": {"train": {"epochs": 3}}},
+                       "outs": [{"path": "runs/main/train.json", "md5": str(accuracy)}]},
+        "score@main": {"cmd": "y", "params": {"params.yaml": {"vog": {"normalise": "z"}}},
+                       "outs": [{"path": "runs/main/rankings", "md5": "r"},
+                                {"path": "runs/main/score.json", "md5": "s"}]},
+    }}
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    timings = folder / ".vogflow" / "timings"
+    timings.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    (timings / "train@main.json").write_text(json.dumps(
+        {"stage": "train@main", "start": now - 10, "body_start": now - 9, "end": now - 2.1,
+         "history": [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0}]}))
+    return folder
+
+
+def log(folder: Path, uri: str, **kw):
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())
+    record = compose(folder, params=params, git=git_state(folder, generated=outputs(lock)), **kw)
+    return tracking.log_pipeline_audit(record, experiment="t", model_name="m", model_dir=None,
+                                       uri=uri)
+
+
+def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
+    import mlflow
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("VOGFLOW_AUDIT_ID", "audit-under-test")
-    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
-    runs = []
-    for stage in ("train@main", "score@main"):
-        run = tracking.StageRun(stage, experiment="t", run="main", tags={"vogflow.data_hash": "d"})
-        run.params({"vog": {"normalise": "z", "bins": 10}})
-        run.metrics({"accuracy": 0.5, "nested": {"value": 2}}, parent=True)
-        run.artifact(tmp_path / "table.csv", "tables")
-        run.finish()
-        runs.append(run)
-    assert runs[0].parent_id == runs[1].parent_id
+    folder = workspace(tmp_path / "project")
+    uri = f"sqlite:///{tmp_path}/project/mlflow.db"
+    run_id, new = log(folder, uri, exp_name="brisk-fawn")
+    assert new
     client = MlflowClient(tracking_uri=uri)
-    parent = client.get_run(runs[0].parent_id)
-    assert parent.data.tags[tracking.AUDIT_KEY_TAG] == "audit-under-test"
-    assert parent.data.metrics["nested.value"] == 2
-    for run in runs:
-        child = client.get_run(run.run_id)
-        assert child.data.tags["mlflow.parentRunId"] == run.parent_id
-        assert child.data.tags[tracking.STAGE_TAG] in ("train@main", "score@main")
-        assert child.data.tags["vogflow.run"] == "main"
-        assert child.data.params["vog.normalise"] == "z"
-        assert {"git.commit", "git.dirty", "vogflow.version"} <= set(child.data.tags)
-        assert [a.path for a in client.list_artifacts(run.run_id, "tables")] == ["tables/table.csv"]
-    # Artifacts live beside the database, not in whatever folder a stage ran from.
-    assert (tmp_path / "mlartifacts").is_dir()
-    # A different audit key opens a new parent.
-    monkeypatch.setenv("VOGFLOW_AUDIT_ID", "another-audit")
-    other = tracking.StageRun("figures", experiment="t", run=None, tags={})
-    other.finish()
-    assert other.parent_id != runs[0].parent_id
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["test_accuracy"] == 0.9
+    assert parent.data.metrics["decile_error_trend"] == 0.5
+    assert parent.data.tags["verdict.deciles.test.trend"] == "supported"
+    assert parent.data.tags["dvc.exp_name"] == "brisk-fawn"
+    assert parent.data.params["vog.rank_by"] == "all_label"
+    assert "hardest test examples" in parent.data.tags["mlflow.note.content"]
+    assert {a.path for a in client.list_artifacts(run_id, "config")} == {
+        "config/dvc.lock", "config/params.yaml"}
+    # load_table searches the global store's active experiment.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "t")
+    table = mlflow.load_table("tables/hardest_test.json", run_ids=[run_id])
+    assert list(table["index"]) == [11, 10, 9]
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    by_name = {c.info.run_name: c for c in children}
+    assert set(by_name) == {"train@main", "score@main"}
+    train = by_name["train@main"]
+    assert train.data.params["train.epochs"] == "3"
+    # The stage's real duration, not the time it took to log it.
+    assert abs((train.info.end_time - train.info.start_time) / 1000 - 7.9) < 0.01
+    assert [m.value for m in client.get_metric_history(train.info.run_id, "train_loss")] == [2, 1]
+    score = by_name["score@main"]
+    assert score.data.tags["vogflow.run"] == "main"
+    assert [a.path for a in client.list_artifacts(score.info.run_id, "runs/main/rankings")] == [
+        "runs/main/rankings/test.parquet"]
+    # The same pipeline state again: recognised, nothing new.
+    again, new = log(folder, uri)
+    assert (again, new) == (run_id, False)
+    assert len(client.search_runs([parent.info.experiment_id], "tags.`vogflow.kind` = 'audit'")) == 1
+    # Another state is another audit.
+    workspace(folder, accuracy=0.8)
+    third, new = log(folder, uri)
+    assert new and third != run_id
 
 
-def test_tracking_off_logs_nothing(monkeypatch):
-    monkeypatch.setenv("VOGFLOW_TRACKING", "off")
-    run = tracking.start_stage("toy", experiment="t")
-    assert isinstance(run, tracking.NoTracking)
+def test_a_copied_project_logs_artifacts_inside_the_copy(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    original = workspace(tmp_path / "a")
+    log(original, f"sqlite:///{original}/mlflow.db")
+    copy = tmp_path / "b"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)  # the original is gone: nothing may point there any more
+    workspace(copy, accuracy=0.7)
+    uri = f"sqlite:///{copy}/mlflow.db"
+    run_id, _ = log(copy, uri)
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlartifacts").as_uri())
+    assert not (tmp_path / "a").exists()
+    for run in client.search_runs([client.get_run(run_id).info.experiment_id]):
+        assert str(copy) in run.info.artifact_uri
+        assert client.list_artifacts(run.info.run_id) is not None
+
+
+def test_concurrent_audits_on_a_fresh_store_lose_nothing(tmp_path):
+    """Four real processes log at once to a store that does not exist yet."""
+    from mlflow.tracking import MlflowClient
+
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np, pandas as pd
+        from vogflow import tracking
+        table = pd.DataFrame({"index": np.arange(5), "label": 0, "true_label": 0, "noisy": False,
+                              "pred": 0, "correct": True, "vog_all_label": np.arange(5.0)})
+        print(tracking.log_audit(table, params={"i": sys.argv[1]}, run_name=sys.argv[1],
+                                 experiment="t"))
+    """)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [subprocess.Popen([sys.executable, "-c", script, f"audit{i}"], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in results), [err[-800:] for _, err, _ in results]
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("t")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"audit{i}" for i in range(4)]
+    assert all(r.info.status == "FINISHED" for r in runs)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +226,7 @@ def mlflow_server(tmp_path_factory):
          "--backend-store-uri", f"sqlite:///{folder}/server.db",
          "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
         cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -104,44 +238,46 @@ def mlflow_server(tmp_path_factory):
                 proc.kill()
                 raise RuntimeError("mlflow server did not start") from None
             time.sleep(0.5)
-    yield uri
+    yield uri, proc
     proc.terminate()
     proc.wait(timeout=30)
 
 
-def test_stage_logs_to_a_real_server_over_http(mlflow_server, tmp_path):
+def test_an_audit_logs_to_a_real_server_over_http(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    params = (ROOT / "params.yaml").read_text()
-    params = params.replace("n_points: 400", "n_points: 60").replace("epochs: 15", "epochs: 4")
-    params = params.replace("bootstrap: 1000", "bootstrap: 20")
-    (tmp_path / "params.yaml").write_text(params)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "VOGFLOW_AUDIT_ID": "over-http"}
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "toy.py"), "--params", "params.yaml",
-         "--out", "results/toy"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-2000:]
-    client = MlflowClient(tracking_uri=mlflow_server)
-    exp = client.get_experiment_by_name("vogflow")
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`vogflow.stage` = 'toy'")
-    assert len(runs) == 1
-    toy = runs[0]
-    assert toy.info.status == "FINISHED"
-    assert "vog.spearman" in toy.data.metrics
-    names = {a.path for a in client.list_artifacts(toy.info.run_id, "toy")}
-    assert names == {"toy/metrics.json", "toy/toy.png"}
+    uri, _ = mlflow_server
+    folder = workspace(tmp_path / "p")
+    run_id, new = log(folder, uri)
+    assert new
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).data.metrics["test_accuracy"] == 0.9
+    children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    assert {c.info.status for c in children} == {"FINISHED"}
 
 
-def test_stage_with_unreachable_store_stops_before_work(tmp_path):
+def test_the_track_stage_with_a_stopped_server_keeps_outputs_and_says_how_to_log(tmp_path):
+    folder = workspace(tmp_path / "p")
+    (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     uri = f"http://127.0.0.1:{free_port()}"
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "toy.py"), "--out", "results/toy"],
-        cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    out = subprocess.run([sys.executable, str(ROOT / "stages" / "track.py")], cwd=folder,
+                         env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
-    assert uri in out.stderr and "unreachable" in out.stderr
-    assert not (tmp_path / "results").exists()
+    assert uri in out.stderr and "Traceback" not in out.stderr
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()
+             and ".vogflow" not in p.parts}
+    assert {p: b for p, b in before.items() if ".vogflow" not in p.parts} == after
+
+
+def test_tracking_off_logs_nothing(tmp_path):
+    folder = workspace(tmp_path / "p")
+    (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    out = subprocess.run([sys.executable, str(ROOT / "stages" / "track.py")], cwd=folder,
+                         env={**os.environ, "VOGFLOW_TRACKING": "off"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "tracking is off" in out.stdout
+    assert not (folder / "mlflow.db").exists()

@@ -1,4 +1,5 @@
-"""Score-stage reports: every VoG variant side by side, error per decile, and its DVC plot file."""
+"""Stage reports: every VoG variant side by side, error per decile, its DVC plot file, and the
+scalar headline of a claim that metrics files carry (the detail stays in each stage's report)."""
 
 from __future__ import annotations
 
@@ -41,14 +42,35 @@ def decile_analysis(table: Any, vog_cfg: Any) -> dict[str, Any]:
     )
 
 
-def write_curves(report: dict[str, Any], path: str | Path) -> None:
-    """Error per bucket as one wide CSV (``bucket`` then a column per score): a DVC plot."""
+def write_curves(report: dict[str, Any], key: str, path: str | Path) -> None:
+    """Error per bucket of one score with its interval (``bucket, error, lo, hi``): a DVC plot."""
     import pandas as pd
 
     from vogflow.io import write_text
 
-    curves = report["curves"]
-    table = pd.DataFrame({"bucket": np.arange(report["bins"])})
-    for key, curve in curves.items():
-        table[key] = curve["error"]
+    curve = report["curves"][key]
+    interval = np.asarray(curve["error_interval"], dtype=float)
+    table = pd.DataFrame({"bucket": np.arange(report["bins"]), "error": curve["error"],
+                          "lo": interval[:, 0], "hi": interval[:, 1]})
     write_text(path, table.to_csv(index=False, float_format="%.6g"))
+
+
+def verdict(claim: dict[str, Any]) -> str:
+    """``supported`` / ``contradicted`` when the whole interval lies on one side of the null,
+    else ``inconclusive`` (a point estimate alone never decides)."""
+    lo, hi = claim.get("interval", (float("nan"), float("nan")))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "inconclusive"
+    null = claim["null"]
+    up = claim["expected"] in ("increasing", "positive", "greater", "above")
+    if (lo > null and up) or (hi < null and not up):
+        return "supported"
+    if (hi < null and up) or (lo > null and not up):
+        return "contradicted"
+    return "inconclusive"
+
+
+def headline(claim: dict[str, Any]) -> dict[str, Any]:
+    """A claim as flat scalars for a DVC metrics file: measured value, interval ends, verdict."""
+    lo, hi = claim.get("interval", (float("nan"), float("nan")))
+    return {"measured": claim["measured"], "lo": lo, "hi": hi, "verdict": verdict(claim)}

@@ -1,8 +1,8 @@
-"""What every pipeline stage does around its work: parse params first, then track the run.
+"""What every pipeline stage does around its work: validate params first, record how long it took.
 
-Params are validated before anything else, so a bad value fails in the first second; the tracking
-store is checked next, before any heavy work. Stage outputs are written (atomically) before they are
-logged, so a tracking failure never loses a result.
+Stages write files and never talk to MLflow: the ``track`` stage at the end of the pipeline logs
+the whole audit from those files. What changes from run to run (durations, per-epoch seconds) is
+kept out of DVC's outputs, in ``.vogflow/timings/<stage>.json``, which the track stage reads.
 """
 
 from __future__ import annotations
@@ -12,20 +12,24 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vogflow.config import ConfigError, Params, load_params
+
+TIMINGS = Path(".vogflow") / "timings"
 
 
 @dataclass
 class StageContext:
     name: str
     params: Params
-    track: Any  # vogflow.tracking.StageRun or NoTracking
     root: Path
+    # Per-epoch or per-split numbers that vary between reruns (seconds): they reach MLflow
+    # through the timings file, never a DVC output.
+    timings: dict[str, Any] = field(default_factory=dict)
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -34,12 +38,22 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def project_root() -> Path:
+    """``DVC_ROOT`` when DVC runs us (the parent project, also under ``dvc exp run --temp``),
+    else the nearest folder holding ``dvc.yaml``, else the working directory."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists():
+            return folder
+    return here
+
+
 @contextlib.contextmanager
-def stage(
-    name: str, *, params_path: str = "params.yaml", run: str | None = None,
-    tags: Mapping[str, str] | None = None,
-) -> Iterator[StageContext]:  # fmt: skip
-    """Run a stage body with validated params and a child run of the audit's parent run."""
+def stage(name: str, *, params_path: str = "params.yaml", run: str | None = None
+          ) -> Iterator[StageContext]:  # fmt: skip
+    """Run a stage body with validated params; on success, record its timings."""
     try:
         params = load_params(params_path)
         if run is not None and run not in params.runs:
@@ -47,39 +61,18 @@ def stage(
             raise ConfigError(f"--run: {run!r} is not a run; defined runs: {defined}")
     except ConfigError as err:
         sys.exit(f"{name}: invalid parameters: {err}")
-    from vogflow import tracking
-
-    try:
-        track = tracking.start_stage(
-            name, experiment=params.tracking.experiment, run=run, tags=tags
-        )
-    except tracking.TrackingError as err:
-        sys.exit(f"{name}: {err}")
     print(f"== {name}", flush=True)
     body_start = time.time()
-    root = tracking.project_root()
-    try:
-        yield StageContext(name, params, track, root)
-    except BaseException:
-        with contextlib.suppress(tracking.TrackingError):
-            track.finish("FAILED")  # the stage's own error is the one to show
-        raise
-    # The exact configuration behind the outputs: the params this stage read, and the audit's
-    # lock file as DVC left it before this stage (DVC updates it once the stage has finished).
-    track.artifact(params_path, "config")
-    if (root / "dvc.lock").exists():
-        track.artifact(root / "dvc.lock", "config", parent=True)
-    # Start-up (interpreter, imports, params, tracking store) against the stage's whole life:
-    # the audit's overhead share is the sum of these over its stages.
-    started = process_start_time()
-    if started is not None:
-        track.metrics(
-            {
-                "timing.startup_seconds": body_start - started,
-                "timing.total_seconds": time.time() - started,
-            }
-        )
-    track.finish()
+    ctx = StageContext(name, params, project_root())
+    yield ctx
+    end = time.time()
+    started = process_start_time() or body_start
+    record = {"stage": os.environ.get("DVC_STAGE", name), "start": started,
+              "body_start": body_start, "end": end, **ctx.timings}  # fmt: skip
+    from vogflow.io import write_json
+
+    with contextlib.suppress(OSError):  # a read-only workspace costs the timings, not the result
+        write_json(TIMINGS / f"{record['stage']}.json", record)
 
 
 def process_start_time() -> float | None:

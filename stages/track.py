@@ -1,0 +1,71 @@
+"""Log the whole audit to MLflow: one parent run, a child per stage, the audited model.
+
+    python stages/track.py
+
+The last stage of the pipeline: it depends on every output, so it runs once per new pipeline
+state, and logs that state once (a state already in the store is not logged again). Stages never
+talk to MLflow themselves, so a tracking failure here costs no result: rerun `dvc repro track`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from vogflow.stage import parser, stage
+
+
+def main() -> None:
+    p = parser(__doc__)
+    args = p.parse_args()
+
+    with stage("track", params_path=args.params) as ctx:
+        from vogflow import tracking
+
+        if not tracking.enabled():
+            print("tracking is off (VOGFLOW_TRACKING=off): nothing is logged; to log this audit "
+                  "later, run `dvc repro -f track`", flush=True)
+            return
+        from vogflow.tracking.record import compose, outputs
+        from vogflow.tracking.store import git_state
+        from vogflow.tracking.write import log_pipeline_audit, tracking_failed
+
+        workspace = Path.cwd()
+        prm = ctx.params
+        lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
+        record = compose(
+            workspace,
+            params=yaml.safe_load(Path(args.params).read_text()),
+            git=git_state(workspace, generated=outputs(lock)),
+            exp_name=os.environ.get("DVC_EXP_NAME"),
+        )
+        model_dir = workspace / "runs" / prm.tracking.register_run / "checkpoints"
+        uri = tracking.tracking_uri(ctx.root)
+        try:
+            run_id, new = log_pipeline_audit(
+                record, experiment=prm.tracking.experiment, model_name=prm.tracking.model_name,
+                model_dir=model_dir if model_dir.is_dir() else None, uri=uri,
+            )
+        except tracking.TrackingError as err:
+            sys.exit(f"track: {err}")
+        except store_errors() as err:
+            sys.exit(f"track: {tracking_failed(err, uri)}")
+        if new:
+            print(f"logged audit '{record.name}' as run {run_id} in {uri}", flush=True)
+        else:
+            print(f"this pipeline state is already logged as run {run_id} in {uri}", flush=True)
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store that is down, locked or refusing raises (a bug keeps its traceback)."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, OSError)
+
+
+if __name__ == "__main__":
+    main()

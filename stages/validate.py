@@ -1,0 +1,41 @@
+"""Refuse a bad configuration before DVC touches any output.
+
+    python stages/validate.py --out .vogflow/params.ok
+
+The first stage: every other stage depends on its output, so DVC runs it first and stops at its
+error, before it removes a single output of a stage that would have failed on the same params.
+Its output holds the same bytes whenever the params are valid, so a params change reruns only
+the stages that read the changed params.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from vogflow.io import write_text
+from vogflow.stage import parser, stage
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--out", required=True, help="marker file written when the params are valid")
+    args = p.parse_args()
+
+    with stage("validate", params_path=args.params) as ctx:
+        from vogflow.config import ConfigError, check_pipeline
+        from vogflow.tracking import TrackingError, check_reachable, enabled, tracking_uri
+
+        try:
+            check_pipeline(ctx.params)
+        except ConfigError as err:
+            sys.exit(f"validate: invalid parameters: {err}")
+        if enabled():
+            try:  # the audit ends by logging: a store that cannot take it fails now, not then
+                check_reachable(tracking_uri(ctx.root))
+            except TrackingError as err:
+                sys.exit(f"validate: {err}")
+        write_text(args.out, "valid\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""What one audit's MLflow record holds, composed from the pipeline's files (no MLflow here).
+
+The ``track`` stage runs after every other stage; it reads ``dvc.yaml`` and ``dvc.lock`` for the
+stages, their params and outputs, each stage's metrics file, and the timings each stage left in
+``.vogflow/timings/``. The result is one :class:`AuditRecord`: a parent with every headline result
+and a child per stage, whichever stages reran. Its key is a hash of the pipeline state (the lock
+of every stage), so logging the same state twice is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vogflow.stage import TIMINGS
+
+TRACK_STAGE = "track"
+# Outputs too large or too raw to copy into the record: the manifest stands for the checkpoints
+# (the audited model is logged as an MLflow model), the rankings stand for the raw gradients.
+SKIP_OUTPUTS = re.compile(r"(^|/)(checkpoints|gradients)$")
+
+
+@dataclass
+class ChildRecord:
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    artifacts: list[tuple[Path, str]]
+    start: float | None = None
+    end: float | None = None
+    steps: list[dict[str, float]] = field(default_factory=list)  # per-epoch values
+
+
+@dataclass
+class AuditRecord:
+    key: str
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    description: str
+    artifacts: list[tuple[Path, str]]
+    children: list[ChildRecord]
+    top: dict[str, Any]  # split -> DataFrame of the hardest examples of the audited run
+    lock: dict[str, Any]
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``a.b.c`` keys; lists kept as one value."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, name))
+    return out
+
+
+def numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The finite numeric values (booleans as 0/1) of a flat mapping."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, bool):
+            out[key] = float(value)
+        elif isinstance(value, int | float) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+def words(values: dict[str, Any]) -> dict[str, str]:
+    """The string values of a flat mapping (verdicts): tags, not metrics."""
+    return {k: v for k, v in values.items() if isinstance(v, str)}
+
+
+def state_key(lock: dict[str, Any]) -> str:
+    stages = {k: v for k, v in lock.get("stages", {}).items() if k != TRACK_STAGE}
+    return hashlib.sha256(json.dumps(stages, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def outputs(lock: dict[str, Any]) -> list[str]:
+    """Every path DVC writes for the pipeline (so not an edit of its source)."""
+    paths = ["dvc.lock"]
+    for entry in lock.get("stages", {}).values():
+        paths += [o["path"] for o in entry.get("outs", [])]
+    return paths
+
+
+def _declared(dvc_yaml: dict[str, Any], kind: str) -> dict[str, list[str]]:
+    """Stage name -> the paths declared under ``kind`` (``metrics``), foreach stages expanded
+    by the run names that ``dvc.lock`` shows."""
+    out: dict[str, list[str]] = {}
+    for name, spec in dvc_yaml.get("stages", {}).items():
+        body = spec.get("do", spec)
+        paths = [next(iter(p)) if isinstance(p, dict) else p for p in body.get(kind, [])]
+        out[name] = paths
+    return out
+
+
+def _expand(template: str, key: str | None) -> str:
+    return template.replace("${key}", key) if key is not None else template
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
+            exp_name: str | None = None) -> AuditRecord:
+    """The record of the pipeline state in ``workspace`` (where DVC runs the stages)."""
+    import pandas as pd
+
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
+    dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
+    metrics_of = _declared(dvc_yaml, "metrics")
+    children = []
+    for stage_name, entry in lock.get("stages", {}).items():
+        if stage_name == TRACK_STAGE:
+            continue
+        base, _, key = stage_name.partition("@")
+        outs = [o["path"] for o in entry.get("outs", [])]
+        metric_files = [_expand(m, key or None) for m in metrics_of.get(base, [])]
+        metrics: dict[str, Any] = {}
+        for path in metric_files:
+            metrics.update(flatten(_read_json(workspace / path)))
+        stage_params = {}
+        for values in (entry.get("params") or {}).values():
+            stage_params.update(flatten(values))
+        timing = _read_json(workspace / TIMINGS / f"{stage_name}.json")
+        steps = timing.pop("history", [])
+        artifacts = []
+        for out in outs:
+            if SKIP_OUTPUTS.search(out):
+                manifest = workspace / out / "manifest.json"
+                if manifest.exists():
+                    artifacts.append((manifest, "checkpoints"))
+                continue
+            path = workspace / out
+            if path.exists():
+                # Artifacts keep the project's layout: runs/main/rankings/test.parquet.
+                folder = out if path.is_dir() else str(Path(out).parent)
+                artifacts.append((path, "" if folder == "." else folder))
+        timing_metrics = {
+            f"timing.{k}": v for k, v in numbers(timing).items()
+            if k not in ("start", "end", "body_start")
+        }
+        if "start" in timing and "body_start" in timing:
+            timing_metrics["timing.startup_seconds"] = timing["body_start"] - timing["start"]
+            timing_metrics["timing.total_seconds"] = timing["end"] - timing["start"]
+        tags = {"vogflow.stage": stage_name, **words(metrics), **git}
+        if key:
+            tags["vogflow.run"] = key
+        children.append(
+            ChildRecord(
+                name=stage_name,
+                tags={k: str(v) for k, v in tags.items()},
+                params={k: str(v)[:6000] for k, v in stage_params.items()},
+                metrics={**numbers(metrics), **timing_metrics},
+                artifacts=artifacts,
+                start=timing.get("start"),
+                end=timing.get("end"),
+                steps=steps,
+            )
+        )
+    rank_by = params.get("vog", {}).get("rank_by", "late_label")
+    register_run = params.get("tracking", {}).get("register_run", "main")
+    headline = headline_metrics(workspace, register_run)
+    verdicts = headline_verdicts(workspace, register_run)
+    top = {}
+    for split in ("test", "train"):
+        path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
+        if path.exists():
+            table = pd.read_parquet(path)
+            column = f"vog_{rank_by}"
+            if column in table.columns:
+                top[split] = hardest(table, column, params.get("vog", {}).get("top_k", 25))
+    data, model = params.get("data", {}).get("name", "?"), params.get("model", {}).get("name", "?")
+    commit = git.get("git.commit", "unknown")[:7]
+    name = f"audit {data}/{model} @{commit}" + (f" ({exp_name})" if exp_name else "")
+    artifacts = [(workspace / "params.yaml", "config"), (workspace / "dvc.lock", "config")]
+    for run_dir in sorted((workspace / "runs").glob("*/rankings")):
+        artifacts.append((run_dir, f"rankings/{run_dir.parent.name}"))
+    for folder in ("results/figures", "results/ood"):
+        if (workspace / folder).is_dir():
+            artifacts.append((workspace / folder, Path(folder).name))
+    tags = {
+        "vogflow.kind": "audit",
+        "vogflow.audit_key": state_key(lock),
+        **{f"verdict.{k}": v for k, v in verdicts.items()},
+        **git,
+    }
+    if exp_name:
+        tags["dvc.exp_name"] = exp_name
+    return AuditRecord(
+        key=state_key(lock),
+        name=name,
+        tags=tags,
+        params={k: str(v)[:6000] for k, v in flatten(params).items()},
+        metrics=headline,
+        description=describe(name, headline, verdicts, top.get("test"), rank_by),
+        artifacts=artifacts,
+        children=children,
+        top=top,
+        lock=lock,
+    )
+
+
+def hardest(table: Any, column: str, k: int) -> Any:
+    """The ``k`` hardest rows by ``column`` with what a person needs to find them."""
+    keep = [c for c in ("index", "path", "label", "true_label", "pred", "correct", "noisy")
+            if c in table.columns]  # fmt: skip
+    top = table.nlargest(k, column)[[*keep, column]].reset_index(drop=True)
+    top.insert(0, "rank", range(1, len(top) + 1))
+    return top
+
+
+def headline_metrics(workspace: Path, run: str) -> dict[str, float]:
+    """The audit's headline numbers, each a fraction or a correlation in [-1, 1]."""
+    read = lambda rel: flatten(_read_json(workspace / rel))  # noqa: E731
+    train = read(f"runs/{run}/train.json")
+    score = read(f"runs/{run}/score.json")
+    wanted = {
+        "test_accuracy": train.get("test_accuracy"),
+        "decile_error_trend": score.get("test.trend.measured"),
+        "decile_error_trend_lo": score.get("test.trend.lo"),
+        "decile_error_trend_hi": score.get("test.trend.hi"),
+    }
+    for rel, prefix in (("results/stability/metrics.json", "stability"),
+                        ("results/memorization/metrics.json", "memorization"),
+                        ("results/toy/metrics.json", "toy"),
+                        ("results/ood/metrics.json", "ood")):  # fmt: skip
+        for k, v in numbers(read(rel)).items():
+            wanted[f"{prefix}.{k}"] = v
+    return numbers({k: v for k, v in wanted.items() if v is not None})
+
+
+def headline_verdicts(workspace: Path, run: str) -> dict[str, str]:
+    found = {}
+    for rel, prefix in ((f"runs/{run}/score.json", "deciles"),
+                        ("results/stability/metrics.json", "stability"),
+                        ("results/memorization/metrics.json", "memorization"),
+                        ("results/toy/metrics.json", "toy")):  # fmt: skip
+        for k, v in flatten(_read_json(workspace / rel)).items():
+            if k == "verdict" or k.endswith(".verdict"):
+                claim = k.removesuffix("verdict").rstrip(".")
+                found[".".join(filter(None, (prefix, claim)))] = v
+    return found
+
+
+def describe(name: str, metrics: dict[str, float], verdicts: dict[str, str], top: Any,
+             rank_by: str) -> str:
+    """The parent run's markdown description: verdicts first, then the hardest test examples."""
+    lines = [f"## {name}", "", "| claim | verdict |", "|---|---|"]
+    lines += [f"| {claim} | {verdict} |" for claim, verdict in sorted(verdicts.items())]
+    if "test_accuracy" in metrics:
+        lines += ["", f"Test accuracy of the audited model: {metrics['test_accuracy']:.3f}."]
+    if top is not None and len(top):
+        lines += ["", f"### The 10 hardest test examples (by `vog_{rank_by}`)", ""]
+        head = top.head(10)
+        lines.append("| " + " | ".join(map(str, head.columns)) + " |")
+        lines.append("|" + "---|" * len(head.columns))
+        for row in head.itertuples(index=False):
+            cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,207 @@
+"""Where the audit record lives: the store's URI, checks that fail fast, and safe access to it.
+
+Default store: ``mlflow.db`` (SQLite) at the project root with artifacts in ``mlartifacts/``
+beside it; ``MLFLOW_TRACKING_URI`` overrides (a team's server); ``VOGFLOW_TRACKING=off`` turns
+tracking off. Several audits may log to the default store at once: every writer holds a file lock
+beside the database, so the store is created (migrated) once and no run is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from vogflow.stage import project_root
+
+HINT = ("start the server, point MLFLOW_TRACKING_URI at a reachable store, or run with "
+        "VOGFLOW_TRACKING=off")  # fmt: skip
+# Database URIs need a driver that MLflow does not install.
+DRIVERS = {"postgresql": "psycopg2", "mysql": "pymysql", "mssql": "pyodbc"}
+SCHEMES = ("sqlite", "http", "https", "databricks", "file", *DRIVERS)
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (one line: the URI, what is wrong, the fix)."""
+
+
+__all__ = ["TrackingError", "project_root", "tracking_uri", "enabled", "check_reachable"]
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(root or project_root()) / 'mlflow.db'}"
+
+
+def enabled() -> bool:
+    return os.environ.get("VOGFLOW_TRACKING", "on").lower() not in ("off", "0", "false", "no")
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, when the store cannot be used (before any heavy work)."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme not in SCHEMES:
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri!r}: unknown scheme {scheme or '(none)'!r}; use "
+            "sqlite:///PATH, http://HOST:PORT or postgresql://... (or unset it for the "
+            "project's mlflow.db)"
+        )
+    if scheme in DRIVERS:
+        import importlib.util
+
+        module = DRIVERS[scheme]
+        if "+" in uri.split(":", 1)[0]:
+            module = uri.split(":", 1)[0].split("+", 1)[1]
+        if importlib.util.find_spec(module) is None:
+            raise TrackingError(
+                f"tracking store {uri}: the database driver {module!r} is not installed; "
+                f"pip install {module}"
+            )
+    if scheme in ("http", "https"):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"tracking server {uri} answered {resp.status}; {HINT}")
+        except OSError as err:
+            raise TrackingError(f"tracking server {uri} is unreachable ({err}); {HINT}") from err
+    path = sqlite_path(uri)
+    if path is not None:
+        folder = path.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingError(f"tracking store {uri}: folder {folder} is not writable; {HINT}")
+
+
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+@contextlib.contextmanager
+def open_store(uri: str, *, timeout: float = 600) -> Iterator[Any]:
+    """A client on ``uri``; for a SQLite store, held under an exclusive file lock.
+
+    SQLite allows one writer, and MLflow creates (migrates) a new store on first use: two
+    processes doing that at once left a half-migrated file. The lock makes writers take turns.
+    """
+    path = sqlite_path(uri)
+    if path is None:
+        _quiet_retries()
+        yield client(uri)
+        return
+    from filelock import FileLock, Timeout
+
+    try:
+        with FileLock(str(path) + ".lock", timeout=timeout):
+            _rebase_artifacts(path)
+            yield client(uri)
+    except Timeout as err:
+        raise TrackingError(
+            f"tracking store {uri}: another audit held {path}.lock for {timeout:.0f}s; "
+            "wait for it, or remove the lock file if no vogflow process is running"
+        ) from err
+
+
+def _quiet_retries() -> None:
+    """A stopped server should fail a tracking step in seconds, not after minutes of retries."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+# Columns of MLflow's SQL schema that hold artifact locations.
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def _rebase_artifacts(db: Path) -> None:
+    """Keep a copied or moved project's store pointing at its own ``mlartifacts``.
+
+    MLflow stores absolute artifact locations; a project copied to another folder would keep
+    writing (and reading) artifacts in the original one. The default store's artifacts live
+    beside it by construction, so locations under another folder's ``mlartifacts`` are rewritten
+    to this one's.
+    """
+    if not db.exists():
+        return
+    here = (db.parent / "mlartifacts").resolve().as_uri()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        try:
+            rows = con.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.Error:
+            return  # not migrated yet: nothing to rebase
+        old = {loc[: loc.index("/mlartifacts") + len("/mlartifacts")]
+               for (loc,) in rows if loc and "/mlartifacts" in loc}  # fmt: skip
+        old.discard(here)
+        for prefix in old:
+            for table, column in _LOCATION_COLUMNS:
+                with contextlib.suppress(sqlite3.Error):  # older schemas lack some tables
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} LIKE ? || '%'",
+                        (here, len(prefix) + 1, prefix),
+                    )
+        con.commit()
+
+
+def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    path = sqlite_path(uri)
+    if path is not None:
+        # Artifacts beside the database, not in whichever folder the first writer ran from.
+        location = (path.parent / "mlartifacts").resolve().as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it meanwhile
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_state(root: Path, *, generated: Iterable[str] = ()) -> dict[str, str]:
+    """Commit and dirty flag of the code behind an audit.
+
+    ``generated``: paths that DVC itself writes (outputs, ``dvc.lock``); a change there is the
+    audit's result, not an edit of its source, so it does not make the tree dirty.
+    """
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            raise OSError(out.stderr)
+        return out.stdout
+
+    generated = [g.rstrip("/") for g in generated]
+
+    def produced(path: str) -> bool:
+        return any(path == g or path.startswith(g + "/") for g in generated)
+
+    try:
+        commit = os.environ.get("DVC_EXP_BASELINE_REV") or git("rev-parse", "HEAD").strip()
+        changed = [line[3:].strip().strip('"') for line in
+                   git("status", "--porcelain", "--untracked-files=no").splitlines()]  # fmt: skip
+        dirty = any(not produced(path) for path in changed)
+    except (OSError, subprocess.SubprocessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    return {"git.commit": commit, "git.dirty": str(dirty).lower(),
+            "mlflow.source.git.commit": commit}  # fmt: skip

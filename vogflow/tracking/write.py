@@ -1,0 +1,242 @@
+"""Writing to MLflow: one pipeline audit, an API audit, a comparison. Runs never stay RUNNING.
+
+Every writer goes through :func:`vogflow.tracking.store.open_store`, so concurrent audits on the
+default SQLite store take turns instead of losing runs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import vogflow
+from vogflow.tracking.record import AuditRecord, flatten, hardest, numbers
+from vogflow.tracking.store import (
+    TrackingError,
+    check_reachable,
+    experiment_id,
+    git_state,
+    open_store,
+    project_root,
+    tracking_uri,
+)
+
+KIND_TAG = "vogflow.kind"
+AUDIT_KEY_TAG = "vogflow.audit_key"
+AUDIT_RUN_TAG = "vogflow.audit_run_id"
+PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+MODEL_ALIAS = "audited"
+
+
+def _ms(seconds: float | None) -> int | None:
+    return int(seconds * 1000) if seconds is not None else None
+
+
+def _log_values(client: Any, run_id: str, *, params: Mapping[str, str] = {},
+                metrics: Mapping[str, float] = {}, step: int = 0) -> None:  # noqa: B006
+    from mlflow.entities import Metric, Param
+
+    now = int(time.time() * 1000)
+    items = [Param(k, v) for k, v in params.items()]
+    batch = [Metric(k, v, now, step) for k, v in metrics.items()]
+    for i in range(0, max(len(items), len(batch)), 100):
+        client.log_batch(run_id, params=items[i : i + 100], metrics=batch[i : i + 100])
+
+
+def _log_artifacts(client: Any, run_id: str, artifacts: list[tuple[Path, str]]) -> None:
+    for path, folder in artifacts:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), folder or None)
+        elif path.exists():
+            client.log_artifact(run_id, str(path), folder or None)
+
+
+def find_audit(client: Any, experiment: str, key: str) -> str | None:
+    """The finished audit already logged for this pipeline state, if any."""
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{AUDIT_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def log_pipeline_audit(record: AuditRecord, *, experiment: str, model_name: str,
+                       model_dir: Path | None, uri: str | None = None) -> tuple[str, bool]:
+    """Log ``record`` as one parent run with a child per stage; returns ``(run id, new)``.
+
+    ``model_dir`` (the audited run's checkpoint folder) becomes a logged MLflow model, registered
+    as a new version of ``model_name`` with a description and the alias ``audited``. A state
+    already logged is not logged again (``new`` is False).
+    """
+    uri = uri or tracking_uri()
+    check_reachable(uri)
+    with open_store(uri) as client:
+        exp = experiment_id(client, experiment, uri)
+        done = find_audit(client, exp, record.key)
+        if done:
+            return done, False
+        started = [c.start for c in record.children if c.start is not None]
+        parent = client.create_run(
+            exp, run_name=record.name, tags={**record.tags, NOTE_TAG: record.description},
+            start_time=_ms(min(started)) if started else None,
+        )
+        parent_id = parent.info.run_id
+        created = [parent_id]
+        try:
+            _log_values(client, parent_id, params=record.params, metrics=record.metrics)
+            _log_artifacts(client, parent_id, record.artifacts)
+            for split, table in record.top.items():
+                client.log_table(parent_id, table, f"tables/hardest_{split}.json")
+            for child in record.children:
+                run = client.create_run(
+                    exp, run_name=child.name, start_time=_ms(child.start),
+                    tags={**child.tags, PARENT_TAG: parent_id, AUDIT_RUN_TAG: parent_id},
+                )
+                created.append(run.info.run_id)
+                _log_values(client, run.info.run_id, params=child.params, metrics=child.metrics)
+                for step in child.steps:
+                    _log_values(client, run.info.run_id, metrics=numbers(step),
+                                step=int(step.get("epoch", 0)))
+                _log_artifacts(client, run.info.run_id, child.artifacts)
+                client.set_terminated(run.info.run_id, "FINISHED", end_time=_ms(child.end))
+            if model_dir is not None:
+                _log_model(client, uri, parent_id, record, model_dir, model_name)
+            client.set_terminated(parent_id, "FINISHED")
+        except BaseException:
+            for run_id in created:  # never leave a run RUNNING
+                try:
+                    client.set_terminated(run_id, "FAILED")
+                except Exception:  # noqa: BLE001 - the store itself may be what failed
+                    break
+            raise
+    return parent_id, True
+
+
+def _log_model(client: Any, uri: str, parent_id: str, record: AuditRecord, model_dir: Path,
+               model_name: str) -> None:
+    """The audited model as a real MLflow model: ``torch.export`` (no pickle), a signature and an
+    input example; its registered version carries a description and an alias."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from vogflow.checkpoints import load_run_models
+
+    models, manifest = load_run_models(model_dir)
+    model = models[-1].eval()
+    example = np.zeros((1, *manifest["input_shape"]), dtype=np.float32)
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=parent_id):
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        dataset = str(manifest.get("dataset", "dataset"))
+        mlflow.log_input(
+            MetaDataset(resolve_dataset_source(dataset), name=dataset,
+                        digest=str(manifest["data_fingerprint"])[:36]),
+            context="train",
+        )
+        with torch.no_grad():
+            info = mlflow.pytorch.log_model(
+                model, name="model", serialization_format="pt2", input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
+    _ensure_registered(client, model_name)
+    version = client.create_model_version(
+        model_name, info.model_uri, run_id=parent_id, tags={AUDIT_RUN_TAG: parent_id},
+        description=(f"Final checkpoint ({manifest['checkpoints'][-1]['file']}) of the audited "
+                     f"run; audit: {record.name}. Test accuracy "
+                     f"{record.metrics.get('test_accuracy', float('nan')):.3f}."),
+    )
+    client.set_registered_model_alias(model_name, MODEL_ALIAS, version.version)
+    client.set_tag(parent_id, "vogflow.model_name", model_name)
+    client.set_tag(parent_id, "vogflow.model_version", str(version.version))
+    print(f"registered {model_name} version {version.version} (alias @{MODEL_ALIAS})", flush=True)
+
+
+def _ensure_registered(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(
+            name, description="The audited model of each vogflow audit (alias @audited: latest)."
+        )
+    except MlflowException:
+        pass  # already registered
+
+
+def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experiment: str) -> str:
+    """Log a :func:`vogflow.audit` result as a standalone run; returns its run id."""
+    from vogflow import rankings
+
+    uri = tracking_uri()
+    check_reachable(uri)
+    root = project_root()
+    with open_store(uri) as client:
+        exp = experiment_id(client, experiment, uri)
+        tags = {KIND_TAG: "api", "vogflow.version": vogflow.__version__, **git_state(root)}
+        run_id = client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+        try:
+            _log_values(client, run_id, params={k: str(v)[:6000]
+                                                for k, v in flatten(dict(params)).items()},
+                        metrics={"examples": len(table),
+                                 "error": float(1 - table["correct"].mean())})
+            with tempfile.TemporaryDirectory() as tmp:
+                rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
+                client.log_artifacts(run_id, tmp, "rankings")
+            score = next((c for c in ("vog_all_label", "vog_late_label", "vog_all_pred")
+                          if c in table.columns), None)
+            if score:
+                client.log_table(run_id, hardest(table, score, 25), "tables/hardest.json")
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+    return run_id
+
+
+def log_compare(folder: str | Path, *, a: str, b: str, params: Mapping[str, Any],
+                metrics: Mapping[str, float], curves: Mapping[str, Any] | None = None,
+                tags: Mapping[str, str] | None = None, experiment: str = "vogflow",
+                run_name: str = "compare") -> str:
+    """Log a comparison of audits ``a`` and ``b`` as a new parent-less run; returns its id.
+
+    Tags ``vogflow.kind=compare``, ``vogflow.compare.a`` and ``vogflow.compare.b`` (the references
+    as given), ``params``, ``metrics`` (step 0), ``curves`` (name -> values, one step per bucket)
+    and every file of ``folder`` as artifacts.
+    """
+    root = project_root()
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    with open_store(uri) as client:
+        exp = experiment_id(client, experiment, uri)
+        all_tags = {KIND_TAG: "compare", "vogflow.compare.a": a, "vogflow.compare.b": b,
+                    "vogflow.version": vogflow.__version__, **git_state(root), **(tags or {})}
+        run_id = client.create_run(exp, run_name=run_name, tags=all_tags).info.run_id
+        try:
+            _log_values(client, run_id,
+                        params={k: str(v)[:6000] for k, v in flatten(dict(params)).items()},
+                        metrics=numbers(dict(metrics)))
+            for name, values in (curves or {}).items():
+                for step, value in enumerate(values):
+                    _log_values(client, run_id, metrics=numbers({name: value}), step=step)
+            client.log_artifacts(run_id, str(folder))
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+    return run_id
+
+
+def tracking_failed(err: BaseException, uri: str) -> TrackingError:
+    """A tracking failure after the work: the outputs are intact, and how to log them later."""
+    return TrackingError(
+        f"logging the audit to {uri} failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
+        "every output is intact: once the store is reachable, run `dvc repro track` "
+        "(or `python stages/track.py`) to log it"
+    )
