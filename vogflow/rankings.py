@@ -2,7 +2,11 @@
 
 Columns (row order = dataset order): ``index, label, true_label, noisy, pred, correct``, then
 for each window ``w`` and label mode ``m`` computed, ``vog_{w}_{m}_raw`` and ``vog_{w}_{m}``
-(class-normalised). Higher VoG = harder.
+(class-normalised); then the hardness baselines from the same checkpoints, ``hard_<name>`` for
+each name of ``analysis.hardness.BASELINES`` whose statistic the extraction has (every one
+oriented higher = harder: ``hard_margin``, ``hard_msp``, ``hard_aum`` and
+``hard_datamap_confidence`` are negated); then ``likely_mislabeled`` and ``suggested_label``
+(see :func:`build`). Higher VoG = harder.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vogflow.analysis.hardness import BASELINES, baseline_scores, likely_mislabeled
 from vogflow.extraction import Extraction
 from vogflow.io import write_text, write_with
 from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
 
 BASE_COLUMNS = ("index", "label", "true_label", "noisy", "pred", "correct")
+BASELINE_PREFIX = "hard_"
+BASELINE_COLUMNS = tuple(f"{BASELINE_PREFIX}{name}" for name in BASELINES)
+FLAG_COLUMNS = ("likely_mislabeled", "suggested_label")
 
 
 def score_columns(windows=WINDOWS, modes=LABEL_MODES) -> list[str]:
@@ -27,12 +35,19 @@ def score_columns(windows=WINDOWS, modes=LABEL_MODES) -> list[str]:
     return cols
 
 
+def contract_columns(windows=WINDOWS, modes=LABEL_MODES) -> list[str]:
+    """Every column of a full rankings table, in order."""
+    return [*BASE_COLUMNS, *score_columns(windows, modes), *BASELINE_COLUMNS, *FLAG_COLUMNS]
+
+
 def build(
     extraction: Extraction,
     *,
     true_label: np.ndarray | None = None,
     noisy: np.ndarray | None = None,
     normalise: str = "z",
+    flag_by: str = "hard_loss",
+    share: float = 0.1,
 ) -> pd.DataFrame:
     """The rankings table of one split from an extraction.
 
@@ -40,6 +55,14 @@ def build(
     ``true_label`` the clean label (defaults to ``label``); ``noisy`` marks shuffled labels.
     Each mode is normalised within the class it was taken for: ``label`` within labels, ``pred``
     within the final checkpoint's predicted classes.
+
+    The ``hard_*`` columns are ``analysis.hardness.baseline_scores`` over every checkpoint, taken
+    against ``label``. ``likely_mislabeled``: the final checkpoint's ``pred`` differs from
+    ``label`` AND column ``flag_by`` (higher = harder) is in the top ``share`` of this split
+    (``analysis.hardness.likely_mislabeled``). ``flag_by`` defaults to the final loss, since loss
+    found shuffled labels better than any VoG variant on the data measured so far (DESIGN §7);
+    pass the score the scorecard chose on yours. ``suggested_label``: ``pred`` where flagged,
+    else ``label``.
     """
     n = len(extraction.label)
     label = np.asarray(extraction.label, dtype=np.int64)
@@ -62,6 +85,16 @@ def build(
                 continue
             table[f"vog_{w}_{m}_raw"] = np.asarray(raw, dtype=np.float64)
             table[f"vog_{w}_{m}"] = class_normalise(raw, classes[m], method=normalise)
+    for name, score in baseline_scores(extraction.stats, label).items():
+        table[f"{BASELINE_PREFIX}{name}"] = score
+    if flag_by not in table:
+        raise ValueError(
+            f"flag_by {flag_by!r} is not a score column of this table; valid: "
+            + ", ".join(k for k, v in table.items() if np.asarray(v).dtype.kind == "f")
+        )
+    flagged = likely_mislabeled(pred, label, table[flag_by], share=share)
+    table["likely_mislabeled"] = flagged
+    table["suggested_label"] = np.where(flagged, pred, label)
     return pd.DataFrame(table)
 
 

@@ -3,20 +3,37 @@
 One job: compare the scores of examples whose training label was shuffled with the rest: Welch's
 unequal-variance t-test (the paper's test), an effect size and the mean difference with an
 interval in the expected direction (noisy higher), and each candidate score's AUROC at finding the
-noisy examples. Also the baseline difficulty scores VoG is compared with (loss, margin, EL2N,
-forgetting events), all oriented so that higher = more likely memorised.
+noisy examples. The baseline difficulty scores VoG is compared with live in
+:mod:`vogflow.analysis.hardness` and are re-exported here for existing callers.
 
 Arrays in, plain JSON-able dicts out; numpy and scipy only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from vogflow.analysis.hardness import (
+    baseline_scores,
+    el2n_score,
+    forgetting_events,
+    mean_over_checkpoints,
+)
 from vogflow.analysis.stats import auroc, bootstrap_ci, claim, detection_metrics
+
+__all__ = [
+    "PAPER",
+    "baseline_scores",
+    "el2n_score",
+    "forgetting_events",
+    "mean_over_checkpoints",
+    "memorization_regime",
+    "memorization_report",
+    "welch_test",
+]
 
 PAPER = (
     "paper §4.1: 20% shuffled labels, 0% training error; Welch t-test of VoG, shuffled vs rest, "
@@ -120,7 +137,7 @@ def memorization_report(
     Args:
         scores_by_name: name -> ``(N,)`` score over the training examples, already oriented so
             that higher = more likely memorised (VoG variants, loss, negated margin, EL2N,
-            forgetting events; see :func:`baseline_scores`).
+            forgetting events; see :func:`hardness.baseline_scores`).
         noisy: ``(N,)`` bool, the training label was shuffled.
         n_boot, confidence, rng: percentile bootstrap over examples.
 
@@ -177,83 +194,3 @@ def memorization_regime(pred: np.ndarray, label: np.ndarray, noisy: np.ndarray) 
         "noisy_fit": share(noisy),
         "paper": "0% training error: every shuffled label memorised (noisy_fit = 1)",
     }
-
-
-def mean_over_checkpoints(stat: np.ndarray, idx: Sequence[int] | np.ndarray | None) -> np.ndarray:
-    """Mean of a per-checkpoint statistic ``(K, N)`` over checkpoints ``idx`` (None = all): (N,)."""
-    stat = np.asarray(stat, dtype=np.float64)
-    if stat.ndim != 2:
-        raise ValueError(f"a per-checkpoint statistic must be (K, N), got {stat.shape}")
-    if idx is None:
-        return stat.mean(axis=0)
-    idx = np.asarray(idx, dtype=np.int64)
-    if idx.size == 0:
-        raise ValueError("mean over no checkpoints")
-    return stat[idx].mean(axis=0)
-
-
-def el2n_score(
-    el2n: np.ndarray, *, checkpoints: Sequence[int] | np.ndarray | None = None
-) -> np.ndarray:
-    """EL2N (Paul et al. 2021): mean ``||softmax - onehot||_2`` early in training. Higher = harder.
-
-    ``el2n``: ``(K, N)`` per checkpoint. ``checkpoints``: the checkpoints averaged; ``None`` =
-    the first ``min(3, K)``, matching the default early window (the score is meant to be taken
-    early in training).
-    """
-    el2n = np.asarray(el2n, dtype=np.float64)
-    if checkpoints is None:
-        checkpoints = np.arange(min(3, el2n.shape[0]))
-    return mean_over_checkpoints(el2n, checkpoints)
-
-
-def forgetting_events(correct_per_checkpoint: np.ndarray) -> np.ndarray:
-    """Forgetting events (Toneva et al. 2019): correct -> incorrect transitions between checkpoints.
-
-    ``correct_per_checkpoint``: ``(K, N)`` bool, in training order. Returns ``(N,)`` int64, higher
-    = more often forgotten (harder). An example never classified correctly at any checkpoint gets
-    ``K``, above every learned example's count (at most ``K // 2``): Toneva et al. treat
-    never-learned examples as the most forgotten ("unforgettable" is the opposite end), so they
-    rank at the hard end rather than beside never-forgotten easy examples with 0 events.
-    """
-    c = np.asarray(correct_per_checkpoint).astype(bool)
-    if c.ndim != 2:
-        raise ValueError(f"correct_per_checkpoint must be (K, N), got {c.shape}")
-    events = (c[:-1] & ~c[1:]).sum(axis=0).astype(np.int64)
-    events[~c.any(axis=0)] = c.shape[0]
-    return events
-
-
-def baseline_scores(
-    stats: Mapping[str, np.ndarray],
-    label: np.ndarray,
-    *,
-    checkpoints: Sequence[int] | np.ndarray | None = None,
-    el2n_checkpoints: Sequence[int] | np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """The difficulty scores VoG is compared with, all oriented higher = harder / memorised.
-
-    Args:
-        stats: per-checkpoint ``(K, N)`` arrays as in ``gradients.Extraction.stats``: ``pred``,
-            ``loss``, ``margin``, ``el2n``, ``msp`` (any subset).
-        label: ``(N,)`` the labels the run trained on (forgetting is counted against them).
-        checkpoints: checkpoints averaged for loss, margin and msp (None = all).
-        el2n_checkpoints: passed to :func:`el2n_score`.
-
-    Returns name -> ``(N,)``: ``loss`` (mean), ``margin`` (negated mean), ``el2n``,
-    ``forgetting`` (:func:`forgetting_events`), ``msp`` (negated mean max softmax probability);
-    only those whose statistic is present.
-    """
-    out: dict[str, np.ndarray] = {}
-    if "loss" in stats:
-        out["loss"] = mean_over_checkpoints(stats["loss"], checkpoints)
-    if "margin" in stats:
-        out["margin"] = -mean_over_checkpoints(stats["margin"], checkpoints)
-    if "el2n" in stats:
-        out["el2n"] = el2n_score(stats["el2n"], checkpoints=el2n_checkpoints)
-    if "pred" in stats:
-        correct = np.asarray(stats["pred"]) == np.asarray(label)[None, :]
-        out["forgetting"] = forgetting_events(correct).astype(np.float64)
-    if "msp" in stats:
-        out["msp"] = -mean_over_checkpoints(stats["msp"], checkpoints)
-    return out

@@ -1,0 +1,120 @@
+"""The rankings table contract: the VoG columns first, then the baselines and the relabel flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vogflow.analysis.hardness import baseline_scores
+from vogflow.extraction import STATS, Extraction
+from vogflow.rankings import (
+    BASE_COLUMNS,
+    BASELINE_COLUMNS,
+    FLAG_COLUMNS,
+    build,
+    contract_columns,
+    score_columns,
+)
+from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
+
+NEW_COLUMNS = [
+    "hard_loss",
+    "hard_margin",
+    "hard_el2n",
+    "hard_msp",
+    "hard_forgetting",
+    "hard_aum",
+    "hard_datamap_confidence",
+    "hard_datamap_variability",
+    "hard_disagree",
+    "likely_mislabeled",
+    "suggested_label",
+]
+
+
+def _extraction(n: int = 40, k: int = 5, seed: int = 0) -> Extraction:
+    rng = np.random.default_rng(seed)
+    label = np.arange(n) % 4
+    pred = np.tile(label, (k, 1))
+    pred[:, : n // 4] = (label[: n // 4] + 1) % 4  # the first quarter is never fitted
+    logits = rng.normal(size=(k, n, 4))
+    logits[np.arange(k)[:, None], np.arange(n)[None, :], pred] += 5.0
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    p = np.exp(log_p)
+    given = np.take_along_axis(logits, np.broadcast_to(label[None, :, None], (k, n, 1)), -1)[..., 0]
+    others = logits.copy()
+    np.put_along_axis(others, np.broadcast_to(label[None, :, None], (k, n, 1)), -np.inf, -1)
+    one_hot = np.eye(4)[label][None]
+    stats = {
+        "pred": pred,
+        "loss": -np.take_along_axis(log_p, np.broadcast_to(label[None, :, None], (k, n, 1)), -1)[
+            ..., 0
+        ],
+        "margin": given - others.max(-1),
+        "el2n": np.linalg.norm(p - one_hot, axis=-1),
+        "msp": p.max(-1),
+    }
+    vog = {f"{w}_{m}": rng.random(n) for w in WINDOWS for m in LABEL_MODES}
+    return Extraction(label=label, pred=pred[-1], vog_raw=vog, stats=stats)
+
+
+def test_contract_lists_the_new_columns_after_the_unchanged_ones():
+    ext = _extraction()
+    assert set(ext.stats) == set(STATS)
+    table = build(ext)  # the existing callers' call: no new arguments
+    assert list(BASELINE_COLUMNS) + list(FLAG_COLUMNS) == NEW_COLUMNS
+    assert list(table.columns) == [*BASE_COLUMNS, *score_columns(), *NEW_COLUMNS]
+    assert list(table.columns) == contract_columns()
+    # The existing columns are what they were.
+    assert table["pred"].tolist() == ext.pred.tolist()
+    assert table["correct"].tolist() == (ext.pred == ext.label).tolist()
+    raw = ext.vog_raw["late_label"]
+    np.testing.assert_array_equal(table["vog_late_label_raw"], raw)
+    np.testing.assert_array_equal(table["vog_late_label"], class_normalise(raw, ext.label))
+    # The baselines are the hardness module's, every checkpoint, against the trained label.
+    for name, score in baseline_scores(ext.stats, ext.label).items():
+        np.testing.assert_array_equal(table[f"hard_{name}"], score)
+    assert table["likely_mislabeled"].dtype == bool
+    assert table["suggested_label"].dtype == np.int64
+
+
+def test_likely_mislabeled_follows_the_stated_rule():
+    ext = _extraction()
+    table = build(ext, share=0.2)
+    disagree = ext.pred != ext.label
+    top = table["hard_loss"].rank(ascending=False, method="first") <= 8  # ceil(0.2 * 40)
+    expected = disagree & top.to_numpy()
+    assert expected.any() and not expected.all()
+    assert table["likely_mislabeled"].tolist() == expected.tolist()
+    assert table["suggested_label"].tolist() == np.where(expected, ext.pred, ext.label).tolist()
+    # The never-fitted quarter holds the highest final losses: all 10 disagree, 8 are flagged.
+    assert table["likely_mislabeled"].sum() == 8
+    # Any score column can drive the rule; an unknown one is refused with the valid names.
+    by_vog = build(ext, flag_by="vog_late_label", share=0.5)
+    assert not (by_vog["likely_mislabeled"] & ~disagree).any()
+    with pytest.raises(ValueError, match="hard_loss"):
+        build(ext, flag_by="loss")
+
+
+def test_tiny_table_aum_and_forgetting_by_hand():
+    # K = 4 checkpoints of N = 3 examples (labels 0, 1, 2).
+    margin = np.array([[2.0, -1.0, 0.5], [3.0, -2.0, -0.5], [1.0, 1.0, 1.5], [4.0, -3.0, -1.5]])
+    pred = np.array([[0, 0, 2], [0, 1, 1], [1, 0, 2], [0, 0, 1]])
+    ext = Extraction(
+        label=np.array([0, 1, 2]),
+        pred=pred[-1],
+        vog_raw={"late_label": np.array([0.1, 0.2, 0.3])},
+        stats={"pred": pred, "margin": margin},
+    )
+    table = build(ext, flag_by="hard_aum", share=0.3)  # ceil(0.9) = 1 example
+    assert list(table.columns) == [
+        *BASE_COLUMNS, "vog_late_label_raw", "vog_late_label", "hard_margin", "hard_forgetting",
+        "hard_aum", "hard_disagree", *FLAG_COLUMNS,
+    ]  # fmt: skip
+    assert table["hard_aum"].tolist() == pytest.approx([-2.5, 1.25, 0.0])  # -mean margin
+    assert table["hard_forgetting"].tolist() == [1.0, 1.0, 2.0]
+    # Example 1 has the top AUM score and its final prediction (0) is not its label (1).
+    assert table["likely_mislabeled"].tolist() == [False, True, False]
+    assert table["suggested_label"].tolist() == [0, 0, 2]
+    assert isinstance(table, pd.DataFrame)
