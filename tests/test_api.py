@@ -33,7 +33,8 @@ LAYOUTS = {
 
 
 def run_audit(model, checkpoints, data, **kw):
-    return audit(model, checkpoints, data, progress=False, device="cpu", batch_size=8, **kw)
+    kw = {"progress": False, "device": "cpu", "batch_size": 8, **kw}
+    return audit(model, checkpoints, data, **kw)
 
 
 def class_z(raw: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -84,7 +85,8 @@ def test_every_layout_and_data_form_gives_the_direct_answer(small_cnn_setup, ref
     tables["numpy_pair"] = run_audit(model, states, (x.numpy(), y.numpy()))
 
     first = tables["files:bare"]
-    assert list(first.columns) == COLUMNS
+    # The contract only grows: later columns (baselines, flags) follow these.
+    assert list(first.columns)[: len(COLUMNS)] == COLUMNS
     for name, table in tables.items():
         pd.testing.assert_frame_equal(table, first, obj=name, rtol=1e-5, atol=1e-7)
 
@@ -113,7 +115,8 @@ def test_normalise_option_reaches_the_table(small_cnn_setup, reference):
     factory, states, x, y = small_cnn_setup
     raw = run_audit(factory(), states, (x, y), normalise="none", label_modes=("label",),
                     windows=("all",))  # fmt: skip
-    assert list(raw.columns) == COLUMNS[:6] + ["vog_all_label_raw", "vog_all_label"]
+    assert list(raw.columns)[:8] == COLUMNS[:6] + ["vog_all_label_raw", "vog_all_label"]
+    assert not any(c.startswith("vog_") for c in list(raw.columns)[8:])
     np.testing.assert_array_equal(raw["vog_all_label"], raw["vog_all_label_raw"])
     absolute = run_audit(factory(), states, (x, y), normalise="abs", windows=("all",))
     np.testing.assert_allclose(absolute["vog_all_label"], np.abs(reference["z"]), atol=1e-4)
@@ -140,7 +143,7 @@ def test_checkpoints_of_another_class_count_are_refused(small_cnn_setup, tmp_pat
     path = tmp_path / "three.pt"
     torch.save({"model_state_dict": three}, path)
     with pytest.raises(CheckpointError) as err:
-        run_audit(factory(), [states[0], path], (x, y))
+        run_audit(factory(), [states[0], path], (x, y), windows=("all",))
     message = str(err.value)
     assert str(path) in message
     assert "fc.weight: checkpoint (3, 180) vs model (4, 180)" in message
@@ -182,3 +185,69 @@ def test_audit_is_a_lazy_attribute_of_the_package():
     import vogflow
 
     assert vogflow.audit is audit
+
+
+MISSING = [f"/nonexistent/epoch_{e}.pt" for e in range(1, 6)]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"normalise": "zscore"}, "normalise: 'zscore' is not allowed; valid: z, none, abs"),
+        ({"windows": ("middle",)}, "windows: ['middle'] is not allowed; pass a non-empty list"),
+        ({"windows": ()}, "windows: [] is not allowed; pass a non-empty list"),
+        ({"label_modes": ("softmax",)}, "label_modes: ['softmax'] is not allowed; pass a non"),
+        ({"window_size": 1}, "window size must be at least 2 (VoG is a spread), got 1"),
+        ({"window_size": 6}, "window 'early' of size 6 needs 6 checkpoints, there are 5: the"),
+        ({"batch_size": 0}, "batch_size: 0 is not allowed; pass an integer >= 1"),
+        ({"precision": "bf16"}, "precision: 'bf16' is refused on the cpu device"),
+    ],
+)
+def test_bad_options_are_refused_before_any_checkpoint_is_read(small_cnn_setup, options, message):
+    # The checkpoint paths do not exist: the option's message proves nothing was loaded first.
+    factory, _, x, y = small_cnn_setup
+    with pytest.raises(GradientError) as err:
+        run_audit(factory(), MISSING, (x, y), **options)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
+
+
+def test_an_unreachable_tracking_store_is_refused_first(small_cnn_setup, tmp_path, monkeypatch):
+    from vogflow.tracking import TrackingError
+
+    factory, _, x, y = small_cnn_setup
+    monkeypatch.delenv("VOGFLOW_TRACKING", raising=False)
+    uri = f"sqlite:///{tmp_path}/no/such/folder/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(TrackingError) as err:
+        run_audit(factory(), MISSING, (x, y), track=True)
+    assert str(err.value).startswith(f"tracking store {uri}: folder ")
+    # Without track, the store is not consulted: the missing checkpoint is what fails.
+    with pytest.raises(CheckpointError, match="not found"):
+        run_audit(factory(), MISSING, (x, y))
+
+
+def test_the_same_checkpoint_file_twice_is_refused(small_cnn_setup, tmp_path):
+    factory, states, x, y = small_cnn_setup
+    paths = []
+    for t, state in enumerate(states[:4]):
+        paths.append(tmp_path / f"epoch_{t + 1}.pt")
+        torch.save(state, paths[-1])
+    with pytest.raises(GradientError, match=r"^identical checkpoints #2 = #3 \(positions"):
+        run_audit(factory(), [paths[0], paths[1], paths[1], paths[2], paths[3]], (x, y))
+
+
+def test_fractional_labels_of_a_pair_are_refused_whole_ones_accepted(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    exact = run_audit(factory(), states, (x, y), windows=("all",))
+    floats = run_audit(factory(), states, (x, y.numpy().astype(np.float32)), windows=("all",))
+    pd.testing.assert_frame_equal(floats, exact)
+    bad = y.numpy().astype(np.float64)
+    bad[[2, 19]] = [0.5, 3.25]
+    # The whole label vector is checked at once (batch_size=8 would split these two).
+    with pytest.raises(GradientError) as err:
+        run_audit(factory(), states, (x, bad))
+    assert str(err.value) == (
+        "labels must be whole class indices, found 2 that are not (index 2: 0.5, index 19: 3.25): "
+        "pass integer labels (vogflow does not round or truncate them)"
+    )

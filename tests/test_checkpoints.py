@@ -122,6 +122,81 @@ def test_missing_manifest_and_other_version_are_refused(tmp_path, trained_run):
         ck.load_run_models(out)
 
 
+# --- damaged files: one line naming the file and the fix -----------------------------------------
+
+
+def damaged(data: bytes, how: str) -> bytes:
+    if how == "zero_bytes":
+        return b""
+    if how == "truncated":
+        return data[: len(data) // 2]
+    if how == "header":
+        return b"\x00" * 16 + data[16:]
+    if how == "tensor_bytes":  # torch.load itself would return wrong weights without complaint
+        mid = bytearray(data)
+        for i in range(len(data) // 2, len(data) // 2 + 8):
+            mid[i] ^= 0xFF
+        return bytes(mid)
+    if how == "tail":  # the zip's central directory
+        return data[:-40] + bytes(b ^ 0xFF for b in data[-40:])
+    if how == "not_torch":
+        return b"hello, this is a text file\n" * 20
+    raise AssertionError(how)
+
+
+DAMAGES = ["zero_bytes", "truncated", "header", "tensor_bytes", "tail", "not_torch"]
+# The legacy (pre-zip) format has no checksums: flipped tensor bytes there only a sha256 can tell.
+LEGACY_DAMAGES = ["zero_bytes", "truncated", "header", "not_torch"]
+
+
+@pytest.mark.parametrize(
+    ("how", "legacy"), [(h, False) for h in DAMAGES] + [(h, True) for h in LEGACY_DAMAGES]
+)
+def test_damaged_file_is_one_line_naming_it_and_the_fix(tmp_path, how, legacy):
+    state = MLP((2,), 3, hidden=64).state_dict()
+    path = tmp_path / "good.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    assert ck.load_file(path).keys() == state.keys()
+    path.write_bytes(damaged(path.read_bytes(), how))
+    with pytest.raises(ck.CheckpointError) as err:
+        ck.load_file(path)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint {path} ")
+    assert "\n" not in message
+    assert "re-save it" in message
+    # Damage is not mistaken for a file that needs pickled code.
+    assert "pickled code" not in message
+    with pytest.raises(ck.CheckpointError, match="fix: retrain"):
+        ck.load_file(path, fix="fix: retrain")
+
+
+def test_damaged_run_checkpoint_names_the_stage_to_rerun(tmp_path):
+    out = tmp_path / "runs" / "seed2" / "checkpoints"
+    cfg = TrainConfig(epochs=2, batch_size=16, milestones=(), device="cpu")
+    manifest = train_run(points_dataset(), ModelConfig(name="mlp", hidden=8), cfg,
+                         CheckpointConfig(early=2, every=1, late=1), out,
+                         echo=lambda _: None)  # fmt: skip
+    path = out / manifest["checkpoints"][0]["file"]
+    path.write_bytes(damaged(path.read_bytes(), "tensor_bytes"))
+    with pytest.raises(ck.CheckpointError) as err:
+        ck.load_run_models(out)
+    message = str(err.value)
+    assert str(path) in message and "sha256" in message
+    assert "rerun `dvc repro train@seed2`" in message
+    path.write_bytes(b"")
+    with pytest.raises(ck.CheckpointError, match=r"is empty \(0 bytes.*dvc repro train@seed2"):
+        ck.load_run_models(out)
+
+
+def test_legacy_file_with_pickled_code_is_still_refused_without_running_it(tmp_path):
+    path = tmp_path / "legacy.pt"
+    torch.save({"extra": Payload()}, path, _use_new_zipfile_serialization=False)
+    CODE_RAN.clear()
+    with pytest.raises(ck.CheckpointError, match="needs pickled code"):
+        ck.load_file(path)
+    assert CODE_RAN == []
+
+
 # --- layouts and mismatches -------------------------------------------------------------------
 
 

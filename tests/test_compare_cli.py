@@ -20,7 +20,7 @@ from torch import nn
 from vogflow import cli, compare, tracking
 from vogflow.api import audit
 from vogflow.config import DataConfig
-from vogflow.data import load_dataset
+from vogflow.data import load_dataset, load_raw
 from vogflow.rankings import BASE_COLUMNS, read, score_columns, write_parquet
 
 MODEL = "vogflow-main"
@@ -330,9 +330,10 @@ def test_audit_end_to_end_natural_order(
     assert list(table.columns) == [*BASE_COLUMNS, *score_columns()]
     assert len(table) == N_TEST and table["index"].tolist() == list(range(N_TEST))
     # With windows of 2, early = epochs (1, 2) and late = (2, 10): only the natural order matches.
-    split = load_dataset(DataConfig(name="npz", path=str(user_project["npz"]))).test
+    # The CLI feeds the inputs as loaded, never standardised: the API on the same arrays agrees.
+    raw = load_raw(DataConfig(name="npz", path=str(user_project["npz"])))
     paths = [ckpts / f"epoch_{e}.pt" for e in (1, 2, 10)]
-    direct = audit(tiny(), paths, (split.x, split.y), window_size=2, progress=False)
+    direct = audit(tiny(), paths, (raw.x_test, raw.y_test), window_size=2, progress=False)
     pd.testing.assert_frame_equal(table, direct)
 
     # A folder works the same, and --track logs an audit (into the module's store: a new SQLite
@@ -364,7 +365,7 @@ def test_audit_end_to_end_natural_order(
 def test_audit_bad_inputs_exit_2(user_project, capsys, change: dict, message: str) -> None:
     root = user_project["root"]
     (root / "bad").mkdir()
-    for e in (1, 2):  # checkpoints of another architecture
+    for e in (1, 2, 3):  # checkpoints of another architecture (3: the default window size)
         torch.save(nn.Linear(64, 3).state_dict(), root / "bad" / f"e{e}.pt")
     opts = {"--model": "tiny_factory:build", "--checkpoints": "{root}/ckpts/*.pt",
             "--data": "npz:{root}/mine.npz", "--out": "{root}/r.parquet", **change}  # fmt: skip

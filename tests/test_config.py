@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +15,12 @@ from vogflow.config import (
     DATASETS,
     MODELS,
     RUN_OVERRIDES,
+    SECTIONS,
+    CheckpointConfig,
     ConfigError,
     TrainConfig,
+    check_pipeline,
+    checkpoint_epochs,
     load_params,
     parse_params,
     section_dict,
@@ -64,10 +71,20 @@ def test_missing_params_file_is_named(tmp_path):
         load_params(tmp_path / "nothere.yaml")
 
 
+def pipeline_error_of(raw: dict) -> str:
+    """The message of a configuration every section accepts but the pipeline refuses."""
+    params = parse_params(raw)
+    with pytest.raises(ConfigError) as err:
+        check_pipeline(params)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
 def test_omitted_sections_take_the_defaults():
     raw = {
-        "runs": {"main": {}, "shuffled": {"label_noise": 0.2}},
-        "stability": {"seed_runs": ["main"], "batch_runs": ["main"]},
+        "runs": {"main": {}, "seed1": {"seed": 1}, "shuffled": {"label_noise": 0.2}},
+        "stability": {"seed_runs": ["main", "seed1"], "batch_runs": ["main", "seed1"]},
     }
     params = parse_params(raw)
     assert params.train == TrainConfig()
@@ -169,3 +186,240 @@ def test_run_train_merges_overrides(shipped):
     with pytest.raises(ConfigError) as err:
         params.run_train("nope")
     assert str(err.value).startswith("runs: no run named 'nope'; defined: main, seed1")
+
+
+def test_dataclass_defaults_are_the_shipped_params(shipped):
+    # One source of truth: a section left out of params.yaml behaves as the shipped file says.
+    for name, cls in SECTIONS.items():
+        assert section_dict(cls()) == shipped[name], name
+
+
+def test_shipped_params_pass_the_pipeline_check_without_torch():
+    code = (
+        "import sys\n"
+        "from vogflow.config import check_pipeline, load_params\n"
+        f"check_pipeline(load_params({str(PARAMS)!r}))\n"
+        "assert 'torch' not in sys.modules, 'check_pipeline imported torch'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("early, every, late", [(3, 5, 3), (1, 1, 1), (2, 7, 4), (10, 3, 1)])
+def test_checkpoint_count_follows_the_training_schedule(early, every, late):
+    from vogflow.checkpoints import schedule
+
+    cfg = CheckpointConfig(early=early, every=every, late=late)
+    for epochs in range(1, 40):
+        expected = schedule(epochs, early=early, every=every, late=late)
+        assert checkpoint_epochs(epochs, cfg) == expected, epochs
+
+
+def test_one_epoch_gives_one_checkpoint_and_is_refused(shipped):
+    raw = broken(broken(shipped, "train.epochs", 1), "train.milestones", [])
+    assert pipeline_error_of(raw).startswith(
+        "train.epochs: 1 is not allowed; expected enough epochs for 2 checkpoints (run 'main' "
+        "saves 1;"
+    )
+    # A run's own epochs are named under the run.
+    raw = broken(shipped, "runs.short", {"epochs": 1, "milestones": []})
+    assert pipeline_error_of(raw).startswith("runs.short.epochs: 1 is not allowed")
+
+
+def test_fewer_checkpoints_than_the_window_are_refused(shipped):
+    # epochs 4, early 3, every 5, late 3: epochs 1-4 are saved, 4 < window 5.
+    raw = broken(shipped, "runs.short", {"epochs": 4, "milestones": []})
+    raw = broken(raw, "vog.window_size", 5)
+    raw = broken(broken(raw, "checkpoints.early", 5), "checkpoints.late", 5)
+    message = pipeline_error_of(raw)
+    assert message.startswith(
+        "vog.window_size: 5 is not allowed; run 'short' saves only 4 checkpoints (epochs "
+        "[1, 2, 3, 4]), so the early, late and all windows would be the same checkpoints"
+    )
+    assert message.endswith("lower vog.window_size to 4 or raise runs.short.epochs")
+
+
+def test_per_epoch_checkpoints_must_cover_the_window(shipped):
+    message = pipeline_error_of(broken(shipped, "checkpoints.late", 2))
+    assert message.startswith(
+        "checkpoints.late: 2 is not allowed; expected an integer >= vog.window_size (3)"
+    )
+
+
+@pytest.mark.parametrize(
+    "modes, rank_by",
+    [
+        (["label", "pred"], "auto"),
+        (["label", "pred"], "early_pred"),
+        (["pred", "label"], "all_label"),
+    ],
+)
+def test_rank_by_accepts_auto_and_window_mode(shipped, modes, rank_by):
+    raw = broken(broken(shipped, "gradients.label_modes", modes), "vog.rank_by", rank_by)
+    check_pipeline(parse_params(raw))
+
+
+def test_rank_by_must_name_a_computed_mode(shipped):
+    raw = broken(broken(shipped, "vog.rank_by", "late_pred"), "gradients.label_modes", ["label"])
+    assert pipeline_error_of(raw) == (
+        "vog.rank_by: 'late_pred' is not allowed; expected 'auto' or <window>_<mode> with a mode "
+        "of gradients.label_modes (label)"
+    )
+    assert error_of(broken(shipped, "vog.rank_by", "late")).startswith(
+        "vog.rank_by: 'late' is not allowed; valid: early_label, early_pred"
+    )
+
+
+@pytest.mark.parametrize(
+    "splits, missing, reader",
+    [(["test"], "train", "memorization"), (["train"], "test", "score stage")],
+)
+def test_splits_a_stage_reads_are_required(shipped, splits, missing, reader):
+    # stability.split is kept among the splits, so the stage-level requirement is what fires.
+    raw = broken(broken(shipped, "gradients.splits", splits), "stability.split", splits[0])
+    message = pipeline_error_of(raw)
+    assert message.startswith(
+        f"gradients.splits: {splits!r} is not allowed; expected a list with {missing!r}"
+    )
+    assert reader in message
+
+
+def test_stability_split_must_be_extracted(shipped):
+    raw = broken(shipped, "gradients.splits", ["test"])
+    assert pipeline_error_of(broken(raw, "stability.split", "train")) == (
+        "stability.split: 'train' is not allowed; expected a split listed in gradients.splits "
+        "(test)"
+    )
+
+
+def test_label_modes_the_stages_read_are_required(shipped):
+    raw = broken(shipped, "gradients.label_modes", ["pred"])
+    message = pipeline_error_of(broken(raw, "vog.rank_by", "late_pred"))
+    assert message.startswith("gradients.label_modes: ['pred'] is not allowed; expected a list")
+    assert "'label'" in message and "stability" in message
+    message = pipeline_error_of(broken(shipped, "gradients.label_modes", ["label"]))
+    assert "'pred'" in message and "figures" in message
+
+
+@pytest.mark.parametrize("key", ["seed_runs", "batch_runs"])
+@pytest.mark.parametrize("runs", [["main"], ["main", "main"], []])
+def test_stability_needs_two_different_runs(shipped, key, runs):
+    assert error_of(broken(shipped, f"stability.{key}", runs)) == (
+        f"stability.{key}: {runs!r} is not allowed; expected at least 2 different run names"
+    )
+
+
+def test_stability_runs_with_the_same_recipe_are_refused(shipped):
+    raw = broken(shipped, "runs.twin", {"seed": 0})  # the same recipe as main
+    raw = broken(raw, "stability.seed_runs", ["main", "seed1", "twin"])
+    assert pipeline_error_of(raw) == (
+        "stability.seed_runs: ['main', 'seed1', 'twin'] is not allowed; runs 'main' and 'twin' "
+        "train the same recipe (identical models agree by construction); give them different "
+        "overrides under runs"
+    )
+
+
+@pytest.mark.parametrize(
+    "dotted, value",
+    [
+        ("stability.batch_runs", ["main", "bs1024"]),
+        ("memorization.run", "noisy"),
+        ("ood.run", "other"),
+        ("tracking.register_run", "best"),
+    ],
+)
+def test_pipeline_check_refuses_undefined_runs_of_built_params(shipped, dotted, value):
+    # Params built in code (not through parse_params) get the same reference check.
+    params = load_params(PARAMS)
+    section, key = dotted.split(".")
+    changed = dataclasses.replace(getattr(params, section), **{key: value})
+    with pytest.raises(ConfigError) as err:
+        check_pipeline(dataclasses.replace(params, **{section: changed}))
+    assert str(err.value).startswith(f"{dotted}: ")
+    assert "is not a run; defined runs: main, seed1" in str(err.value)
+
+
+def test_memorization_run_needs_shuffled_labels(shipped):
+    assert pipeline_error_of(broken(shipped, "memorization.run", "main")) == (
+        "memorization.run: 'main' is not allowed; expected a run with label_noise > 0 (the stage "
+        "compares shuffled with clean labels); set runs.main.label_noise or name another run"
+    )
+
+
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        "train.seed",
+        "train.noise_seed",
+        "data.split_seed",
+        "vog.seed",
+        "toy.seed",
+        "ood.seed",
+        "runs.seed1.seed",
+        "runs.shuffled.noise_seed",
+    ],
+)
+def test_negative_seeds_are_named(shipped, dotted):
+    assert error_of(broken(shipped, dotted, -1)) == (
+        f"{dotted}: -1 is not allowed; expected an integer >= 0"
+    )
+
+
+@pytest.mark.parametrize(
+    "dotted, value, allowed",
+    [
+        ("toy.n_points", 0, "an integer >= 10"),
+        ("toy.separation", 0.0, "a finite number > 0"),
+        ("toy.separation", float("inf"), "a finite number > 0"),
+        ("toy.hidden", 0, "an integer >= 1"),
+        ("toy.epochs", 1, "an integer >= 2"),
+        ("toy.batch_size", 0, "an integer >= 1"),
+        ("toy.lr", -0.1, "a finite number > 0"),
+        ("train.lr", 0.0, "a finite number > 0"),
+        ("train.lr", -0.05, "a finite number > 0"),
+        ("train.lr", float("inf"), "a finite number > 0"),
+        ("runs.main.lr", 0.0, "a finite number > 0"),
+        ("figures.classes", 0, "an integer >= 1"),
+    ],
+)
+def test_non_positive_sizes_and_rates_are_refused(shipped, dotted, value, allowed):
+    assert error_of(broken(shipped, dotted, value)) == (
+        f"{dotted}: {value!r} is not allowed; expected {allowed}"
+    )
+
+
+def test_nan_learning_rate_is_refused(shipped):
+    assert error_of(broken(shipped, "train.lr", float("nan"))).startswith(
+        "train.lr: nan is not allowed; expected a finite number > 0"
+    )
+
+
+def test_bf16_on_the_cpu_is_refused(shipped):
+    raw = broken(broken(shipped, "gradients.precision", "bf16"), "gradients.device", "cpu")
+    assert pipeline_error_of(raw) == (
+        "gradients.precision: 'bf16' is not allowed with gradients.device 'cpu'; use fp32 on the "
+        "CPU (bf16 is refused there: it rounds the gradients and is slow)"
+    )
+
+
+def test_cuda_settings_without_cuda_are_refused(shipped):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the settings are valid here")
+    message = pipeline_error_of(broken(shipped, "gradients.precision", "bf16"))
+    assert message.startswith("gradients.precision: 'bf16' is not allowed here: gradients.device")
+    assert message.endswith("use fp32 on the CPU")
+    assert pipeline_error_of(broken(shipped, "train.device", "cuda")) == (
+        "train.device: 'cuda' is not allowed; expected 'auto' or 'cpu': CUDA is not available on "
+        "this machine"
+    )
+
+
+def test_pipeline_data_must_be_images(shipped):
+    assert pipeline_error_of(broken(shipped, "data.name", "toy")).startswith(
+        "data.name: 'toy' is not allowed; expected an image dataset for the pipeline"
+    )
+    assert pipeline_error_of(broken(shipped, "ood.mnist_c_path", "mnist_c")).startswith(
+        "ood.mnist_c_path: 'mnist_c' is not allowed; expected '' unless data.name is 'mnist'"
+    )

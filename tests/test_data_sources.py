@@ -357,23 +357,23 @@ def _npz(path: Path, **arrays: np.ndarray) -> DataConfig:
 
 
 def test_npz_nhw_uint8(tmp_path):
-    x_train = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    x_train = np.arange(5 * 3 * 4, dtype=np.uint8).reshape(5, 3, 4)
     x_test = np.full((1, 3, 4), 255, dtype=np.uint8)
     cfg = _npz(
         tmp_path / "d.npz",
         x_train=x_train,
-        y_train=np.array([0, 4]),
+        y_train=np.array([0, 4, 2, 1, 3]),
         x_test=x_test,
         y_test=np.array([2]),
     )
 
     raw = load_npz(cfg, tmp_path)
 
-    assert raw.x_train.shape == (2, 1, 3, 4) and raw.x_train.dtype == np.float32
+    assert raw.x_train.shape == (5, 1, 3, 4) and raw.x_train.dtype == np.float32
     np.testing.assert_array_equal(raw.x_train[:, 0], x_train / np.float32(255))
     np.testing.assert_array_equal(raw.x_test, np.ones((1, 1, 3, 4), np.float32))
     assert raw.y_train.dtype == np.int64
-    np.testing.assert_array_equal(raw.y_train, [0, 4])
+    np.testing.assert_array_equal(raw.y_train, [0, 4, 2, 1, 3])
     assert raw.classes == ("0", "1", "2", "3", "4")
     assert raw.mean is None and raw.std is None
 
@@ -496,3 +496,131 @@ def test_load_dataset_npz_is_normalised(tmp_path):
     np.testing.assert_allclose(ds.denormalise(ds.train.x), raw01, atol=1e-6)
     np.testing.assert_array_equal(ds.train.y, y_train)
     np.testing.assert_array_equal(ds.test.y, [2] * 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged files and labels or values that would silently change the dataset
+
+
+def _good_npz_bytes(tmp_path: Path, compressed: bool) -> bytes:
+    path = tmp_path / "src.npz"
+    rng = np.random.default_rng(14)  # random pixels: compressed, x_train stays most of the file
+    arrays = {
+        **_good(),
+        "x_train": rng.integers(0, 256, size=(3, 16, 16), dtype=np.uint8),
+        "x_test": rng.integers(0, 256, size=(2, 16, 16), dtype=np.uint8),
+    }
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    return path.read_bytes()
+
+
+def _flip_middle(data: bytes) -> bytes:
+    mid = bytearray(data)
+    for i in range(len(data) // 3, len(data) // 3 + 8):
+        mid[i] ^= 0xFF
+    return bytes(mid)
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["savez", "savez_compressed"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: b"",
+        lambda d: d[: len(d) // 2],
+        lambda d: b"\0" * 8 + d[8:],  # np.load would call this "pickled data"
+        _flip_middle,  # inside x_train: only the zip's CRC tells
+        lambda d: d[:-30] + bytes(b ^ 0xFF for b in d[-30:]),
+    ],
+    ids=["zero_bytes", "truncated", "header", "flipped", "tail"],
+)
+def test_npz_damaged_file_is_one_line_naming_it(tmp_path, compressed, damage):
+    data = _good_npz_bytes(tmp_path, compressed)
+    path = tmp_path / "d.npz"
+    path.write_bytes(data)
+    load_npz(DataConfig(name="npz", path="d.npz"), tmp_path)  # intact: loads
+    path.write_bytes(damage(data))
+    with pytest.raises(ConfigError) as info:
+        load_npz(DataConfig(name="npz", path="d.npz"), tmp_path)
+    message = str(info.value)
+    assert "data.path" in message and str(path) in message and "\n" not in message
+    assert "np.savez" in message
+    assert "pickled" not in message
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda d: b"", lambda d: b"not an image at all" * 4, lambda d: d[: len(d) // 2],
+     lambda d: d[:60] + bytes(b ^ 0xFF for b in d[60:70]) + d[70:]],
+    ids=["zero_bytes", "not_an_image", "truncated", "flipped"],
+)  # fmt: skip
+def test_imagefolder_damaged_image_is_one_line_naming_it(tmp_path, damage):
+    _rgb_folder(tmp_path / "imgs", np.random.default_rng(12))
+    bad = tmp_path / "imgs" / "train" / "dog" / "c.png"
+    bad.write_bytes(damage(bad.read_bytes()))
+    with pytest.raises(ConfigError) as info:
+        load_imagefolder(DataConfig(name="imagefolder", path="imgs"), tmp_path)
+    message = str(info.value)
+    assert str(bad) in message and "\n" not in message
+    assert "replace or delete it" in message
+
+
+def test_imagefolder_class_without_training_images_is_refused(tmp_path):
+    _rgb_folder(tmp_path / "imgs", np.random.default_rng(13))
+    (tmp_path / "imgs" / "train" / "emu").mkdir()
+    _png(tmp_path / "imgs" / "test" / "emu" / "e.png", np.zeros((6, 5, 3), np.uint8))
+    with pytest.raises(ConfigError, match=r"'.*train/emu' holds no images; every class needs"):
+        load_imagefolder(DataConfig(name="imagefolder", path="imgs"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("y_train", "y_test", "expected"),
+    [
+        # A test label no training example has: it would become an 11th, never-trained class.
+        (np.arange(30) % 10, np.array([3, 10]), "y_test holds label(s) 10 that no training"),
+        (np.arange(30) % 10 + 1, np.array([1, 10]), "they look 1-based: subtract 1"),
+        (np.arange(30) % 5 * 2, np.array([0, 2]), "no example of class(es) 1, 3, 5, 7"),
+        (np.array([0, 1] * 14 + [10**6, 2]), np.array([0]), "renumber them 0..K-1"),
+    ],
+    ids=["test_only_label", "one_based", "gaps", "huge_label"],
+)
+def test_npz_labels_that_would_build_an_extra_class_are_refused(
+    tmp_path, y_train, y_test, expected
+):
+    arrays = {
+        "x_train": np.zeros((len(y_train), 4, 4), np.uint8),
+        "y_train": y_train,
+        "x_test": np.zeros((len(y_test), 4, 4), np.uint8),
+        "y_test": y_test,
+    }
+    with pytest.raises(ConfigError) as info:
+        load_npz(_npz(tmp_path / "d.npz", **arrays), tmp_path)
+    message = str(info.value)
+    assert expected in message and "d.npz" in message and "\n" not in message
+
+
+def test_npz_float_labels_must_be_whole_numbers(tmp_path):
+    arrays = {**_good(), "y_train": np.array([0.0, 1.7, 1.0])}
+    with pytest.raises(ConfigError) as info:
+        load_npz(_npz(tmp_path / "d.npz", **arrays), tmp_path)
+    # Refused, not truncated to 1: the message shows the offending value.
+    assert "y_train" in str(info.value) and "1.7" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "fix"),
+    [
+        (0.0, 255.0, "divide by 255"),
+        (-1.5, 2.0, "scaled to [0, 1]"),
+        (0.0, 1.01, "divide by 255"),
+    ],
+)
+def test_npz_float_images_outside_unit_range_are_refused(tmp_path, lo, hi, fix):
+    x = np.linspace(lo, hi, 3 * 16, dtype=np.float32).reshape(3, 4, 4)
+    arrays = {**_good(), "x_train": x}
+    with pytest.raises(ConfigError) as info:
+        load_npz(_npz(tmp_path / "d.npz", **arrays), tmp_path)
+    message = str(info.value)
+    assert "x_train" in message and f"{hi:.4g}" in message and fix in message
+    # On the boundary (with float rounding) it loads.
+    arrays["x_train"] = np.clip(x, 0, 1) * np.float32(1 + 1e-7)
+    load_npz(_npz(tmp_path / "d.npz", **arrays), tmp_path)

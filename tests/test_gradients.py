@@ -8,7 +8,7 @@ import torch
 from conftest import SmallCNN, direct_gradients, direct_vog, models_from
 from torch import nn
 
-from vogflow.gradients import GradientError, extract, tensor_batches
+from vogflow.gradients import GradientError, duplicate_checkpoints, extract, tensor_batches
 from vogflow.vog import vog_raw, window_indices
 
 
@@ -63,11 +63,171 @@ def test_batch_size_and_checkpoint_order_do_not_change_all_window(small_cnn_setu
     np.testing.assert_allclose(rev.vog_raw["all_label"], a.vog_raw["all_label"], rtol=1e-5)
 
 
-def test_identical_checkpoints_give_exactly_zero(small_cnn_setup):
-    factory, states, x, y = small_cnn_setup
-    result = run(models_from(factory, [states[0]] * 4), x, y)
+class Gated(nn.Module):
+    """``a(x)`` where ``x[:, 0] > 0``, else ``b(x)``: checkpoints that differ only in ``b`` leave
+    the gradients of the first group unchanged, so their VoG is planted at exactly 0."""
+
+    def __init__(self, a_seed: int, b_seed: int) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(4, 3)
+        for layer, seed in ((self.a, a_seed), (self.b, b_seed)):
+            nn.init.normal_(layer.weight, generator=torch.Generator().manual_seed(seed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, :1] > 0, self.a(x), self.b(x))
+
+
+def test_unchanging_gradients_give_exactly_zero():
+    x = torch.randn(40, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(40) % 3
+    result = run([Gated(0, b) for b in (1, 2, 3, 4)], x, y, windows=("all",))
+    still = (x[:, 0] > 0).numpy()
+    assert 0 < still.sum() < 40
     for scores in result.vog_raw.values():
-        assert np.array_equal(scores, np.zeros(len(y)))
+        assert np.array_equal(scores[still], np.zeros(still.sum()))
+        assert (scores[~still] > 0).all()
+
+
+def test_the_same_checkpoint_twice_is_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    adjacent = [states[0], states[1], states[1], states[2], states[3]]
+    with pytest.raises(GradientError) as err:
+        run(models_from(factory, adjacent), x, y)
+    assert str(err.value) == (
+        "identical checkpoints #2 = #3 (positions counted from 1): a copy adds a zero-spread term "
+        "that lowers every VoG; pass each checkpoint once"
+    )
+    # Anywhere, not only side by side; every group is named.
+    apart = [states[0], states[1], states[2], states[0], states[3], states[2]]
+    with pytest.raises(GradientError, match=r"^identical checkpoints #1 = #4, #3 = #6 \("):
+        run(models_from(factory, apart), x, y)
+    # A copy at a new address (a reload of the same file) is still the same checkpoint.
+    cloned = [states[0], {k: v.clone() for k, v in states[0].items()}, states[1]]
+    assert duplicate_checkpoints(cloned) == [[0, 1]]
+    assert duplicate_checkpoints(states) == []
+
+
+def test_a_window_of_one_checkpoint_repeated_is_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    repeated = [states[0], states[1], states[2], states[3], states[3], states[3]]
+    with pytest.raises(GradientError) as err:
+        run(models_from(factory, repeated), x, y)
+    assert str(err.value) == (
+        "every checkpoint of the 'late' window (#4, #5, #6, counted from 1) holds the same "
+        "weights, so its VoG would be 0 for every example; pass checkpoints saved at different "
+        "points of training"
+    )
+    with pytest.raises(GradientError, match="every checkpoint of the 'all' window"):
+        run(models_from(factory, [states[0]] * 4), x, y, windows=("all",))
+
+
+def test_a_step_counter_alone_does_not_make_checkpoints_differ(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    bumped = {k: v + 7 if k.endswith("num_batches_tracked") else v for k, v in states[1].items()}
+    assert duplicate_checkpoints([states[0], states[1], bumped]) == [[1, 2]]
+
+
+class Blind(nn.Module):
+    """A classifier whose logits do not depend on its input (the input is multiplied by 0)."""
+
+    def __init__(self, seed: int, *, detach: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.detach = detach
+        nn.init.normal_(self.fc.weight, generator=torch.Generator().manual_seed(seed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.detach() if self.detach else x * 0)
+
+
+def test_a_model_that_ignores_its_input_is_refused():
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(12) % 3
+    with pytest.raises(GradientError) as err:
+        run([Blind(s) for s in range(4)], x, y, windows=("all",))
+    assert str(err.value).startswith(
+        "every input gradient is zero, for every example at every checkpoint: the model's output "
+        "ignores its input, so every VoG would be 0 and the ranking mere index order; check that "
+        "forward() uses its input"
+    )
+    with pytest.raises(GradientError, match=r"not differentiable w\.r\.t\. its input.*detach"):
+        run([Blind(s, detach=True) for s in range(4)], x, y, windows=("all",))
+
+
+def test_a_window_whose_gradients_never_change_is_refused():
+    # Checkpoints differ only in the bias: the input gradient of a linear model is its weight
+    # row, so the spread is 0 everywhere although no two checkpoints are the same.
+    base = nn.Linear(4, 3)
+    models = []
+    for t in range(4):
+        model = nn.Linear(4, 3)
+        model.load_state_dict({"weight": base.weight, "bias": base.bias + t})
+        models.append(model)
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(10) % 3
+    with pytest.raises(GradientError) as err:
+        run(models, x, y, windows=("all",), label_modes=("label",))
+    assert str(err.value) == (
+        "vog_all_label is 0 for every example: the 'all' window's checkpoints (#1, #2, #3, #4) "
+        "give identical input gradients (only weights that do not shape them changed), so it "
+        "ranks nothing; use checkpoints from other epochs"
+    )
+
+
+def test_bf16_on_the_cpu_is_refused_and_tf32_runs_fp32(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    with pytest.raises(GradientError) as err:
+        run(models_from(factory, states), x, y, precision="bf16")
+    assert str(err.value) == (
+        "precision: 'bf16' is refused on the cpu device (it rounds every gradient and gains no "
+        "speed there); use precision='fp32' on the CPU, or a CUDA device"
+    )
+    with pytest.raises(GradientError, match="precision: 'fp16' is unknown; valid: fp32, tf32"):
+        run(models_from(factory, states), x, y, precision="fp16")
+    fp32 = run(models_from(factory, states), x, y, label_modes=("label",))
+    with pytest.warns(UserWarning, match="'tf32' has no effect on the cpu device; running fp32"):
+        tf32 = run(models_from(factory, states), x, y, label_modes=("label",), precision="tf32")
+    for key, scores in fp32.vog_raw.items():
+        np.testing.assert_array_equal(tf32.vog_raw[key], scores)
+
+
+def test_fractional_labels_are_refused_not_truncated(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    whole = run(models_from(factory, states), x, y.double(), label_modes=("label",))
+    exact = run(models_from(factory, states), x, y, label_modes=("label",))
+    np.testing.assert_array_equal(whole.vog_raw["all_label"], exact.vog_raw["all_label"])
+    bad = y.double()
+    bad[9] = 1.5
+    bad[20] = float("nan")
+    with pytest.raises(GradientError) as err:
+        run(models_from(factory, states), x, bad, label_modes=("label",), batch_size=23)
+    assert str(err.value) == (
+        "labels must be whole class indices, found 2 that are not (index 9: 1.5, index 20: nan): "
+        "pass integer labels (vogflow does not round or truncate them)"
+    )
+    # Batch by batch, the dataset index is named (not the row within the batch).
+    with pytest.raises(GradientError, match=r"found 1 that are not \(index 9: 1\.5\)"):
+        run(models_from(factory, states), x, bad, label_modes=("label",), batch_size=8)
+    one_hot = nn.functional.one_hot(y, 4).float()
+    with pytest.raises(GradientError, match=r"shape \(batch,\), got shape \(8, 4\).*argmax"):
+        run(models_from(factory, states), x, one_hot)
+
+
+def test_a_caller_under_no_grad_still_gets_input_gradients(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    expected = run(models_from(factory, states), x, y, label_modes=("label",))
+    with torch.no_grad():
+        got = run(models_from(factory, states), x, y, label_modes=("label",))
+    np.testing.assert_array_equal(got.vog_raw["all_label"], expected.vog_raw["all_label"])
+
+
+def test_windows_larger_than_the_run_and_bad_label_modes_are_refused(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    with pytest.raises(GradientError, match=r"window 'early' of size 3 needs 3 checkpoints, there"):
+        run(models_from(factory, states[:2]), x, y)
+    for modes in ((), ("label", "label"), ("logit",)):
+        with pytest.raises(GradientError, match=r"^label_modes: .* is not allowed; pass a non"):
+            run(models_from(factory, states), x, y, label_modes=modes)
 
 
 def test_linear_model_gradient_is_its_weight_row():
@@ -179,7 +339,8 @@ def test_non_finite_gradients_name_the_examples():
     x[9, 0] = 0.0
     y = torch.zeros(12, dtype=torch.long)
     with pytest.raises(GradientError, match=r"input gradients for 2 example\(s\), indices 4, 9"):
-        run([LogModel(0), LogModel(1)], x, y, batch_size=5, label_modes=("label",))
+        run([LogModel(0), LogModel(1)], x, y, batch_size=5, label_modes=("label",),
+            windows=("all",))  # fmt: skip
 
 
 def test_num_examples_must_match_the_batches(small_cnn_setup):

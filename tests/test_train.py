@@ -329,3 +329,157 @@ def test_a_diverging_run_stops_with_the_fix(digits, tmp_path):
     recipe = TrainConfig(epochs=2, batch_size=64, lr=1e12, milestones=(), device="cpu")
     with pytest.raises(FloatingPointError, match="during epoch 1: lower train.lr"):
         train_run(digits, ModelConfig(), recipe, CheckpointConfig(), tmp_path / "run", echo=quiet)
+
+
+# --- damaged runs are verified and rebuilt, never trusted ---------------------------------------
+
+
+def flip_bytes(path: Path) -> None:
+    """Flip a few bytes in the middle (inside the tensor data): the file still loads."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "flipped": flip_bytes,
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "zero_bytes": lambda p: p.write_bytes(b""),
+    "deleted": lambda p: p.unlink(),
+}
+
+
+def digests(run: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(run.iterdir())}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_checkpoint_of_a_complete_run_is_rebuilt_bit_identical(digits, tmp_path, damage):
+    model = ModelConfig(name="mlp", hidden=16)
+    out = tmp_path / "run"
+    first = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet)
+    before = digests(out)
+    DAMAGE[damage](out / "epoch_0002.pt")
+    assert digests(out) != before
+
+    lines: list[str] = []
+    warnings: list[str] = []
+    again = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
+                      warn=warnings.append)  # fmt: skip
+    # Not skipped as "already trained": the damage is named, then the run is replayed.
+    assert not any("already trained" in line for line in lines)
+    assert any("epoch_0002.pt" in w for w in warnings), warnings
+    assert any("from scratch" in w for w in warnings)
+    assert all("\n" not in w for w in warnings)
+    assert digests(out) == before
+    assert again == first
+    # And now it is intact: the next run trusts it.
+    lines.clear()
+    train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append)
+    assert lines == [f"{out}: already trained with this configuration; nothing to do"]
+
+
+def interrupted(digits, out: Path, monkeypatch, *, die_at: int) -> None:
+    """Train until the resume state of epoch ``die_at`` would be written, then die."""
+    real_save = train_mod._save_resume
+
+    def dying_save(path, model, optimizer, epoch, step):
+        if epoch == die_at:
+            raise KeyboardInterrupt
+        real_save(path, model, optimizer, epoch, step)
+
+    monkeypatch.setattr(train_mod, "_save_resume", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(digits, ModelConfig(name="mlp", hidden=16), SHORT, SHORT_CKPT, out, echo=quiet)
+    monkeypatch.setattr(train_mod, "_save_resume", real_save)
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "zero_bytes"])
+def test_unloadable_resume_state_is_set_aside_and_training_restarts(
+    digits, tmp_path, monkeypatch, damage
+):
+    model = ModelConfig(name="mlp", hidden=16)
+    straight = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "straight", echo=quiet)
+    out = tmp_path / "run"
+    interrupted(digits, out, monkeypatch, die_at=3)  # resume state of epoch 2
+    DAMAGE[damage](out / train_mod.RESUME)
+
+    lines: list[str] = []
+    warnings: list[str] = []
+    resumed = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
+                        warn=warnings.append)  # fmt: skip
+    aside = tmp_path / f"run.{train_mod.RESUME}.unreadable"
+    assert aside.is_file()  # kept for a look, outside the cached folder
+    assert any(str(out / train_mod.RESUME) in w and str(aside) in w for w in warnings), warnings
+    assert not any(line.startswith("resuming") for line in lines)
+    assert resumed == straight
+    assert digests(out) == digests(tmp_path / "straight")
+
+
+def test_damaged_checkpoint_before_the_resume_state_replays_from_the_start(
+    digits, tmp_path, monkeypatch
+):
+    model = ModelConfig(name="mlp", hidden=16)
+    straight = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "straight", echo=quiet)
+    out = tmp_path / "run"
+    interrupted(digits, out, monkeypatch, die_at=3)
+    flip_bytes(out / "epoch_0001.pt")
+    lines: list[str] = []
+    warnings: list[str] = []
+    resumed = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
+                        warn=warnings.append)  # fmt: skip
+    # Resuming after epoch 2 would keep the bad epoch-1 file: only the start can rebuild it.
+    assert not any(line.startswith("resuming") for line in lines)
+    assert any("epoch_0001.pt" in w and "sha256" in w for w in warnings)
+    assert resumed == straight
+    assert digests(out) == digests(tmp_path / "straight")
+
+
+def test_damaged_checkpoint_after_the_resume_state_is_replayed(digits, tmp_path, monkeypatch):
+    model = ModelConfig(name="mlp", hidden=16)
+    straight = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "straight", echo=quiet)
+    out = tmp_path / "run"
+    interrupted(digits, out, monkeypatch, die_at=2)  # epoch-2 checkpoint listed, resume at 1
+    flip_bytes(out / "epoch_0002.pt")
+    lines: list[str] = []
+    resumed = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
+                        warn=lambda _: None)  # fmt: skip
+    assert f"resuming {out} after epoch 1" in lines
+    assert resumed["checkpoints"] == straight["checkpoints"]
+    assert ck.read_manifest(out) == ck.read_manifest(tmp_path / "straight")
+    assert digests(out) == digests(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "\xff\xfe"])
+def test_unreadable_manifest_is_reported_and_the_run_retrained(digits, tmp_path, text):
+    # Our call: everything in the folder derives from the config, so retrain rather than stop.
+    model = ModelConfig(name="mlp", hidden=16)
+    out = tmp_path / "run"
+    first = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet)
+    before = digests(out)
+    (out / ck.MANIFEST).write_bytes(text.encode("latin-1"))
+    warnings: list[str] = []
+    again = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet, warn=warnings.append)
+    assert len(warnings) == 1 and str(out / ck.MANIFEST) in warnings[0], warnings
+    assert "retraining" in warnings[0]
+    assert again == first and digests(out) == before
+    # Elsewhere (loading a run for extraction) the same damage is a one-line refusal.
+    (out / ck.MANIFEST).write_bytes(text.encode("latin-1"))
+    with pytest.raises(ck.CheckpointError) as err:
+        ck.load_run_models(out)
+    assert str(out / ck.MANIFEST) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_damaged_labels_of_a_complete_run_are_rewritten_without_training(digits, tmp_path):
+    model = ModelConfig(name="mlp", hidden=16)
+    out = tmp_path / "run"
+    train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet)
+    before = digests(out)
+    (out / train_mod.LABELS).write_bytes(b"garbage")
+    lines: list[str] = []
+    warnings: list[str] = []
+    train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append)
+    assert any(str(out / train_mod.LABELS) in w for w in warnings)
+    assert lines == [f"{out}: already trained with this configuration; nothing to do"]
+    assert digests(out) == before

@@ -74,3 +74,18 @@ def test_percentiles_and_deciles():
     assert vog.deciles(scores).tolist() == [5, 1, 9, 3, 7, 2, 8, 4, 6, 0]
     assert vog.percentiles(scores).max() < 100
     assert vog.deciles(np.arange(25.0), n=5).tolist() == sorted(list(range(5)) * 5)
+
+
+def test_a_window_larger_than_the_run_is_refused_not_collapsed():
+    # With fewer checkpoints than the window, early, late and all would be the same checkpoints.
+    for window in ("early", "late"):
+        with pytest.raises(ValueError) as err:
+            vog.window_indices(4, window, size=5)
+        assert str(err.value) == (
+            f"window {window!r} of size 5 needs 5 checkpoints, there are 4: the early, late and "
+            "all windows would be the same checkpoints; use a window size <= 4, more checkpoints, "
+            "or only the 'all' window"
+        )
+    # The all window does not depend on the size; a window exactly the run's length is allowed.
+    assert vog.window_indices(4, "all", size=5).tolist() == [0, 1, 2, 3]
+    assert vog.window_indices(4, "late", size=4).tolist() == [0, 1, 2, 3]

@@ -18,8 +18,16 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from vogflow import checkpoints as ck
 from vogflow.extraction import Extraction
-from vogflow.gradients import GradientError, extract, tensor_batches
-from vogflow.vog import LABEL_MODES, WINDOWS
+from vogflow.gradients import (
+    GradientError,
+    check_label_modes,
+    check_label_values,
+    check_precision,
+    extract,
+    tensor_batches,
+)
+from vogflow.runtime import resolve_device
+from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS, window_indices
 
 Checkpoint = str | Path | Mapping[str, Any]
 Data = Dataset | DataLoader | tuple[Any, Any]
@@ -68,6 +76,8 @@ def batches_of(data: Data, batch_size: int) -> tuple[Any, int, int]:
         x, y = (torch.as_tensor(np.asarray(v)) if not torch.is_tensor(v) else v for v in data)
         if len(x) != len(y):
             raise GradientError(f"inputs ({len(x)}) and labels ({len(y)}) differ in length")
+        # All labels at once, before any model runs (the engine checks batch by batch).
+        check_label_values(y)
         return tensor_batches(x, y, batch_size), -(-len(y) // batch_size), len(y)
     raise GradientError(
         f"data must be a torch Dataset, a DataLoader or an (x, y) pair, got {type(data).__name__}"
@@ -101,6 +111,57 @@ def run_extraction(
     )
 
 
+def check_audit(
+    checkpoints: Sequence[Checkpoint],
+    *,
+    windows: Sequence[str] = WINDOWS,
+    window_size: int = 3,
+    label_modes: Sequence[str] = LABEL_MODES,
+    normalise: str = "z",
+    batch_size: int = 256,
+    device: str = "auto",
+    precision: str = "fp32",
+    track: bool = False,
+) -> torch.device:
+    """What :func:`audit` can refuse before loading any weights; returns the resolved device.
+
+    Checks the options (windows, window size against the number of checkpoints, label modes,
+    normalisation, batch size, precision on the device) and, with ``track``, that the MLflow
+    store is reachable. Raises a one-line :class:`GradientError` (or the tracking/config error).
+    """
+    if len(checkpoints) < 2:
+        raise ck.CheckpointError(f"VoG needs at least 2 checkpoints, got {len(checkpoints)}")
+    bad = [w for w in windows if w not in WINDOWS]
+    if bad or not windows or len(set(windows)) != len(windows):
+        raise GradientError(
+            f"windows: {list(windows)!r} is not allowed; pass a non-empty list without repeats "
+            f"drawn from: {', '.join(WINDOWS)}"
+        )
+    if isinstance(window_size, bool) or not isinstance(window_size, int):
+        raise GradientError(f"window_size: {window_size!r} is not allowed; pass an integer >= 2")
+    try:
+        for w in windows:
+            window_indices(len(checkpoints), w, size=window_size)
+    except ValueError as err:
+        raise GradientError(str(err)) from err
+    check_label_modes(label_modes)
+    if normalise not in NORMALISATIONS:
+        raise GradientError(
+            f"normalise: {normalise!r} is not allowed; valid: {', '.join(NORMALISATIONS)}"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GradientError(f"batch_size: {batch_size!r} is not allowed; pass an integer >= 1")
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    check_precision(precision, dev)
+    if track:
+        from vogflow import tracking
+
+        # The refusal's hint offers VOGFLOW_TRACKING=off, so that switch must be honoured here.
+        if tracking.enabled():
+            tracking.check_reachable(tracking.tracking_uri())
+    return dev
+
+
 def audit(
     model: nn.Module,
     checkpoints: Sequence[Checkpoint],
@@ -127,6 +188,10 @@ def audit(
         data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
         track: also log the audit (params, rankings, top-k table) to MLflow.
 
+    Everything checkable is refused before extraction, in one line: the options and the
+    tracking store (:func:`check_audit`), then the checkpoints (loadable, one architecture,
+    distinct: :func:`vogflow.gradients.check_models`) and the labels of an ``(x, y)`` pair.
+
     Returns:
         The rankings table (pandas): ``index, label, true_label, noisy, pred, correct`` and, per
         window and label mode, ``vog_{w}_{m}_raw`` and class-normalised ``vog_{w}_{m}``.
@@ -134,6 +199,11 @@ def audit(
     """
     from vogflow import rankings
 
+    check_audit(
+        checkpoints, windows=windows, window_size=window_size, label_modes=label_modes,
+        normalise=normalise, batch_size=batch_size, device=device, precision=precision,
+        track=track,
+    )  # fmt: skip
     models = load_checkpoints(model, checkpoints)
     extraction = run_extraction(
         models, data, windows=windows, window_size=window_size, label_modes=label_modes,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,33 @@ def save_state_dict(path: str | Path, state_dict: Mapping[str, torch.Tensor]) ->
     return sha256_file(path)
 
 
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+def retrain_hint(run_dir: str | Path) -> str:
+    """How to rebuild a training run's folder (its train stage verifies and rebuilds files)."""
+    run_dir = Path(run_dir)
+    # dvc.yaml writes runs to runs/<run>/checkpoints; elsewhere the stage name is unknown here.
+    run = run_dir.parent.name if run_dir.name == "checkpoints" and run_dir.parent.name else "<run>"
+    return f"rerun `dvc repro train@{run}` (it verifies every checkpoint and rebuilds bad ones)"
+
+
+def read_manifest(run_dir: str | Path, *, fix: str | None = None) -> dict[str, Any]:
+    """The run's manifest; a corrupted one is refused naming ``fix`` (default: retrain)."""
     path = Path(run_dir) / MANIFEST
+    fix = fix or retrain_hint(run_dir)
     if not path.exists():
         raise CheckpointError(
             f"{path} not found: {run_dir} is not a training run (train it first, e.g. `dvc repro`)"
         )
-    manifest = read_json(path)
+    try:
+        manifest = read_json(path)
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(
+            f"{path} is not valid JSON ({type(err).__name__}: {err}): the file is corrupted; {fix}"
+        ) from err
+    if not isinstance(manifest, dict):
+        raise CheckpointError(
+            f"{path} holds a JSON {type(manifest).__name__}, not an object: the file is "
+            f"corrupted; {fix}"
+        )
     if manifest.get("version") != MANIFEST_VERSION:
         raise CheckpointError(f"{path}: unsupported manifest version {manifest.get('version')!r}")
     return manifest
@@ -74,24 +95,99 @@ def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> None:
     write_json(Path(run_dir) / MANIFEST, {**manifest, "version": MANIFEST_VERSION})
 
 
-def load_file(path: str | Path, *, sha256: str | None = None) -> Any:
-    """``torch.load(path, weights_only=True)``, checking the file's sha256 when one is given."""
+# torch.save's legacy (pre-zip) format opens with this pickled magic number.
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+RESAVE = "re-save it (e.g. `torch.save(model.state_dict(), path)`)"
+
+
+def verify_file(path: str | Path, *, sha256: str | None = None, fix: str = RESAVE) -> None:
+    """Refuse a missing, empty or (when ``sha256`` is given) changed file, naming ``fix``."""
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} not found")
+        raise CheckpointError(f"checkpoint {path} not found; {fix}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file; {fix}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes; an interrupted write or copy); {fix}"
+        )
     if sha256 is not None and sha256_file(path) != sha256:
         raise CheckpointError(
             f"checkpoint {path} does not match the sha256 in its manifest: the file changed "
-            "after training; retrain the run or restore the file"
+            f"after training (corrupted, truncated or replaced); {fix}"
         )
+
+
+def _check_container(path: Path, fix: str) -> None:
+    """Refuse a file that is not an intact torch.save archive, before unpickling anything.
+
+    ``torch.load`` does not check the zip's CRCs, so flipped bytes in tensor data would load as
+    silently wrong weights; and a damaged header makes it fall back to the legacy format and
+    fail as if the file needed pickled code.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(len(LEGACY_MAGIC))
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise CheckpointError(
+                f"checkpoint {path} is a damaged archive, truncated or corrupted ({err}); {fix}"
+            ) from err
+        if bad is not None:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupted (checksum mismatch in its entry {bad}); {fix}"
+            )
+    elif head != LEGACY_MAGIC:
+        raise CheckpointError(
+            f"checkpoint {path} is not a PyTorch checkpoint, or its header is corrupted "
+            f"(it starts with {head[:8]!r}); {fix}"
+        )
+
+
+def _needs_code(err: pickle.UnpicklingError) -> bool:
+    text = str(err).lower()
+    return any(s in text for s in ("global", "unrecognized function", "unsupported class"))
+
+
+def load_file(path: str | Path, *, sha256: str | None = None, fix: str = RESAVE) -> Any:
+    """``torch.load(path, weights_only=True)`` of an intact file; refuses it with ``fix`` otherwise.
+
+    Checks, in order: exists, not empty, the manifest's sha256 (when given), the archive's own
+    checksums; then loads without running code from the file.
+    """
+    path = Path(path)
+    verify_file(path, sha256=sha256, fix=fix)
+    _check_container(path, fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if _needs_code(err):
+            raise CheckpointError(
+                f"checkpoint {path} needs pickled code to load, which vogflow refuses (loading "
+                "it could run arbitrary code). Re-save it as tensors only, e.g. "
+                f"`torch.save(model.state_dict(), path)`. Details: {_detail(err)}"
+            ) from err
+        raise CheckpointError(f"checkpoint {path} is corrupted ({_detail(err)}); {fix}") from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
+        # What torch.load raises on damaged bytes that passed the checks above (legacy format).
         raise CheckpointError(
-            f"checkpoint {path} needs pickled code to load, which vogflow refuses (loading it "
-            "could run arbitrary code). Re-save it as tensors only, e.g. "
-            f"`torch.save(model.state_dict(), path)`. Details: {err}"
+            f"checkpoint {path} cannot be read, it is corrupted or truncated "
+            f"({type(err).__name__}: {_detail(err)}); {fix}"
         ) from err
+
+
+def _detail(err: BaseException) -> str:
+    """The informative line of torch's multi-paragraph load errors."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for line in lines:
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            rest = rest or next((x for x in lines[lines.index(line) + 1 :]), line)
+            # Drop torch's advice to allowlist the class: vogflow never does.
+            return rest.split(" Please use")[0]
+    return lines[0] if lines else type(err).__name__
 
 
 def extract_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -183,6 +279,7 @@ def load_run_models(run_dir: str | Path) -> tuple[list[nn.Module], dict[str, Any
     for entry in entries:
         path = run_dir / entry["file"]
         model = build_from_manifest(manifest)
-        load_into(model, load_file(path, sha256=entry["sha256"]), source=str(path))
+        state = load_file(path, sha256=entry["sha256"], fix=retrain_hint(run_dir))
+        load_into(model, state, source=str(path))
         models.append(model)
     return models, manifest

@@ -43,9 +43,11 @@ def load_factory_model(spec: str) -> Any:
             f"--model {spec!r} is not of the form package.module:factory; write e.g. "
             "--model mypkg.nets:build_model (a function returning the nn.Module)"
         )
-    # Like `python -m`: a module in the current folder is importable without installing it.
+    # A module in the current folder is importable without installing it; the folder goes
+    # last, so that a stray pandas.py or torch.py there cannot shadow (and run instead of) the
+    # installed packages that vogflow imports next.
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+        sys.path.append(str(Path.cwd()))
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -56,9 +58,10 @@ def load_factory_model(spec: str) -> Any:
     factory: Any = module
     for part in attr.split("."):
         if not hasattr(factory, part):
+            where = getattr(module, "__file__", None) or module_name
             raise UsageError(
-                f"--model {spec!r}: module {module_name!r} has no {attr!r}; name a function of "
-                "that module that builds the model"
+                f"--model {spec!r}: module {module_name!r} (from {where}) has no {attr!r}; name "
+                "a function of that module that builds the model"
             )
         factory = getattr(factory, part)
     if not callable(factory):
@@ -162,7 +165,38 @@ def _print_table(frame: Any) -> None:
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
+OUT_SUFFIXES = (".parquet", ".csv")
+
+
+def check_out_file(value: str) -> Path:
+    """``--out``: a .parquet or .csv path whose folder exists and takes files, checked up front."""
+    import tempfile
+
+    out = Path(value)
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise UsageError(
+            f"--out {value!r}: unknown table format {out.suffix or '(no suffix)'!r}; end the "
+            "name with .parquet or .csv"
+        )
+    folder = out.parent
+    if not folder.is_dir():
+        raise UsageError(f"--out {value!r}: the folder {str(folder)!r} does not exist; create it")
+    if out.is_dir():
+        raise UsageError(f"--out {value!r} is a folder; name the table file inside it")
+    # A real write (not os.access): it also catches read-only mounts and holds as root.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--out {value!r}: cannot write to the folder {str(folder)!r} ({err.strerror or err}); "
+            "choose a writable folder"
+        ) from err
+    return out
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
+    out_path = check_out_file(args.out)
     kind, data_path = parse_data(args.data)
     paths, note = checkpoint_paths(args.checkpoints)
     print(f"checkpoints ({len(paths)}, in training order; the last is the final model):")
@@ -182,25 +216,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     from vogflow.api import audit
     from vogflow.config import DataConfig
-    from vogflow.data import load_dataset
-    from vogflow.rankings import write_parquet
+    from vogflow.data import load_raw
+    from vogflow.rankings import write_csv, write_parquet
 
-    dataset = load_dataset(DataConfig(name=kind, path=data_path), Path.cwd())
-    split = dataset.split(args.split)
+    # As loaded (images in [0, 1]), not standardised with the training split's statistics: the
+    # user's model was trained on its own inputs, and vogflow.audit() on the same arrays agrees.
+    raw = load_raw(DataConfig(name=kind, path=data_path), Path.cwd())
+    x, y = (raw.x_train, raw.y_train) if args.split == "train" else (raw.x_test, raw.y_test)
     try:
         table = audit(
-            model, [str(p) for p in paths], (split.x, split.y),
+            model, [str(p) for p in paths], (x, y),
             window_size=args.window_size, normalise=args.normalise, batch_size=args.batch_size,
             device=args.device, progress=not args.quiet,
         )  # fmt: skip
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            f"the model failed on the {args.split} inputs of shape {tuple(split.x.shape[1:])} "
+            f"the model failed on the {args.split} inputs of shape {tuple(x.shape[1:])} "
             f"({first}); check that --model builds the architecture the checkpoints and "
             "--data were made for"
         ) from err
-    out = write_parquet(table, args.out)
+    write = write_csv if out_path.suffix.lower() == ".csv" else write_parquet
+    out = write(table, out_path)
     error = float(1 - table["correct"].mean())
     print(f"audited {len(table)} {args.split} examples of {args.data} with {len(paths)} "
           f"checkpoints; final-model error {error:.3f}")  # fmt: skip
@@ -421,25 +458,69 @@ def _ref_record(ref: Any) -> dict[str, Any]:
 # top
 
 
+SPLITS = ("train", "test")
+
+
+def read_table_file(value: str) -> Any:
+    """A local rankings table (.parquet or .csv); anything else is one line naming the file."""
+    import pandas as pd
+
+    from vogflow.rankings import BASE_COLUMNS
+
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"{value!r}: no such file; give a rankings .parquet file or an audit")
+    try:
+        table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    except Exception as err:  # pyarrow and pandas raise many types for a file that is not one
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UsageError(
+            f"{value!r} cannot be read as a {path.suffix.lstrip('.')} table ({first}); give a "
+            "rankings table written by `vogflow audit` or the score stage"
+        ) from err
+    missing = [c for c in BASE_COLUMNS if c not in table.columns]
+    if missing:
+        raise UsageError(
+            f"{value!r} is not a rankings table (missing columns {', '.join(missing)}); give a "
+            "table written by `vogflow audit` or the score stage"
+        )
+    return table
+
+
+def _file_split(value: str, asked: str | None) -> str | None:
+    """The split a local table holds, from its name (``<split>.parquet``, as the pipeline writes).
+
+    A table does not record its split, so ``--split`` can only confirm the name, never relabel it.
+    """
+    named = Path(value).stem if Path(value).stem in SPLITS else None
+    if asked is not None and asked != named:
+        holds = f"holds the {named} split" if named else "does not say which split it holds"
+        raise UsageError(
+            f"--split {asked}: {value!r} {holds}, and a table file is one split; drop --split "
+            "(it selects a split of an audit in MLflow)"
+        )
+    return named
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     from vogflow import compare
 
     column = compare.score_column(args.score)
-    if args.audit.endswith(".parquet") and Path(args.audit).is_file():
-        from vogflow.rankings import read
-
-        table, where = read(args.audit), args.audit
+    if args.audit.lower().endswith((".parquet", ".csv")):
+        split = _file_split(args.audit, args.split)
+        table, where = read_table_file(args.audit), args.audit
     else:
         from vogflow import tracking
 
+        split = args.split or "test"
         ref = tracking.resolve_audit(args.audit, run=args.run)
-        table, where = tracking.read_rankings(ref, args.split), ref.describe()
+        table, where = tracking.read_rankings(ref, split), ref.describe()
     if column not in table.columns:
         offered = ", ".join(compare.score_names(table)) or "none"
         raise UsageError(
             f"--score {args.score!r}: no column {column} in {where}; scores: {offered}"
         )
-    print(f"{where}: {args.split} split, {len(table)} examples")
+    print(f"{where}: {f'{split} split, ' if split else ''}{len(table)} examples")
     print(f"hardest {min(args.k, len(table))} by {column} (rank 1 = hardest):")
     _print_table(_hardest(table, column, args.k))
     return 0
@@ -453,6 +534,13 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is negative; give 0 or more")
     return number
 
 
@@ -496,7 +584,10 @@ in training order (a quoted glob or a folder is sorted by the number in the file
 name: epoch_2 before epoch_10; several paths are used in the order given), compute
 VoG of every example of the chosen split for the early, late and all windows in
 both label modes, class-normalise it, and write the rankings table (one row per
-example, dataset order) atomically to --out. Prints the checkpoint order it used
+example, dataset order) atomically to --out (.parquet, or .csv; its folder is
+checked before any work). The inputs go to the model as loaded (uint8 scaled to
+[0, 1], float kept), never standardised: as vogflow.audit() on the same arrays.
+Prints the checkpoint order it used
 and the hardest examples. Checkpoints are plain state_dicts (also under model /
 state_dict / model_state_dict); they are loaded without running code."""
 
@@ -535,7 +626,9 @@ TOP_DESCRIPTION = """\
 Print the hardest examples of an audit: the k highest scores of one split, rank 1
 = hardest, with each example's index, label, prediction and score. AUDIT is a
 registered model version (models:/<name>/<version> or @<alias>), an audit run id,
-a child score run id, or a local rankings .parquet file."""
+a child score run id, or a local rankings table (.parquet or .csv). --split picks
+a split of an audit in MLflow; a table file holds one split, named by the file
+(train.parquet, test.parquet), and --split may only confirm it."""
 
 TOP_EPILOG = """\
 examples:
@@ -580,7 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split", default="test", choices=("train", "test"), help="split to rank (default: test)"
     )
-    p.add_argument("--out", required=True, help="rankings table to write (.parquet)")
+    p.add_argument(
+        "--out", required=True, help="rankings table to write (.parquet, or .csv for a text table)"
+    )
     p.add_argument("--track", action="store_true", help="also log the audit to MLflow")
     p.add_argument("--experiment", default="vogflow", help="MLflow experiment (with --track)")
     p.add_argument("--batch-size", type=_positive, default=256, help="examples per batch")
@@ -597,7 +692,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("z", "abs", "none"),
         help="class normalisation: signed z-score (default), |z| or none",
     )
-    p.add_argument("--show", type=int, default=10, help="hardest examples to print (default: 10)")
+    p.add_argument(
+        "--show", type=_non_negative, default=10, help="hardest examples to print (default: 10)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_audit)
 
@@ -633,10 +730,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=25,
         help="examples that moved most to report (default: 25)",
     )
-    p.add_argument("--show", type=int, default=10, help="movers to print (default: 10)")
+    p.add_argument("--show", type=_non_negative, default=10, help="movers to print (default: 10)")
     p.add_argument(
         "--n-boot",
-        type=int,
+        type=_non_negative,
         default=200,
         help="bootstrap resamples for the decile intervals (default: 200)",
     )
@@ -660,7 +757,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     p.add_argument("audit", metavar="AUDIT", help="models:/... URI, run id or .parquet file")
-    p.add_argument("--split", default="test", help="split (default: test)")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=SPLITS,
+        help="split of an audit in MLflow (default: test); a table file is the split in its name",
+    )
     p.add_argument("-k", type=_positive, default=25, help="how many (default: 25)")
     p.add_argument("--score", default="late_label", help="score (default: late_label)")
     p.add_argument("--run", default=None, help="training run inside the audit (default: main)")

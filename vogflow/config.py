@@ -6,6 +6,7 @@ Every error names the key, the bad value and what is allowed, and is raised befo
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -57,7 +58,8 @@ DETECTORS = (
     "ae",
 )
 SPLITS = ("train", "test")
-RANKINGS = tuple(f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES)
+# `auto`: the scorecard picks the variant that measured best on this data (resolved later).
+RANKINGS = (*(f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES), "auto")
 
 
 class ConfigError(ValueError):
@@ -71,6 +73,16 @@ def _choice(*allowed: str) -> dict[str, Any]:
 def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
+
+
+def _positive(key: str, value: float) -> None:
+    # `.inf` and `.nan` are valid YAML floats: a learning rate of inf passes `> 0`.
+    _check(math.isfinite(value) and value > 0, key, value, "a finite number > 0")
+
+
+def _seed(key: str, value: int) -> None:
+    # numpy's generators refuse negative seeds, deep inside a stage after its outputs are gone.
+    _check(value >= 0, key, value, "an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class DataConfig:
             "a number strictly between 0 and 1",
         )
         _check(self.image_size >= 0, f"{prefix}.image_size", self.image_size, "an integer >= 0")
+        _seed(f"{prefix}.split_seed", self.split_seed)
         if self.name in ("npz", "imagefolder"):
             _check(
                 bool(self.path),
@@ -126,7 +139,7 @@ class TrainConfig:
     def validate(self, prefix: str) -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
-        _check(self.lr > 0, f"{prefix}.lr", self.lr, "a number > 0")
+        _positive(f"{prefix}.lr", self.lr)
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
         _check(0 < self.gamma <= 1, f"{prefix}.gamma", self.gamma, "a number in (0, 1]")
@@ -143,6 +156,8 @@ class TrainConfig:
             self.label_noise,
             "a share in [0, 1)",
         )
+        _seed(f"{prefix}.seed", self.seed)
+        _seed(f"{prefix}.noise_seed", self.noise_seed)
         _check_device(f"{prefix}.device", self.device)
 
 
@@ -198,6 +213,7 @@ class VogConfig:
             self.confidence,
             "a number strictly between 0 and 1",
         )
+        _seed(f"{prefix}.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -212,19 +228,34 @@ class ToyConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.n_points >= 10, f"{prefix}.n_points", self.n_points, "an integer >= 10")
-        _check(self.separation > 0, f"{prefix}.separation", self.separation, "a number > 0")
+        _positive(f"{prefix}.separation", self.separation)
+        _check(self.hidden >= 1, f"{prefix}.hidden", self.hidden, "an integer >= 1")
+        # A checkpoint per epoch, and VoG is a spread over checkpoints.
         _check(self.epochs >= 2, f"{prefix}.epochs", self.epochs, "an integer >= 2")
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
+        _positive(f"{prefix}.lr", self.lr)
+        _seed(f"{prefix}.seed", self.seed)
 
 
 @dataclass(frozen=True)
 class StabilityConfig:
     seed_runs: tuple[str, ...] = ("main", "seed1", "seed2", "seed3", "seed4")
-    batch_runs: tuple[str, ...] = ("main", "bs32", "bs128", "bs256")
+    batch_runs: tuple[str, ...] = ("main", "bs32", "bs128", "bs256", "bs512")
     split: str = field(default="test", metadata=_choice(*SPLITS))
     window: str = field(default="late", metadata=_choice(*WINDOWS))
     top_fraction: float = 0.1
 
     def validate(self, prefix: str) -> None:
+        for key in ("seed_runs", "batch_runs"):
+            runs = getattr(self, key)
+            # Stability is an agreement between runs: one run has nothing to agree with, and a
+            # run listed twice agrees with itself perfectly.
+            _check(
+                len(runs) >= 2 and len(set(runs)) == len(runs),
+                f"{prefix}.{key}",
+                list(runs),
+                "at least 2 different run names",
+            )
         _check(
             0 < self.top_fraction < 1,
             f"{prefix}.top_fraction",
@@ -256,6 +287,7 @@ class OodConfig:
         _check_subset(f"{prefix}.corruptions", self.corruptions, CORRUPTIONS)
         _check_subset(f"{prefix}.detectors", self.detectors, DETECTORS)
         _check(self.n_examples >= 10, f"{prefix}.n_examples", self.n_examples, "an integer >= 10")
+        _seed(f"{prefix}.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -267,6 +299,7 @@ class FiguresConfig:
     def validate(self, prefix: str) -> None:
         _check(self.grid >= 1, f"{prefix}.grid", self.grid, "an integer >= 1")
         _check(self.dpi >= 30, f"{prefix}.dpi", self.dpi, "an integer >= 30")
+        _check(self.classes >= 1, f"{prefix}.classes", self.classes, "an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -429,6 +462,162 @@ def _check_run_refs(params: Params) -> None:
             raise ConfigError(
                 f"{key}: {missing[0]!r} is not a run; defined runs: {', '.join(params.runs)}"
             )
+
+
+def checkpoint_epochs(epochs: int, checkpoints: CheckpointConfig) -> list[int]:
+    """The epochs at which :func:`vogflow.checkpoints.schedule` saves, without importing torch.
+
+    :func:`check_pipeline` runs at the start of every ``dvc repro``, where torch would cost
+    seconds; a test pins this rule to the schedule the train stage uses.
+    """
+    chosen = set(range(1, min(checkpoints.early, epochs) + 1))
+    chosen |= set(range(checkpoints.every, epochs + 1, checkpoints.every))
+    chosen |= set(range(max(epochs - checkpoints.late + 1, 1), epochs + 1))
+    return sorted(chosen)
+
+
+# What the pipeline's stages read, and why: a missing one crashes that stage after DVC has
+# already removed its outputs.
+SPLITS_NEEDED = {
+    "train": "the memorization stage scores the train split",
+    "test": "the score stage's decile report and the stability stage read the test split",
+}
+MODES_NEEDED = {
+    "label": "the stability and memorization stages read vog_<window>_label",
+    "pred": "the figures stage draws vog_<window>_pred grids",
+}
+
+
+def check_pipeline(params: Params) -> None:
+    """Refuse a configuration that the sections accept one by one but the pipeline cannot run.
+
+    Call it before any stage's work (DVC removes a stage's outputs before running it). Raises
+    :class:`ConfigError` naming the key, its value and the fix. Torch is imported only when a
+    device or precision setting needs a CUDA check.
+    """
+    _check_run_refs(params)
+    _check_schedules(params)
+    _check_reads(params)
+    _check_run_roles(params)
+    _check_ood_data(params)
+    _check_hardware(params)
+
+
+def _check_schedules(params: Params) -> None:
+    size, ckpt = params.vog.window_size, params.checkpoints
+    for key in ("early", "late"):
+        value = getattr(ckpt, key)
+        # Fewer per-epoch checkpoints than the window: the window reaches into the sparse
+        # every-N-epochs checkpoints and no longer measures the early (late) phase.
+        _check(
+            value >= size,
+            f"checkpoints.{key}",
+            value,
+            f"an integer >= vog.window_size ({size}) so the {key} window holds consecutive epochs",
+        )
+    for run, overrides in params.runs.items():
+        recipe = params.run_train(run)
+        key = f"runs.{run}.epochs" if "epochs" in overrides else "train.epochs"
+        saved = checkpoint_epochs(recipe.epochs, ckpt)
+        _check(
+            len(saved) >= 2,
+            key,
+            recipe.epochs,
+            f"enough epochs for 2 checkpoints (run {run!r} saves {len(saved)}; VoG is a spread "
+            "over checkpoints)",
+        )
+        if len(saved) < size:
+            raise ConfigError(
+                f"vog.window_size: {size} is not allowed; run {run!r} saves only {len(saved)} "
+                f"checkpoints (epochs {saved}), so the early, late and all windows would be the "
+                f"same checkpoints; lower vog.window_size to {len(saved)} or raise {key}"
+            )
+
+
+def _check_reads(params: Params) -> None:
+    splits, modes = params.gradients.splits, params.gradients.label_modes
+    _check(
+        params.stability.split in splits,
+        "stability.split",
+        params.stability.split,
+        f"a split listed in gradients.splits ({', '.join(splits)})",
+    )
+    for split, why in SPLITS_NEEDED.items():
+        _check(split in splits, "gradients.splits", list(splits), f"a list with {split!r} ({why})")
+    rank_by = params.vog.rank_by
+    if rank_by != "auto":
+        mode = rank_by.split("_", 1)[1]
+        _check(
+            mode in modes,
+            "vog.rank_by",
+            rank_by,
+            f"'auto' or <window>_<mode> with a mode of gradients.label_modes ({', '.join(modes)})",
+        )
+    for mode, why in MODES_NEEDED.items():
+        _check(mode in modes, "gradients.label_modes", list(modes), f"a list with {mode!r} ({why})")
+
+
+def _check_run_roles(params: Params) -> None:
+    for key in ("seed_runs", "batch_runs"):
+        names = getattr(params.stability, key)
+        seen: dict[TrainConfig, str] = {}
+        for name in names:
+            recipe = params.run_train(name)
+            if recipe in seen:
+                raise ConfigError(
+                    f"stability.{key}: {list(names)!r} is not allowed; runs {seen[recipe]!r} and "
+                    f"{name!r} train the same recipe (identical models agree by construction); "
+                    f"give them different overrides under runs"
+                )
+            seen[recipe] = name
+    run = params.memorization.run
+    _check(
+        params.run_train(run).label_noise > 0,
+        "memorization.run",
+        run,
+        f"a run with label_noise > 0 (the stage compares shuffled with clean labels); set "
+        f"runs.{run}.label_noise or name another run",
+    )
+
+
+def _check_ood_data(params: Params) -> None:
+    # The ood stage corrupts images; the toy set is 2-D points.
+    _check(
+        params.data.name != "toy",
+        "data.name",
+        params.data.name,
+        "an image dataset for the pipeline (its ood stage corrupts images; the toy problem has "
+        "its own stage)",
+    )
+    _check(
+        not params.ood.mnist_c_path or params.data.name == "mnist",
+        "ood.mnist_c_path",
+        params.ood.mnist_c_path,
+        "'' unless data.name is 'mnist' (MNIST-C corrupts MNIST only)",
+    )
+
+
+def _check_hardware(params: Params) -> None:
+    devices = {"train.device": params.train.device, "gradients.device": params.gradients.device}
+    bf16 = params.gradients.precision == "bf16"
+    needs_cuda = [k for k, v in devices.items() if v.startswith("cuda")]
+    if bf16 and params.gradients.device == "cpu":
+        raise ConfigError(
+            "gradients.precision: 'bf16' is not allowed with gradients.device 'cpu'; use fp32 on "
+            "the CPU (bf16 is refused there: it rounds the gradients and is slow)"
+        )
+    if not needs_cuda and not (bf16 and params.gradients.device == "auto"):
+        return
+    import torch  # only here: the default (auto, fp32) needs no CUDA check
+
+    if torch.cuda.is_available():
+        return
+    for key in needs_cuda:
+        _check(False, key, devices[key], "'auto' or 'cpu': CUDA is not available on this machine")
+    raise ConfigError(
+        "gradients.precision: 'bf16' is not allowed here: gradients.device 'auto' means the CPU "
+        "(no CUDA on this machine); use fp32 on the CPU"
+    )
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:

@@ -10,7 +10,8 @@ max softmax probability, so later analyses never rerun the models.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,18 +46,141 @@ def frozen_eval(models: Sequence[nn.Module]) -> Iterator[None]:
                 p.requires_grad_(r)
 
 
-def _check_models(models: Sequence[nn.Module]) -> None:
+PRECISIONS = ("fp32", "tf32", "bf16")
+# Counts optimiser steps; never shapes the output, so it cannot make two checkpoints differ.
+IGNORED_STATE = ("num_batches_tracked",)
+
+
+def _fingerprint(state: Mapping[str, torch.Tensor]) -> bytes:
+    # A few leading values of every tensor: equal fingerprints are confirmed by a full compare,
+    # so this only has to be cheap (it runs on every extraction), not collision-free.
+    parts = []
+    for key, value in state.items():
+        if not key.endswith(IGNORED_STATE):
+            parts.append(key.encode())
+            parts.append(value.detach().reshape(-1)[:64].float().cpu().numpy().tobytes())
+    return b"\0".join(parts)
+
+
+def _same_weights(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, b[k]) for k, v in a.items() if not k.endswith(IGNORED_STATE))
+
+
+def duplicate_checkpoints(states: Sequence[Mapping[str, torch.Tensor]]) -> list[list[int]]:
+    """Groups of positions (0-based, in the given order) of checkpoints with identical weights.
+
+    Each group has 2 or more members; an empty list means every checkpoint is distinct. BatchNorm's
+    ``num_batches_tracked`` is ignored. Cost: a few values per tensor, plus a full comparison
+    only between checkpoints whose leading values agree.
+    """
+    buckets: dict[bytes, list[int]] = {}
+    for i, state in enumerate(states):
+        buckets.setdefault(_fingerprint(state), []).append(i)
+    groups = []
+    for members in buckets.values():
+        while len(members) > 1:
+            first, rest = members[0], members[1:]
+            same = [j for j in rest if _same_weights(states[first], states[j])]
+            if same:
+                groups.append([first, *same])
+            members = [j for j in rest if j not in same]
+    return sorted(groups)
+
+
+def _positions(group: Sequence[int]) -> str:
+    return " = ".join(f"#{i + 1}" for i in group)
+
+
+def _listed(idx: Sequence[int]) -> str:
+    return ", ".join(f"#{i + 1}" for i in idx)
+
+
+def check_models(
+    models: Sequence[nn.Module], *, windows: Sequence[str] = WINDOWS, window_size: int = 3
+) -> dict[str, list[int]]:
+    """Refuse checkpoints that cannot give a trustworthy VoG; return each window's positions.
+
+    Refused: fewer than 2, another architecture than the first, a window that does not fit
+    (see ``vog.window_indices``), and the same weights at two positions (a window of copies
+    scores 0 everywhere; a copy elsewhere adds a zero-spread term that lowers every VoG).
+    """
     if len(models) < 2:
         raise GradientError(f"VoG needs at least 2 checkpoints, got {len(models)}")
-    reference = {k: tuple(v.shape) for k, v in models[0].state_dict().items()}
-    for t, model in enumerate(models[1:], start=2):
-        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    states = [model.state_dict() for model in models]
+    reference = {k: tuple(v.shape) for k, v in states[0].items()}
+    for t, state in enumerate(states[1:], start=2):
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
         if shapes != reference:
             diff = sorted(set(shapes.items()) ^ set(reference.items()))[:3]
             raise GradientError(
                 f"checkpoint {t} has another architecture or class count than checkpoint 1 "
                 f"(differing parameters: {diff})"
             )
+    if not windows:
+        raise GradientError("windows is empty; pass some of: " + ", ".join(WINDOWS))
+    try:
+        chosen = {w: window_indices(len(models), w, size=window_size).tolist() for w in windows}
+    except ValueError as err:
+        raise GradientError(str(err)) from err
+    groups = duplicate_checkpoints(states)
+    for w, idx in chosen.items():
+        if any(set(idx) <= set(group) for group in groups):
+            raise GradientError(
+                f"every checkpoint of the {w!r} window ({_listed(idx)}, counted from 1) holds "
+                "the same weights, so its VoG would be 0 for every example; pass checkpoints "
+                "saved at different points of training"
+            )
+    if groups:
+        shown = ", ".join(_positions(g) for g in groups)
+        raise GradientError(
+            f"identical checkpoints {shown} (positions counted from 1): a copy adds a zero-spread "
+            "term that lowers every VoG; pass each checkpoint once"
+        )
+    return chosen
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    """The precision extraction will run at on ``device``; bf16 on the CPU is refused.
+
+    ``tf32`` is a GPU matmul mode: on the CPU it runs fp32 anyway, said with a warning.
+    """
+    if precision not in PRECISIONS:
+        raise GradientError(f"precision: {precision!r} is unknown; valid: {', '.join(PRECISIONS)}")
+    if device.type == "cuda" or precision == "fp32":
+        return precision
+    if precision == "bf16":
+        raise GradientError(
+            f"precision: 'bf16' is refused on the {device.type} device (it rounds every gradient "
+            "and gains no speed there); use precision='fp32' on the CPU, or a CUDA device"
+        )
+    warnings.warn(
+        f"precision 'tf32' has no effect on the {device.type} device; running fp32",
+        stacklevel=3,
+    )
+    return "fp32"
+
+
+def check_label_values(y: torch.Tensor, *, offset: int = 0) -> None:
+    """Refuse labels that are not whole class indices of shape ``(N,)``; never round them.
+
+    ``offset``: the dataset position of ``y[0]``, so the message names dataset indices.
+    """
+    if y.dim() != 1:
+        raise GradientError(
+            f"labels must be class indices of shape (batch,), got shape {tuple(y.shape)}; pass "
+            "a 1-D vector (y.argmax(1) for one-hot or probability labels, y.squeeze(1) for a "
+            "column)"
+        )
+    if not y.is_floating_point():
+        return
+    bad = torch.nonzero(~(torch.isfinite(y) & (y == torch.round(y))))[:, 0].tolist()
+    if bad:
+        rows = ", ".join(f"index {offset + i}: {float(y[i])!r}" for i in bad[:5])
+        more = ", ..." if len(bad) > 5 else ""
+        raise GradientError(
+            f"labels must be whole class indices, found {len(bad)} that are not ({rows}{more}): "
+            "pass integer labels (vogflow does not round or truncate them)"
+        )
 
 
 def _per_checkpoint_stats(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -123,15 +247,18 @@ def extract(
         label_modes: ``label`` (gradient of the given label's logit) and/or ``pred`` (of the class
             the final checkpoint predicts, at every checkpoint).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
-        precision: ``fp32``; ``tf32`` or ``bf16`` trade exactness for speed on a GPU.
+        precision: ``fp32``; ``tf32`` or ``bf16`` trade exactness for speed on a GPU (bf16 is
+            refused on the CPU; tf32 there runs fp32 with a warning).
+
+    Refused as degenerate (:class:`GradientError`): see :func:`check_models`; labels that are
+    not whole numbers; a model whose input gradients are all zero (its output ignores its
+    input); a window whose VoG is 0 for every example.
     """
-    _check_models(models)
-    for mode in label_modes:
-        if mode not in LABEL_MODES:
-            raise GradientError(f"unknown label mode {mode!r}; valid: {', '.join(LABEL_MODES)}")
+    check_label_modes(label_modes)
+    chosen = check_models(models, windows=windows, window_size=window_size)
     k, n = len(models), int(num_examples)
-    chosen = {w: window_indices(k, w, size=window_size) for w in windows}
     dev = resolve_device(device) if isinstance(device, str) else device
+    precision = check_precision(precision, dev)
     # The final checkpoint goes first: its prediction is the target of `pred` mode everywhere.
     order = [k - 1, *range(k - 1)]
     # Outputs are allocated once, on the device, and filled slice by slice: no per-batch host
@@ -143,6 +270,7 @@ def extract(
     preds = torch.zeros(n, dtype=torch.long, device=dev)
     bad_inputs = torch.zeros(n, dtype=torch.bool, device=dev)
     bad_grads = torch.zeros(n, dtype=torch.bool, device=dev)
+    moved = torch.zeros(n, dtype=torch.bool, device=dev)  # any nonzero input gradient
     window_idx = {w: torch.as_tensor(idx, device=dev) for w, idx in chosen.items()}
     seen = 0
     originals = [next(m.parameters()).device for m in models]
@@ -150,8 +278,11 @@ def extract(
     try:
         for model in models:
             model.to(dev)
-        with frozen_eval(models), _tf32(precision == "tf32"):
+        # enable_grad: a caller inside `torch.no_grad()` would otherwise get no input gradients.
+        with frozen_eval(models), _tf32(precision == "tf32"), torch.enable_grad():
             for x, y in batches:
+                y = torch.as_tensor(y)
+                check_label_values(y, offset=seen)
                 x = x.to(dev, non_blocking=True).float()
                 y = y.to(dev, non_blocking=True).long()
                 b = len(x)
@@ -170,6 +301,12 @@ def extract(
                     if logits.dim() != 2:
                         raise GradientError(f"model output must be (batch, classes), got "
                                             f"{tuple(logits.shape)}")  # fmt: skip
+                    if not logits.requires_grad:
+                        raise GradientError(
+                            "the model's output is not differentiable w.r.t. its input "
+                            "(forward() detaches it or runs under no_grad), so there is no input "
+                            "gradient to take; remove the detach/no_grad from forward()"
+                        )
                     if t == k - 1:
                         _check_labels(y, logits.shape[1])
                         final_pred = logits.detach().argmax(1)
@@ -181,6 +318,7 @@ def extract(
                         (grad,) = torch.autograd.grad(
                             selected, xi, retain_graph=j < len(label_modes) - 1
                         )
+                        moved[rows] |= grad.reshape(b, -1).ne(0).any(dim=1)
                         pixels = _reduce_pixels(grad.float())  # (B, P)
                         if t == order[0]:
                             maps[mode] = torch.empty(k, *pixels.shape, device=dev)
@@ -208,13 +346,38 @@ def extract(
         raise GradientError(f"the batches held {seen} examples, not num_examples={n}")
     _raise_nonfinite("inputs", torch.nonzero(bad_inputs)[:, 0].tolist())
     _raise_nonfinite("input gradients", torch.nonzero(bad_grads)[:, 0].tolist())
+    if not bool(moved.any()):
+        raise GradientError(
+            "every input gradient is zero, for every example at every checkpoint: the model's "
+            "output ignores its input, so every VoG would be 0 and the ranking mere index order; "
+            "check that forward() uses its input and that the checkpoints hold trained weights"
+        )
+    for key, scores in vog.items():
+        if not bool(scores.any()):
+            window = key.rsplit("_", 1)[0]
+            raise GradientError(
+                f"vog_{key} is 0 for every example: the {window!r} window's checkpoints "
+                f"({_listed(chosen[window])}) give identical input gradients (only weights "
+                "that do not shape them changed), so it ranks nothing; use checkpoints from "
+                "other epochs"
+            )
     return Extraction(
         label=labels.cpu().numpy(),
         pred=preds.cpu().numpy(),
         vog_raw={key: v.cpu().double().numpy() for key, v in vog.items()},
         stats={name: v.cpu().numpy() for name, v in stats.items()},
-        windows={w: idx.tolist() for w, idx in chosen.items()},
+        windows=chosen,
     )
+
+
+def check_label_modes(label_modes: Sequence[str]) -> None:
+    """Refuse an empty, repeated or unknown label mode."""
+    bad = [m for m in label_modes if m not in LABEL_MODES]
+    if bad or not label_modes or len(set(label_modes)) != len(label_modes):
+        raise GradientError(
+            f"label_modes: {list(label_modes)!r} is not allowed; pass a non-empty list without "
+            f"repeats drawn from: {', '.join(LABEL_MODES)}"
+        )
 
 
 def _check_labels(y: torch.Tensor, n_classes: int) -> None:

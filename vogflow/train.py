@@ -2,7 +2,8 @@
 
 All randomness derives from ``(seed, epoch)``: the initial weights from the seed, each epoch's
 shuffle, augmentation and dropout from a generator seeded with the pair. A run killed mid-training
-therefore resumes from its last saved state and ends with the same weights as one never stopped.
+therefore resumes from its last saved state and ends with the same weights as one never stopped,
+and a damaged file of a finished run is rebuilt bit for bit instead of being trusted.
 The loop reports through a plain callable and knows nothing of experiment tracking.
 """
 
@@ -12,6 +13,8 @@ import json
 import shutil
 import sys
 import time
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,18 +89,84 @@ def _run_config(
     }
 
 
-def _existing_state(out: Path, config_hash: str) -> tuple[dict | None, dict | None]:
-    """The manifest and resume state of a previous attempt with the same config, if any."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _read_manifest(out: Path, config_hash: str, warn: Callable[[str], None]) -> dict | None:
+    """The manifest of a previous attempt with the same config, or None (start afresh)."""
+    if not (out / ck.MANIFEST).exists():
+        return None
+    # Everything in the folder derives from the config, so a damaged manifest costs a retrain,
+    # never a wrong result.
     try:
-        manifest = ck.read_manifest(out)
-    except ck.CheckpointError:
-        return None, None
+        manifest = ck.read_manifest(out, fix=f"retraining {out} from scratch")
+    except ck.CheckpointError as err:
+        warn(f"warning: {err}")
+        return None
     if manifest.get("config_hash") != config_hash:
-        return None, None
-    resume = None
-    if (out / RESUME).exists():
-        resume = ck.load_file(out / RESUME)
-    return manifest, resume
+        return None
+    entries = manifest.get("checkpoints")
+    well_formed = isinstance(entries, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("file"), str)
+        and isinstance(e.get("epoch"), int)
+        and isinstance(e.get("sha256"), str)
+        for e in entries
+    )
+    if not well_formed or [e["epoch"] for e in entries] != sorted({e["epoch"] for e in entries}):
+        warn(f"warning: {out / ck.MANIFEST} lists malformed checkpoints; retraining from scratch")
+        return None
+    return manifest
+
+
+def _first_bad_epoch(out: Path, manifest: dict, warn: Callable[[str], None]) -> int | None:
+    """Epoch of the first listed checkpoint that is missing, empty or not its recorded sha256."""
+    first = None
+    for entry in manifest["checkpoints"]:
+        try:
+            ck.verify_file(out / entry["file"], sha256=entry["sha256"], fix="rebuilding it")
+        except ck.CheckpointError as err:
+            warn(f"warning: {err}")
+            first = entry["epoch"] if first is None else first
+    return first
+
+
+def _load_resume(out: Path, epochs: int, warn: Callable[[str], None]) -> dict | None:
+    """The resume state if it loads and makes sense; an unusable one is set aside, not trusted."""
+    path = out / RESUME
+    if not path.exists():
+        return None
+    try:
+        state = ck.load_file(path, fix="setting it aside")
+        ok = (
+            isinstance(state, dict)
+            and isinstance(state.get("model"), dict)
+            and isinstance(state.get("optimizer"), dict)
+            and isinstance(state.get("epoch"), int)
+            and isinstance(state.get("step"), int)
+            and 1 <= state["epoch"] <= epochs
+        )
+        if not ok:
+            raise ck.CheckpointError(f"resume state {path} is not one this trainer wrote")
+        return state
+    except ck.CheckpointError as err:
+        # Kept beside the run folder: inside it, it would be cached with the run's outputs.
+        aside = out.with_name(f"{out.name}.{RESUME}.unreadable")
+        path.replace(aside)
+        warn(f"warning: {err}; moved it to {aside}")
+        return None
+
+
+def _labels_match(path: Path, label: np.ndarray, true: np.ndarray, noisy: np.ndarray) -> bool:
+    try:
+        saved = read_npz(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return False
+    return all(
+        k in saved and np.array_equal(saved[k], v)
+        for k, v in (("label", label), ("true_label", true), ("noisy", noisy))
+    )
 
 
 def train_run(
@@ -109,11 +178,17 @@ def train_run(
     *,
     log: MetricsLogger | None = None,
     echo: Callable[[str], None] = print,
+    warn: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     """Train one run into ``out_dir`` (checkpoints, ``manifest.json``, ``labels.npz``).
 
-    Resumes a previous attempt with the same configuration; starts afresh (clearing ``out_dir``)
-    otherwise. Returns the manifest.
+    A previous attempt with the same configuration is verified before it is trusted: every
+    listed checkpoint against its sha256, the resume state by loading it, the labels against the
+    config. A complete, intact run is returned as is; an interrupted one resumes from its resume
+    state. A bad file is reported through ``warn`` and rebuilt: training is deterministic, so it
+    replays from the last state that is still good. A checkpoint holds no optimizer state, so
+    that is the resume state when it precedes every bad checkpoint, and the start otherwise.
+    Another configuration starts afresh (clearing ``out_dir``). Returns the manifest.
     """
     out = Path(out_dir)
     device = resolve_device(cfg.device)
@@ -122,18 +197,35 @@ def train_run(
     save_at = ck.schedule(cfg.epochs, early=ckpt_cfg.early, every=ckpt_cfg.every,
                           late=ckpt_cfg.late)  # fmt: skip
 
-    manifest, resume = _existing_state(out, config_hash)
-    if manifest is not None and manifest.get("complete"):
-        echo(f"{out}: already trained with this configuration; nothing to do")
-        return manifest
-    if manifest is None or resume is None:
+    noisy, noisy_mask = shuffle_labels(dataset.train.y, cfg.label_noise, seed=cfg.noise_seed)
+    manifest = _read_manifest(out, config_hash, warn)
+    resume, previous = None, {}
+    if manifest is not None:
+        previous = {c["file"]: c["sha256"] for c in manifest["checkpoints"]}
+        bad = _first_bad_epoch(out, manifest, warn)
+        labels_ok = _labels_match(out / LABELS, noisy, dataset.train.y, noisy_mask)
+        if not labels_ok:
+            warn(f"warning: {out / LABELS} is unreadable or does not match the configured labels")
+        done = [c["epoch"] for c in manifest["checkpoints"]] == save_at and "final" in manifest
+        if manifest.get("complete") and done and bad is None:
+            if not labels_ok:  # derived from the config alone: no training needed
+                write_npz(out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask)
+            (out / RESUME).unlink(missing_ok=True)
+            echo(f"{out}: already trained with this configuration; nothing to do")
+            return manifest
+        had_resume = (out / RESUME).exists()
+        resume = _load_resume(out, cfg.epochs, warn)
+        # Checkpoints listed past the resume state are replayed anyway; one before it cannot be.
+        usable = resume is not None and labels_ok and (bad is None or bad > resume["epoch"])
+        if not usable and (bad is not None or not labels_ok or had_resume):
+            warn(f"warning: retraining {out} from scratch (a checkpoint holds no optimizer "
+                 "state, so the start is the last state that can be trusted)")  # fmt: skip
+        if not usable:
+            manifest, resume = None, None
+    if manifest is None:
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        manifest, resume = None, None
-
-    noisy, noisy_mask = shuffle_labels(dataset.train.y, cfg.label_noise, seed=cfg.noise_seed)
-    if manifest is None:
         write_npz(out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask)
         manifest = {
             "architecture": model_cfg.name,
@@ -154,8 +246,6 @@ def train_run(
             "complete": False,
         }  # fmt: skip
         ck.write_manifest(out, manifest)
-    elif not np.array_equal(read_npz(out / LABELS)["label"], noisy):
-        raise ck.CheckpointError(f"{out / LABELS} does not match the configured label noise")
 
     torch.manual_seed(cfg.seed)
     model = ck.build_from_manifest(manifest).to(device)
@@ -254,6 +344,12 @@ def train_run(
     manifest["complete"] = True
     ck.write_manifest(out, manifest)
     (out / RESUME).unlink(missing_ok=True)
+    differ = [c["file"] for c in manifest["checkpoints"]
+              if previous.get(c["file"], c["sha256"]) != c["sha256"]]  # fmt: skip
+    if differ:
+        warn(f"warning: rebuilt {', '.join(differ)} in {out} differ from the recorded sha256: "
+             f"training on {device} is not bit-reproducible, so later stages will see new "
+             "weights")  # fmt: skip
     return manifest
 
 

@@ -52,12 +52,19 @@ def window_indices(k: int, window: str, *, size: int = 3) -> np.ndarray:
     """Indices of the checkpoints (in training order) that a window uses.
 
     ``early``: the first ``size``; ``late``: the last ``size``; ``all``: every one of the ``k``.
-    Raises ``ValueError`` when the window would hold fewer than 2 checkpoints.
+    Raises ``ValueError`` when the window would hold fewer than 2 checkpoints, or when ``early``
+    or ``late`` asks for more checkpoints than there are (it would silently be ``all``).
     """
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; valid: {', '.join(WINDOWS)}")
     if size < 2:
         raise ValueError(f"window size must be at least 2 (VoG is a spread), got {size}")
+    if window != "all" and 2 <= k < size:
+        raise ValueError(
+            f"window {window!r} of size {size} needs {size} checkpoints, there are {k}: the early, "
+            f"late and all windows would be the same checkpoints; use a window size <= {k}, "
+            "more checkpoints, or only the 'all' window"
+        )
     if window == "all":
         idx = np.arange(k)
     elif window == "early":

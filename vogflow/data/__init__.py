@@ -100,10 +100,18 @@ def _loader(name: str) -> Loader:
 AUGMENT_DEFAULT = {"cifar10": "crop_flip", "cifar100": "crop_flip"}
 
 
+def load_raw(cfg: DataConfig, root: str | Path = ".") -> RawSplits:
+    """The dataset ``cfg.name`` as its loader returns it: images in [0, 1], not standardised.
+
+    What a user's own model was fed (``vogflow audit``); the pipeline's models train on
+    :func:`load_dataset`'s standardised inputs instead.
+    """
+    return _loader(cfg.name)(cfg, Path(root))
+
+
 def load_dataset(cfg: DataConfig, root: str | Path = ".") -> Dataset:
     """Load the dataset ``cfg.name`` (paths in ``cfg`` are relative to ``root``)."""
-    raw = _loader(cfg.name)(cfg, Path(root))
-    return normalise(cfg, raw)
+    return normalise(cfg, load_raw(cfg, root))
 
 
 def normalise(cfg: DataConfig, raw: RawSplits) -> Dataset:

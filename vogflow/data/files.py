@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,10 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 # 16-bit greyscale (16-bit PNG) would be clipped to 255 by a plain conversion to 8 bits.
 WIDE_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+# What numpy's zip reader raises on damaged bytes (a bad CRC, a cut-off stream, a bad header).
+NPZ_DAMAGE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+# Float images may be off [0, 1] by float rounding after the user's own conversions.
+RANGE_SLACK = 1e-6
 
 
 def _resolve(cfg: DataConfig, root: Path) -> Path:
@@ -42,11 +48,19 @@ def _image_files(class_dir: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(class_dir).as_posix())
 
 
-def _split_files(split_dir: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
+def _split_files(
+    split_dir: Path, classes: list[str], *, every_class: bool = False
+) -> tuple[list[Path], np.ndarray]:
     files: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
         found = _image_files(split_dir / name)
+        if every_class and not found:
+            # A class the model never sees in training would still get an output unit.
+            raise ConfigError(
+                f"data.path: the class folder {str(split_dir / name)!r} holds no images; every "
+                f"class needs training images: add some or remove the folder from both splits"
+            )
         files.extend(found)
         labels.extend([label] * len(found))
     if not files:
@@ -72,13 +86,32 @@ def _to_array(img: Any, grey: bool, size: int) -> np.ndarray:
     return x[None, :, :] if x.ndim == 2 else x.transpose(2, 0, 1)
 
 
+def _image_damage() -> tuple[type[BaseException], ...]:
+    from PIL import Image
+
+    # PIL reports a damaged file as OSError (unidentified, truncated, broken stream), and a few
+    # decoders as SyntaxError or ValueError; a bomb is a file, not a bug, too.
+    return (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _unreadable(f: Path, err: BaseException) -> ConfigError:
+    return ConfigError(
+        f"data.path: image {str(f)!r} cannot be read ({type(err).__name__}: {err}); it is "
+        "corrupted, truncated or not an image: replace or delete it"
+    )
+
+
 def _read_images(files: list[Path], grey: bool, size: int) -> np.ndarray:
     from PIL import Image
 
+    damage = _image_damage()
     arrays = []
     for f in files:
-        with Image.open(f) as img:
-            arrays.append(_to_array(img, grey, size))
+        try:
+            with Image.open(f) as img:
+                arrays.append(_to_array(img, grey, size))
+        except damage as err:
+            raise _unreadable(f, err) from err
     return np.stack(arrays).astype(np.float32, copy=False)
 
 
@@ -115,14 +148,19 @@ def load_imagefolder(cfg: DataConfig, root: Path) -> RawSplits:
             f"{only_test or 'none'}); both splits need the same class folders"
         )
 
-    train_files, y_train = _split_files(train_dir, classes)
+    train_files, y_train = _split_files(train_dir, classes, every_class=True)
     test_files, y_test = _split_files(test_dir, classes)
 
     # One pass over the headers (cheap: no pixel data is decoded) to settle mode and size.
     grey = True
     first_size: tuple[int, int] | None = None
+    damage = _image_damage()
     for f in train_files + test_files:
-        with Image.open(f) as img:
+        try:
+            img = Image.open(f)
+        except damage as err:
+            raise _unreadable(f, err) from err
+        with img:
             grey = grey and img.mode in GREY_MODES
             if cfg.image_size > 0:
                 continue
@@ -158,6 +196,17 @@ def _npz_images(key: str, x: np.ndarray, path: Path) -> np.ndarray:
             raise ConfigError(
                 f"data.path: {key} in {str(path)!r} holds NaN or infinite values; "
                 f"replace them before saving"
+            )
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+            fix = (
+                "divide by 255 (or save uint8) before saving"
+                if lo >= 0 and hi <= 255
+                else "save the raw images scaled to [0, 1] (vogflow standardises them itself)"
+            )
+            raise ConfigError(
+                f"data.path: {key} in {str(path)!r} holds floats in [{lo:.4g}, {hi:.4g}]; float "
+                f"images must lie in [0, 1]: {fix}"
             )
     else:
         raise ConfigError(
@@ -203,15 +252,60 @@ def _npz_labels(key: str, y: np.ndarray, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def _damaged_member(key: str, path: Path, err: BaseException) -> ConfigError:
+    return ConfigError(
+        f"data.path: {key} in {str(path)!r} is corrupted ({type(err).__name__}: {err}); save the "
+        f"archive again with np.savez or np.savez_compressed"
+    )
+
+
 def _non_integers(y: np.ndarray) -> list[float]:
     bad = y[~(np.isfinite(y) & (y == np.round(y)))]
     return bad[:5].tolist()
 
 
-def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
-    """One ``.npz`` with ``x_train, y_train, x_test, y_test``; classes are ``0..max label``.
+def check_classes(y_train: np.ndarray, y_test: np.ndarray, *, source: str) -> int:
+    """The class count ``K`` when the training labels are exactly ``0..K-1`` and test is within.
 
-    Images: uint8 (scaled by 1/255) or float (kept as is), laid out NHW, NHWC or NCHW.
+    A label no training example has would still build an output unit the model never learns,
+    and shift every class count and metric: refused instead.
+    """
+    present = np.unique(y_train)
+    k = int(present[-1]) + 1
+    unseen = np.setdiff1d(np.unique(y_test), present)
+    if unseen.size:
+        shown = ", ".join(str(int(v)) for v in unseen[:5])
+        raise ConfigError(
+            f"{source}: y_test holds label(s) {shown} that no training example has (train "
+            f"labels: {_span(present)}); labels must be 0..K-1 and every test class must occur "
+            "in y_train: drop those test examples or fix their labels"
+        )
+    if present.size != k:
+        absent = np.setdiff1d(np.arange(k), present)
+        fix = (
+            "they look 1-based: subtract 1 from y_train and y_test"
+            if present[0] == 1 and present.size == k - 1
+            else "renumber them 0..K-1 (e.g. np.unique(y, return_inverse=True))"
+        )
+        raise ConfigError(
+            f"{source}: y_train has no example of class(es) "
+            f"{', '.join(str(int(v)) for v in absent[:5])} (train labels: {_span(present)}); "
+            f"labels must be the class indices 0..K-1 with every class in y_train: {fix}"
+        )
+    return k
+
+
+def _span(values: np.ndarray) -> str:
+    if values.size <= 6:
+        return ", ".join(str(int(v)) for v in values)
+    return f"{int(values[0])}..{int(values[-1])} ({values.size} distinct)"
+
+
+def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
+    """One ``.npz`` with ``x_train, y_train, x_test, y_test``; classes are ``0..K-1``.
+
+    Images: uint8 (scaled by 1/255) or float in [0, 1] (kept as is), laid out NHW, NHWC or NCHW.
+    Labels: integers (or whole-number floats) ``0..K-1``, each class present in ``y_train``.
     """
     path = _resolve(cfg, root)
     if not path.is_file():
@@ -219,18 +313,27 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
             f"data.path: {str(path)!r} does not exist; expected an .npz file with the arrays "
             f"{', '.join(NPZ_KEYS)} (np.savez(path, x_train=..., y_train=..., ...))"
         )
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ConfigError(
-            f"data.path: {str(path)!r} cannot be read as an .npz archive ({err}); "
-            f"save it with np.savez or np.savez_compressed"
-        ) from err
-    if not hasattr(archive, "files"):
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(b"\x93NUMPY"):
         raise ConfigError(
             f"data.path: {str(path)!r} holds a single array, not an .npz archive; save the "
             f"arrays {', '.join(NPZ_KEYS)} with np.savez"
         )
+    if not head.startswith(b"PK"):
+        # np.load would take such a file for a pickle and complain about pickled data.
+        what = "is empty (0 bytes)" if not head else "is not an .npz (zip) archive"
+        raise ConfigError(
+            f"data.path: {str(path)!r} {what}: it is corrupted or in another format; save the "
+            f"arrays {', '.join(NPZ_KEYS)} with np.savez or np.savez_compressed"
+        )
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except NPZ_DAMAGE as err:
+        raise ConfigError(
+            f"data.path: {str(path)!r} cannot be read as an .npz archive ({err}); it is "
+            f"corrupted or truncated: save it again with np.savez or np.savez_compressed"
+        ) from err
     with archive:
         missing = [k for k in NPZ_KEYS if k not in archive.files]
         if missing:
@@ -244,11 +347,15 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
             try:
                 arrays[key] = archive[key]
             except ValueError as err:
+                if "pickle" not in str(err):
+                    raise _damaged_member(key, path, err) from err
                 # Object arrays need pickle, which would run code from the file: refused.
                 raise ConfigError(
                     f"data.path: {key} in {str(path)!r} cannot be loaded ({err}); save plain "
                     f"numeric arrays (uint8 or float images, integer labels)"
                 ) from err
+            except NPZ_DAMAGE as err:
+                raise _damaged_member(key, path, err) from err
 
     x_train = _npz_images("x_train", arrays["x_train"], path)
     x_test = _npz_images("x_test", arrays["x_test"], path)
@@ -267,7 +374,7 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
             f"data.path: x_train images are {x_train.shape[1:]} (C, H, W) but x_test images are "
             f"{x_test.shape[1:]} in {str(path)!r}; both splits need the same image shape"
         )
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = check_classes(y_train, y_test, source=f"data.path: {str(path)!r}")
     return RawSplits(
         x_train=x_train,
         y_train=y_train,
