@@ -1,8 +1,9 @@
 """`vogflow compare`, `vogflow top` and `vogflow audit` end to end, on a real MLflow SQLite store.
 
 Audits are built without the pipeline: `vogflow.api.audit` on seeded random checkpoints of a tiny
-model, logged with `tracking.StageRun` exactly as the train and score stages log them (a parent
-audit run holding `rankings/main/<split>.parquet`, a registered model version tagged with it).
+model, laid out as the pipeline leaves them (dvc.lock, rankings) and logged by the same code as
+the track stage (a parent audit run holding `rankings/main/<split>.parquet`, a child per stage, a
+registered model version tagged with the audit).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vogflow import cli, compare, tracking
 from vogflow.api import audit
 from vogflow.config import DataConfig
 from vogflow.data import load_dataset, load_raw
-from vogflow.rankings import BASE_COLUMNS, read, score_columns, write_parquet
+from vogflow.rankings import contract_columns, read, write_parquet
 
 MODEL = "vogflow-main"
 N_TEST = 60
@@ -80,25 +81,52 @@ class Store:
     versions: dict[str, int]  # name -> registered model version
 
 
-def log_pipeline_audit(store: Store, mp: pytest.MonkeyPatch, name: str, table: pd.DataFrame, *,
-                       register: bool) -> None:  # fmt: skip
-    """Log ``table`` as the test split of run ``main`` of a new audit, as the stages do."""
-    mp.setenv("VOGFLOW_AUDIT_ID", f"audit-{name}")
+def log_pipeline_audit(store: Store, name: str, table: pd.DataFrame, *, register: bool) -> None:
+    """Log ``table`` as the test split of run ``main`` of a new audit, as the track stage does."""
+    import yaml
+
+    from vogflow.tracking.record import compose
+
     folder = store.root / name
-    train = tracking.StageRun("train@main", experiment="vogflow", run="main", tags={})
-    train.params({"data": {"name": "npz", "path": str(store.npz)}, "model": {"name": "tiny"}})
+    write_parquet(table, folder / "runs" / "main" / "rankings" / "test.parquet")
+    (folder / "dvc.yaml").write_text(textwrap.dedent("""
+        stages:
+          score:
+            foreach: [main]
+            do:
+              cmd: python stages/score.py --run ${key}
+              outs:
+                - runs/${key}/rankings
+    """))
+    data = {"name": "npz", "path": str(store.npz)}
+    lock = {"stages": {
+        "train@main": {"params": {"params.yaml": {"data": data, "model": {"name": "tiny"}}}},
+        "score@main": {"outs": [{"path": "runs/main/rankings", "md5": name}]},
+    }}
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    params = {"data": data, "vog": {"rank_by": "late_label"}, "tracking": {"register_run": "main"}}
+    record = compose(folder, params=params, git={})
+    run_id, _ = tracking.log_pipeline_audit(record, experiment="vogflow", model_name=MODEL,
+                                            model_dir=None, uri=store.uri)
+    client = tracking.client(store.uri)
     if register:
-        (folder / "model").mkdir(parents=True)
-        torch.save(tiny().state_dict(), folder / "model" / "model.pt")
-        store.versions[name] = train.register_model(MODEL, folder / "model")
-    train.finish()
-    score = tracking.StageRun("score@main", experiment="vogflow", run="main", tags={})
-    write_parquet(table, folder / "rankings" / "test.parquet")
-    score.artifact(folder / "rankings", "rankings")
-    score.artifact(folder / "rankings", "rankings/main", parent=True)
-    score.finish()
-    store.audits[name] = score.parent_id
-    store.score_runs[name] = score.run_id
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(MODEL)
+        except MlflowException:
+            pass
+        client.log_artifact(run_id, str(folder / "dvc.yaml"), "model")
+        version = client.create_model_version(
+            MODEL, f"{client.get_run(run_id).info.artifact_uri}/model", run_id=run_id,
+            tags={tracking.AUDIT_RUN_TAG: run_id},
+        )
+        store.versions[name] = int(version.version)
+    children = client.search_runs([client.get_run(run_id).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    store.audits[name] = run_id
+    store.score_runs[name] = next(c.info.run_id for c in children
+                                  if c.info.run_name == "score@main")
     store.tables[name] = table
 
 
@@ -123,13 +151,12 @@ def store(tmp_path_factory: pytest.TempPathFactory):
         relabelled = a.copy()
         for col in ("label", "true_label"):
             relabelled.loc[[0, 5, 7], col] = (a.loc[[0, 5, 7], col] + 1) % 3
-        log_pipeline_audit(s, mp, "a", a, register=True)  # version 1
-        log_pipeline_audit(s, mp, "b", b, register=True)  # version 2
-        log_pipeline_audit(s, mp, "swap", swapped, register=True)  # version 3
-        log_pipeline_audit(s, mp, "relabelled", relabelled, register=False)
-        tracking._client(s.uri).set_registered_model_alias(MODEL, "champion", "2")
+        log_pipeline_audit(s, "a", a, register=True)  # version 1
+        log_pipeline_audit(s, "b", b, register=True)  # version 2
+        log_pipeline_audit(s, "swap", swapped, register=True)  # version 3
+        log_pipeline_audit(s, "relabelled", relabelled, register=False)
+        tracking.client(s.uri).set_registered_model_alias(MODEL, "champion", "2")
         s.hard, s.easy = hard, easy
-        mp.delenv("VOGFLOW_AUDIT_ID")
         yield s
 
 
@@ -140,7 +167,6 @@ def _env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_pa
         monkeypatch.setenv("MLFLOW_TRACKING_URI", s.uri)
     else:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("VOGFLOW_AUDIT_ID", raising=False)
     monkeypatch.chdir(tmp_path)
 
 
@@ -153,7 +179,7 @@ def one_line_error(capsys: pytest.CaptureFixture, command: str) -> str:
 
 
 def compare_runs(uri: str) -> list:
-    client = tracking._client(uri)
+    client = tracking.client(uri)
     exp = client.get_experiment_by_name("vogflow")
     return list(client.search_runs([exp.experiment_id], "tags.`vogflow.kind` = 'compare'"))
 
@@ -187,7 +213,7 @@ def test_compare_two_versions_logs_a_compare_run(store: Store, tmp_path: Path, c
     assert run.data.tags["vogflow.compare.a"] == a and run.data.tags["vogflow.compare.b"] == b
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.metrics["spearman"] == pytest.approx(report["spearman"])
-    client = tracking._client(store.uri)
+    client = tracking.client(store.uri)
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     files |= {f.path for f in client.list_artifacts(run.info.run_id, "figures")}
     assert {"compare.json", "movers.csv", "figures/deciles.png", "figures/movers.png"} <= files
@@ -327,7 +353,7 @@ def test_audit_end_to_end_natural_order(
     assert "hardest 10 by vog_late_label" in printed
 
     table = read(out)
-    assert list(table.columns) == [*BASE_COLUMNS, *score_columns()]
+    assert list(table.columns) == contract_columns()
     assert len(table) == N_TEST and table["index"].tolist() == list(range(N_TEST))
     # With windows of 2, early = epochs (1, 2) and late = (2, 10): only the natural order matches.
     # The CLI feeds the inputs as loaded, never standardised: the API on the same arrays agrees.

@@ -171,15 +171,16 @@ def _read_only_folder(tmp_path: Path) -> Path:
     [
         ("r.txt", "unknown table format '.txt'; end the name with .parquet or .csv"),
         ("r", "unknown table format '(no suffix)'"),
-        ("missing/r.parquet", "the folder 'missing' does not exist; create it"),
+        ("afile.txt/r.parquet", "cannot create the folder 'afile.txt'"),
         ("READ_ONLY/r.parquet", "cannot write to the folder"),
         ("adir.parquet", "is a folder; name the table file inside it"),
     ],
-    ids=["txt", "no-suffix", "missing-folder", "read-only", "folder"],
+    ids=["txt", "no-suffix", "folder-under-a-file", "read-only", "folder"],
 )
 def test_audit_bad_out_fails_before_any_work(project, capsys, out, message):
     root = project["root"]
     (root / "adir.parquet").mkdir()
+    (root / "afile.txt").write_text("")
     if out.startswith("READ_ONLY"):
         out = out.replace("READ_ONLY", str(_read_only_folder(root)))
     assert cli.main(audit_args(project, out)) == 2

@@ -169,7 +169,8 @@ OUT_SUFFIXES = (".parquet", ".csv")
 
 
 def check_out_file(value: str) -> Path:
-    """``--out``: a .parquet or .csv path whose folder exists and takes files, checked up front."""
+    """``--out``: a .parquet or .csv path whose folder takes files (created if missing), checked
+    before any work."""
     import tempfile
 
     out = Path(value)
@@ -179,8 +180,13 @@ def check_out_file(value: str) -> Path:
             "name with .parquet or .csv"
         )
     folder = out.parent
-    if not folder.is_dir():
-        raise UsageError(f"--out {value!r}: the folder {str(folder)!r} does not exist; create it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(
+            f"--out {value!r}: cannot create the folder {str(folder)!r} ({err.strerror or err}); "
+            "choose a writable folder"
+        ) from err
     if out.is_dir():
         raise UsageError(f"--out {value!r} is a folder; name the table file inside it")
     # A real write (not os.access): it also catches read-only mounts and holds as root.

@@ -130,6 +130,8 @@ def resolve_audit(ref: str, *, run: str | None = None) -> AuditRef:
     if tags.get(KIND_TAG) == "compare":
         raise TrackingError(f"run {ref} is a comparison, not an audit; pass an audit run id")
     parent = tags.get(PARENT_TAG)
+    if tags.get(KIND_TAG) == "api":  # `vogflow audit --track`: one table, in the run itself
+        return AuditRef(ref, ref, run or DEFAULT_RUN, source_run_id=ref, uri=uri)
     if not parent:
         return AuditRef(ref, ref, run or DEFAULT_RUN, uri=uri)
     own = tags.get(RUN_TAG)
@@ -154,14 +156,20 @@ def _children(client: Any, audit_run_id: str) -> list[Any]:
 
 
 def _candidates(client: Any, audit: AuditRef) -> list[tuple[str, str]]:
-    """``(run id, rankings folder)`` pairs that may hold the audit's rankings, best first."""
+    """``(run id, rankings folder)`` pairs that may hold the audit's rankings, best first.
+
+    A pipeline audit keeps every run's rankings on the parent (``rankings/<run>``) and on each
+    score child in the project's layout (``runs/<run>/rankings``); an API audit in ``rankings``.
+    """
     if audit.source_run_id:
-        return [(audit.source_run_id, "rankings")]
+        return [(audit.source_run_id, f"runs/{audit.run}/rankings"),
+                (audit.source_run_id, "rankings")]
     out = [(audit.audit_run_id, f"rankings/{audit.run}")]
     for child in _children(client, audit.audit_run_id):
         tags = child.data.tags
-        score = tags.get(STAGE_TAG, "").startswith("score") and tags.get(RUN_TAG) == audit.run
-        if score or tags.get(KIND_TAG) == "api":
+        if tags.get(STAGE_TAG, "").startswith("score") and tags.get(RUN_TAG) == audit.run:
+            out.append((child.info.run_id, f"runs/{audit.run}/rankings"))
+        elif tags.get(KIND_TAG) == "api":
             out.append((child.info.run_id, "rankings"))
     return out
 
