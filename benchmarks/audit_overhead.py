@@ -1,58 +1,62 @@
-"""Start-up overhead of a whole audit: process start-up time summed over the stages it ran.
+"""Where a whole audit's time goes: stage work, process start-up, and DVC between stages.
 
-Every stage logs ``timing.startup_seconds`` (interpreter, imports, params, tracking store, up to
-its first line of work) and ``timing.total_seconds`` to its MLflow child run. This sums them over
-the latest audit (the parent run of the last ``dvc repro``):
+Clones the project (its committed state) into a fresh folder, runs the default audit there with
+`dvc repro` as a new user would, and splits the wall time using the timings every stage leaves in
+`.vogflow/timings/` (process start, first line of work, end):
 
-    python benchmarks/audit_overhead.py [--tracking-uri sqlite:///mlflow.db]
+    python benchmarks/audit_overhead.py [--keep FOLDER]
+
+- work: each stage's body (training, extraction, analysis, logging in the track stage);
+- start-up: interpreter, imports and params of each stage process, before its first line of work;
+- between stages: wall time not inside any stage process (DVC hashing, locking, its own start).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
-    p.add_argument("--experiment", default="vogflow")
+    p.add_argument("--keep", help="run in this folder and keep it (default: a temporary one)")
     args = p.parse_args()
-    client = MlflowClient(tracking_uri=args.tracking_uri)
-    exp = client.get_experiment_by_name(args.experiment)
-    parents = client.search_runs(
-        [exp.experiment_id],
-        "tags.`vogflow.kind` = 'audit'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not parents:
-        raise SystemExit("no audit found: run `dvc repro` first")
-    parent = parents[0]
-    children = client.search_runs(
-        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
-    )
+    folder = Path(args.keep or tempfile.mkdtemp(prefix="vogflow-audit-"))
+    if folder.exists():
+        shutil.rmtree(folder)
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
+    env = {**os.environ, "PYTHONPATH": str(folder)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started = time.time()
+    subprocess.run(["dvc", "repro"], cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.time() - started
     rows = []
-    for child in children:
-        m = child.data.metrics
-        if "timing.total_seconds" in m:
-            rows.append(
-                (
-                    child.data.tags["vogflow.stage"],
-                    m["timing.startup_seconds"],
-                    m["timing.total_seconds"],
-                )
-            )
-    rows.sort()
+    for path in sorted((folder / ".vogflow" / "timings").glob("*.json")):
+        t = json.loads(path.read_text())
+        rows.append((t["stage"], t["body_start"] - t["start"], t["end"] - t["body_start"]))
     startup = sum(r[1] for r in rows)
-    total = sum(r[2] for r in rows)
-    print(f"audit {parent.info.run_name} ({parent.info.run_id}): {len(rows)} stages")
-    print("| stage | start-up (s) | total (s) |\n|---|---|---|")
-    for stage, s, t in rows:
-        print(f"| {stage} | {s:.2f} | {t:.2f} |")
-    print(f"| **all** | **{startup:.1f}** | **{total:.1f}** |")
-    print(f"\nstart-up share: {startup / total:.1%} of {total:.0f} s of stage time")
+    work = sum(r[2] for r in rows)
+    between = wall - startup - work
+    print(f"`dvc repro` of the default audit in a fresh clone: {wall:.0f} s wall, "
+          f"{len(rows)} stages")
+    print("| stage | start-up (s) | work (s) |\n|---|---|---|")
+    for stage, s, w in rows:
+        print(f"| {stage} | {s:.1f} | {w:.1f} |")
+    print(f"| **all** | **{startup:.1f}** | **{work:.1f}** |\n")
+    print(f"work {work:.0f} s ({work / wall:.0%}), start-up {startup:.0f} s ({startup / wall:.0%}), "
+          f"between stages (DVC) {between:.0f} s ({between / wall:.0%})")
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -53,16 +53,16 @@ def main() -> None:
             # Timings go to MLflow only: a DVC output must be the same bits on every rerun.
             ctx.timings[f"{split}.seconds"] = seconds
             ctx.timings[f"{split}.images_per_second"] = len(x) / seconds
-            metrics["splits"][split] = {
-                "examples": len(x),
-                # The regime behind each window: its epochs and learning rates.
-                "windows": {
-                    w: {
-                        "epochs": [per_ckpt[i]["epoch"] for i in idx],
-                        "lr": [per_ckpt[i]["lr"] for i in idx],
-                    }
-                    for w, idx in extraction.windows.items()
-                },
+            metrics["splits"][split] = {"examples": len(x)}
+            # The regime behind each window: its epochs and learning rates (the same for every
+            # split), as scalars and strings so `dvc metrics show` reads them.
+            metrics["windows"] = {
+                w: {
+                    "epochs": " ".join(str(per_ckpt[i]["epoch"]) for i in idx),
+                    "lr_first": per_ckpt[idx[0]]["lr"],
+                    "lr_last": per_ckpt[idx[-1]]["lr"],
+                }
+                for w, idx in extraction.windows.items()
             }
             print(
                 f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s "

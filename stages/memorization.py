@@ -82,6 +82,7 @@ def main() -> None:
                 "hedges_g": welch["hedges_g"],
                 "p_one_sided": welch["p_one_sided"],
                 "p_two_sided": welch["p_two_sided"],
+                "expected": welch["claim"]["expected"],
                 "verdict": headline(welch["claim"])["verdict"],
                 "noisy_fit": report["regime"]["noisy_fit"],
             },

@@ -26,8 +26,11 @@ def main() -> None:
         from vogflow import tracking
 
         if not tracking.enabled():
-            print("tracking is off (VOGFLOW_TRACKING=off): nothing is logged; to log this audit "
-                  "later, run `dvc repro -f track`", flush=True)
+            print(
+                "tracking is off (VOGFLOW_TRACKING=off): nothing is logged; to log this audit "
+                "later, run `dvc repro -f track`",
+                flush=True,
+            )
             return
         from vogflow.tracking.record import compose, outputs
         from vogflow.tracking.store import git_state
@@ -46,8 +49,11 @@ def main() -> None:
         uri = tracking.tracking_uri(ctx.root)
         try:
             run_id, new = log_pipeline_audit(
-                record, experiment=prm.tracking.experiment, model_name=prm.tracking.model_name,
-                model_dir=model_dir if model_dir.is_dir() else None, uri=uri,
+                record,
+                experiment=prm.tracking.experiment,
+                model_name=prm.tracking.model_name,
+                model_dir=model_dir if model_dir.is_dir() else None,
+                uri=uri,
             )
         except tracking.TrackingError as err:
             sys.exit(f"track: {err}")

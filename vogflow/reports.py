@@ -50,8 +50,14 @@ def write_curves(report: dict[str, Any], key: str, path: str | Path) -> None:
 
     curve = report["curves"][key]
     interval = np.asarray(curve["error_interval"], dtype=float)
-    table = pd.DataFrame({"bucket": np.arange(report["bins"]), "error": curve["error"],
-                          "lo": interval[:, 0], "hi": interval[:, 1]})
+    table = pd.DataFrame(
+        {
+            "bucket": np.arange(report["bins"]),
+            "error": curve["error"],
+            "lo": interval[:, 0],
+            "hi": interval[:, 1],
+        }
+    )
     write_text(path, table.to_csv(index=False, float_format="%.6g"))
 
 
@@ -71,6 +77,13 @@ def verdict(claim: dict[str, Any]) -> str:
 
 
 def headline(claim: dict[str, Any]) -> dict[str, Any]:
-    """A claim as flat scalars for a DVC metrics file: measured value, interval ends, verdict."""
+    """A claim as flat scalars for a DVC metrics file: the paper's direction, the measured value
+    with its interval, and the verdict."""
     lo, hi = claim.get("interval", (float("nan"), float("nan")))
-    return {"measured": claim["measured"], "lo": lo, "hi": hi, "verdict": verdict(claim)}
+    return {
+        "expected": claim["expected"],
+        "measured": claim["measured"],
+        "lo": lo,
+        "hi": hi,
+        "verdict": verdict(claim),
+    }

@@ -27,8 +27,16 @@ class AuditRef:
     the reference was a registered model.
     """
 
-    def __init__(self, ref: str, audit_run_id: str, run: str, *, source_run_id: str | None = None,
-                 model: str | None = None, uri: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        ref: str,
+        audit_run_id: str,
+        run: str,
+        *,
+        source_run_id: str | None = None,
+        model: str | None = None,
+        uri: str = "",
+    ) -> None:
         self.ref = ref
         self.audit_run_id = audit_run_id
         self.run = run
@@ -162,8 +170,10 @@ def _candidates(client: Any, audit: AuditRef) -> list[tuple[str, str]]:
     score child in the project's layout (``runs/<run>/rankings``); an API audit in ``rankings``.
     """
     if audit.source_run_id:
-        return [(audit.source_run_id, f"runs/{audit.run}/rankings"),
-                (audit.source_run_id, "rankings")]
+        return [
+            (audit.source_run_id, f"runs/{audit.run}/rankings"),
+            (audit.source_run_id, "rankings"),
+        ]
     out = [(audit.audit_run_id, f"rankings/{audit.run}")]
     for child in _children(client, audit.audit_run_id):
         tags = child.data.tags
@@ -236,8 +246,12 @@ def audit_params(audit: AuditRef) -> dict[str, str]:
     client, _ = _reading_client()
     params: dict[str, str] = {}
     children = _children(client, audit.audit_run_id)
-    runs = [c for c in children if c.data.tags.get(STAGE_TAG, "").startswith("train")
-            and c.data.tags.get(RUN_TAG) == audit.run]  # fmt: skip
+    runs = [
+        c
+        for c in children
+        if c.data.tags.get(STAGE_TAG, "").startswith("train")
+        and c.data.tags.get(RUN_TAG) == audit.run
+    ]
     if audit.source_run_id:
         runs.append(client.get_run(audit.source_run_id))
     else:

@@ -115,8 +115,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
-            exp_name: str | None = None) -> AuditRecord:
+def compose(
+    workspace: Path, *, params: dict[str, Any], git: dict[str, str], exp_name: str | None = None
+) -> AuditRecord:
     """The record of the pipeline state in ``workspace`` (where DVC runs the stages)."""
     import pandas as pd
 
@@ -151,7 +152,8 @@ def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
                 folder = out if path.is_dir() else str(Path(out).parent)
                 artifacts.append((path, "" if folder == "." else folder))
         timing_metrics = {
-            f"timing.{k}": v for k, v in numbers(timing).items()
+            f"timing.{k}": v
+            for k, v in numbers(timing).items()
             if k not in ("start", "end", "body_start")
         }
         if "start" in timing and "body_start" in timing:
@@ -175,7 +177,7 @@ def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
     rank_by = params.get("vog", {}).get("rank_by", "late_label")
     register_run = params.get("tracking", {}).get("register_run", "main")
     headline = headline_metrics(workspace, register_run)
-    verdicts = headline_verdicts(workspace, register_run)
+    claims = headline_claims(workspace, register_run)
     top = {}
     for split in ("test", "train"):
         path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
@@ -196,7 +198,7 @@ def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
     tags = {
         "vogflow.kind": "audit",
         "vogflow.audit_key": state_key(lock),
-        **{f"verdict.{k}": v for k, v in verdicts.items()},
+        **{f"verdict.{k}": c["verdict"] for k, c in claims.items()},
         **git,
     }
     if exp_name:
@@ -207,7 +209,7 @@ def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
         tags=tags,
         params={k: str(v)[:6000] for k, v in flatten(params).items()},
         metrics=headline,
-        description=describe(name, headline, verdicts, top.get("test"), rank_by),
+        description=describe(name, headline, claims, top.get("test"), rank_by),
         artifacts=artifacts,
         children=children,
         top=top,
@@ -217,8 +219,11 @@ def compose(workspace: Path, *, params: dict[str, Any], git: dict[str, str],
 
 def hardest(table: Any, column: str, k: int) -> Any:
     """The ``k`` hardest rows by ``column`` with what a person needs to find them."""
-    keep = [c for c in ("index", "path", "label", "true_label", "pred", "correct", "noisy")
-            if c in table.columns]  # fmt: skip
+    keep = [
+        c
+        for c in ("index", "path", "label", "true_label", "pred", "correct", "noisy")
+        if c in table.columns
+    ]
     top = table.nlargest(k, column)[[*keep, column]].reset_index(drop=True)
     top.insert(0, "rank", range(1, len(top) + 1))
     return top
@@ -235,33 +240,64 @@ def headline_metrics(workspace: Path, run: str) -> dict[str, float]:
         "decile_error_trend_lo": score.get("test.trend.lo"),
         "decile_error_trend_hi": score.get("test.trend.hi"),
     }
-    for rel, prefix in (("results/stability/metrics.json", "stability"),
-                        ("results/memorization/metrics.json", "memorization"),
-                        ("results/toy/metrics.json", "toy"),
-                        ("results/ood/metrics.json", "ood")):  # fmt: skip
+    for rel, prefix in (
+        ("results/stability/metrics.json", "stability"),
+        ("results/memorization/metrics.json", "memorization"),
+        ("results/toy/metrics.json", "toy"),
+        ("results/ood/metrics.json", "ood"),
+    ):
         for k, v in numbers(read(rel)).items():
             wanted[f"{prefix}.{k}"] = v
     return numbers({k: v for k, v in wanted.items() if v is not None})
 
 
-def headline_verdicts(workspace: Path, run: str) -> dict[str, str]:
-    found = {}
-    for rel, prefix in ((f"runs/{run}/score.json", "deciles"),
-                        ("results/stability/metrics.json", "stability"),
-                        ("results/memorization/metrics.json", "memorization"),
-                        ("results/toy/metrics.json", "toy")):  # fmt: skip
-        for k, v in flatten(_read_json(workspace / rel)).items():
-            if k == "verdict" or k.endswith(".verdict"):
-                claim = k.removesuffix("verdict").rstrip(".")
-                found[".".join(filter(None, (prefix, claim)))] = v
+def headline_claims(workspace: Path, run: str) -> dict[str, dict[str, Any]]:
+    """Every claim the metrics files state: name -> expected, measured, lo, hi, verdict."""
+    found: dict[str, dict[str, Any]] = {}
+    for rel, prefix in (
+        (f"runs/{run}/score.json", "deciles"),
+        ("results/scorecard/metrics.json", "scorecard"),
+        ("results/stability/metrics.json", "stability"),
+        ("results/memorization/metrics.json", "memorization"),
+        ("results/toy/metrics.json", "toy"),
+    ):
+        flat = flatten(_read_json(workspace / rel))
+        for key, value in flat.items():
+            if key != "verdict" and not key.endswith(".verdict"):
+                continue
+            base = key.removesuffix("verdict")
+            claim = {"verdict": value}
+            for field_name in ("expected", "measured", "lo", "hi"):
+                if base + field_name in flat:
+                    claim[field_name] = flat[base + field_name]
+            if "measured" not in claim and base == "":
+                claim["measured"] = flat.get("mean_difference")
+            found[".".join(filter(None, (prefix, base.rstrip(".")))) or prefix] = claim
     return found
 
 
-def describe(name: str, metrics: dict[str, float], verdicts: dict[str, str], top: Any,
-             rank_by: str) -> str:
-    """The parent run's markdown description: verdicts first, then the hardest test examples."""
-    lines = [f"## {name}", "", "| claim | verdict |", "|---|---|"]
-    lines += [f"| {claim} | {verdict} |" for claim, verdict in sorted(verdicts.items())]
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, int | float) else "-"
+
+
+def describe(
+    name: str, metrics: dict[str, float], claims: dict[str, dict[str, Any]], top: Any, rank_by: str
+) -> str:
+    """The parent run's markdown description: the claims first, then the hardest test examples."""
+    lines = [
+        f"## {name}",
+        "",
+        "The paper's claims, tested on this audit's data:",
+        "",
+        "| claim | expected | measured | interval | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for claim, c in sorted(claims.items()):
+        interval = f"[{_number(c.get('lo'))}, {_number(c.get('hi'))}]" if "lo" in c else "-"
+        lines.append(
+            f"| {claim} | {c.get('expected', '-')} | {_number(c.get('measured'))} "
+            f"| {interval} | **{c['verdict']}** |"
+        )
     if "test_accuracy" in metrics:
         lines += ["", f"Test accuracy of the audited model: {metrics['test_accuracy']:.3f}."]
     if top is not None and len(top):

@@ -18,8 +18,10 @@ from typing import Any
 
 from vogflow.stage import project_root
 
-HINT = ("start the server, point MLFLOW_TRACKING_URI at a reachable store, or run with "
-        "VOGFLOW_TRACKING=off")  # fmt: skip
+HINT = (
+    "start the server, point MLFLOW_TRACKING_URI at a reachable store, or run with "
+    "VOGFLOW_TRACKING=off"
+)
 # Database URIs need a driver that MLflow does not install.
 DRIVERS = {"postgresql": "psycopg2", "mysql": "pymysql", "mssql": "pyodbc"}
 SCHEMES = ("sqlite", "http", "https", "databricks", "file", *DRIVERS)
@@ -146,8 +148,11 @@ def _rebase_artifacts(db: Path) -> None:
             rows = con.execute("SELECT artifact_location FROM experiments").fetchall()
         except sqlite3.Error:
             return  # not migrated yet: nothing to rebase
-        old = {loc[: loc.index("/mlartifacts") + len("/mlartifacts")]
-               for (loc,) in rows if loc and "/mlartifacts" in loc}  # fmt: skip
+        old = {
+            loc[: loc.index("/mlartifacts") + len("/mlartifacts")]
+            for (loc,) in rows
+            if loc and "/mlartifacts" in loc
+        }
         old.discard(here)
         for prefix in old:
             for table, column in _LOCATION_COLUMNS:
@@ -198,10 +203,15 @@ def git_state(root: Path, *, generated: Iterable[str] = ()) -> dict[str, str]:
 
     try:
         commit = os.environ.get("DVC_EXP_BASELINE_REV") or git("rev-parse", "HEAD").strip()
-        changed = [line[3:].strip().strip('"') for line in
-                   git("status", "--porcelain", "--untracked-files=no").splitlines()]  # fmt: skip
+        changed = [
+            line[3:].strip().strip('"')
+            for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        ]
         dirty = any(not produced(path) for path in changed)
     except (OSError, subprocess.SubprocessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}
-    return {"git.commit": commit, "git.dirty": str(dirty).lower(),
-            "mlflow.source.git.commit": commit}  # fmt: skip
+    return {
+        "git.commit": commit,
+        "git.dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": commit,
+    }

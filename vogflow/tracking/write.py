@@ -36,8 +36,14 @@ def _ms(seconds: float | None) -> int | None:
     return int(seconds * 1000) if seconds is not None else None
 
 
-def _log_values(client: Any, run_id: str, *, params: Mapping[str, str] = {},
-                metrics: Mapping[str, float] = {}, step: int = 0) -> None:  # noqa: B006
+def _log_values(
+    client: Any,
+    run_id: str,
+    *,
+    params: Mapping[str, str] = {},
+    metrics: Mapping[str, float] = {},
+    step: int = 0,
+) -> None:  # noqa: B006
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
@@ -65,8 +71,14 @@ def find_audit(client: Any, experiment: str, key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def log_pipeline_audit(record: AuditRecord, *, experiment: str, model_name: str,
-                       model_dir: Path | None, uri: str | None = None) -> tuple[str, bool]:
+def log_pipeline_audit(
+    record: AuditRecord,
+    *,
+    experiment: str,
+    model_name: str,
+    model_dir: Path | None,
+    uri: str | None = None,
+) -> tuple[str, bool]:
     """Log ``record`` as one parent run with a child per stage; returns ``(run id, new)``.
 
     ``model_dir`` (the audited run's checkpoint folder) becomes a logged MLflow model, registered
@@ -82,7 +94,9 @@ def log_pipeline_audit(record: AuditRecord, *, experiment: str, model_name: str,
             return done, False
         started = [c.start for c in record.children if c.start is not None]
         parent = client.create_run(
-            exp, run_name=record.name, tags={**record.tags, NOTE_TAG: record.description},
+            exp,
+            run_name=record.name,
+            tags={**record.tags, NOTE_TAG: record.description},
             start_time=_ms(min(started)) if started else None,
         )
         parent_id = parent.info.run_id
@@ -94,14 +108,20 @@ def log_pipeline_audit(record: AuditRecord, *, experiment: str, model_name: str,
                 client.log_table(parent_id, table, f"tables/hardest_{split}.json")
             for child in record.children:
                 run = client.create_run(
-                    exp, run_name=child.name, start_time=_ms(child.start),
+                    exp,
+                    run_name=child.name,
+                    start_time=_ms(child.start),
                     tags={**child.tags, PARENT_TAG: parent_id, AUDIT_RUN_TAG: parent_id},
                 )
                 created.append(run.info.run_id)
                 _log_values(client, run.info.run_id, params=child.params, metrics=child.metrics)
                 for step in child.steps:
-                    _log_values(client, run.info.run_id, metrics=numbers(step),
-                                step=int(step.get("epoch", 0)))
+                    _log_values(
+                        client,
+                        run.info.run_id,
+                        metrics=numbers(step),
+                        step=int(step.get("epoch", 0)),
+                    )
                 _log_artifacts(client, run.info.run_id, child.artifacts)
                 client.set_terminated(run.info.run_id, "FINISHED", end_time=_ms(child.end))
             if model_dir is not None:
@@ -117,8 +137,9 @@ def log_pipeline_audit(record: AuditRecord, *, experiment: str, model_name: str,
     return parent_id, True
 
 
-def _log_model(client: Any, uri: str, parent_id: str, record: AuditRecord, model_dir: Path,
-               model_name: str) -> None:
+def _log_model(
+    client: Any, uri: str, parent_id: str, record: AuditRecord, model_dir: Path, model_name: str
+) -> None:
     """The audited model as a real MLflow model: ``torch.export`` (no pickle), a signature and an
     input example; its registered version carries a description and an alias."""
     import mlflow
@@ -129,7 +150,8 @@ def _log_model(client: Any, uri: str, parent_id: str, record: AuditRecord, model
 
     models, manifest = load_run_models(model_dir)
     model = models[-1].eval()
-    example = np.zeros((1, *manifest["input_shape"]), dtype=np.float32)
+    # Two rows: torch.export fixes a dimension of size 1, and the batch must stay free.
+    example = np.zeros((2, *manifest["input_shape"]), dtype=np.float32)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=parent_id):
         from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -137,21 +159,32 @@ def _log_model(client: Any, uri: str, parent_id: str, record: AuditRecord, model
 
         dataset = str(manifest.get("dataset", "dataset"))
         mlflow.log_input(
-            MetaDataset(resolve_dataset_source(dataset), name=dataset,
-                        digest=str(manifest["data_fingerprint"])[:36]),
+            MetaDataset(
+                resolve_dataset_source(dataset),
+                name=dataset,
+                digest=str(manifest["data_fingerprint"])[:36],
+            ),
             context="train",
         )
         with torch.no_grad():
             info = mlflow.pytorch.log_model(
-                model, name="model", serialization_format="pt2", input_example=example,
+                model,
+                name="model",
+                serialization_format="pt2",
+                input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
     _ensure_registered(client, model_name)
     version = client.create_model_version(
-        model_name, info.model_uri, run_id=parent_id, tags={AUDIT_RUN_TAG: parent_id},
-        description=(f"Final checkpoint ({manifest['checkpoints'][-1]['file']}) of the audited "
-                     f"run; audit: {record.name}. Test accuracy "
-                     f"{record.metrics.get('test_accuracy', float('nan')):.3f}."),
+        model_name,
+        info.model_uri,
+        run_id=parent_id,
+        tags={AUDIT_RUN_TAG: parent_id},
+        description=(
+            f"Final checkpoint ({manifest['checkpoints'][-1]['file']}) of the audited "
+            f"run; audit: {record.name}. Test accuracy "
+            f"{record.metrics.get('test_accuracy', float('nan')):.3f}."
+        ),
     )
     client.set_registered_model_alias(model_name, MODEL_ALIAS, version.version)
     client.set_tag(parent_id, "vogflow.model_name", model_name)
@@ -182,15 +215,23 @@ def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experimen
         tags = {KIND_TAG: "api", "vogflow.version": vogflow.__version__, **git_state(root)}
         run_id = client.create_run(exp, run_name=run_name, tags=tags).info.run_id
         try:
-            _log_values(client, run_id, params={k: str(v)[:6000]
-                                                for k, v in flatten(dict(params)).items()},
-                        metrics={"examples": len(table),
-                                 "error": float(1 - table["correct"].mean())})
+            _log_values(
+                client,
+                run_id,
+                params={k: str(v)[:6000] for k, v in flatten(dict(params)).items()},
+                metrics={"examples": len(table), "error": float(1 - table["correct"].mean())},
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
                 client.log_artifacts(run_id, tmp, "rankings")
-            score = next((c for c in ("vog_all_label", "vog_late_label", "vog_all_pred")
-                          if c in table.columns), None)
+            score = next(
+                (
+                    c
+                    for c in ("vog_all_label", "vog_late_label", "vog_all_pred")
+                    if c in table.columns
+                ),
+                None,
+            )
             if score:
                 client.log_table(run_id, hardest(table, score, 25), "tables/hardest.json")
             client.set_terminated(run_id, "FINISHED")
@@ -200,10 +241,18 @@ def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experimen
     return run_id
 
 
-def log_compare(folder: str | Path, *, a: str, b: str, params: Mapping[str, Any],
-                metrics: Mapping[str, float], curves: Mapping[str, Any] | None = None,
-                tags: Mapping[str, str] | None = None, experiment: str = "vogflow",
-                run_name: str = "compare") -> str:
+def log_compare(
+    folder: str | Path,
+    *,
+    a: str,
+    b: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    curves: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    experiment: str = "vogflow",
+    run_name: str = "compare",
+) -> str:
     """Log a comparison of audits ``a`` and ``b`` as a new parent-less run; returns its id.
 
     Tags ``vogflow.kind=compare``, ``vogflow.compare.a`` and ``vogflow.compare.b`` (the references
@@ -215,13 +264,22 @@ def log_compare(folder: str | Path, *, a: str, b: str, params: Mapping[str, Any]
     check_reachable(uri)
     with open_store(uri) as client:
         exp = experiment_id(client, experiment, uri)
-        all_tags = {KIND_TAG: "compare", "vogflow.compare.a": a, "vogflow.compare.b": b,
-                    "vogflow.version": vogflow.__version__, **git_state(root), **(tags or {})}
+        all_tags = {
+            KIND_TAG: "compare",
+            "vogflow.compare.a": a,
+            "vogflow.compare.b": b,
+            "vogflow.version": vogflow.__version__,
+            **git_state(root),
+            **(tags or {}),
+        }
         run_id = client.create_run(exp, run_name=run_name, tags=all_tags).info.run_id
         try:
-            _log_values(client, run_id,
-                        params={k: str(v)[:6000] for k, v in flatten(dict(params)).items()},
-                        metrics=numbers(dict(metrics)))
+            _log_values(
+                client,
+                run_id,
+                params={k: str(v)[:6000] for k, v in flatten(dict(params)).items()},
+                metrics=numbers(dict(metrics)),
+            )
             for name, values in (curves or {}).items():
                 for step, value in enumerate(values):
                     _log_values(client, run_id, metrics=numbers({name: value}), step=step)

@@ -1,0 +1,269 @@
+"""The scorecard: which difficulty score to rank by on this data, and seed-aware verdicts on the
+paper's decile claim (DESIGN §7).
+
+    python stages/scorecard.py --runs runs --metrics results/scorecard/metrics.json \
+        --table results/scorecard/scorecard.csv --report results/scorecard/report.json \
+        --figure results/scorecard/scorecard.png
+
+Candidates: every VoG variant of the rankings tables (``vog_<window>_<mode>`` as configured by
+``vog.normalise``, plus ``_abs`` = |z| and ``_raw``), every ``hard_*`` baseline, and the
+seed-averaged ``<name>_seedmean`` of each. Reliability comes from the test split of the seed runs
+(``stability.seed_runs``; the first one is the audited run whose test error the decile trend
+uses), planted-noise detection from the training split of ``memorization.run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vogflow.io import write_json
+from vogflow.stage import parser, stage
+
+SPLIT = "test"  # the decile claim is about held-out error
+VOG, BASELINE = "vog_", "hard_"
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--runs", required=True, help="folder holding runs/<run>/rankings")
+    p.add_argument("--metrics", required=True, help="headline metrics JSON (scalars only)")
+    p.add_argument("--table", required=True, help="CSV of the scorecard, best score first")
+    p.add_argument("--report", required=True, help="JSON of the whole analysis")
+    p.add_argument("--figure", required=True, help="PNG of the scorecard")
+    args = p.parse_args()
+
+    with stage("scorecard", params_path=args.params) as ctx:
+        from vogflow.analysis.scorecard import exclusion, scorecard
+        from vogflow.rankings import read
+
+        prm = ctx.params
+        runs_dir = Path(args.runs)
+        seed_runs = list(prm.stability.seed_runs)
+        main_run = seed_runs[0]
+        tables = {r: read(runs_dir / r / "rankings" / f"{SPLIT}.parquet") for r in seed_runs}
+        _check_aligned(tables)
+        shuffled = read(runs_dir / prm.memorization.run / "rankings" / "train.parquet")
+        noisy = shuffled["noisy"].to_numpy().astype(bool)
+        if not noisy.any() or noisy.all():
+            raise SystemExit(
+                f"scorecard: run {prm.memorization.run!r} has no shuffled labels in its training "
+                "split (or only shuffled ones); give it 0 < label_noise < 1 in params.yaml"
+            )
+
+        per_run = {r: candidates(t) for r, t in tables.items()}
+        names = list(dict.fromkeys(n for scores in per_run.values() for n in scores))
+        card = scorecard(
+            {n: {r: s[n] for r, s in per_run.items() if n in s} for n in names},
+            noise_scores=candidates(shuffled),
+            noisy=noisy,
+            correct=tables[main_run]["correct"].to_numpy(),
+            main=main_run,
+            top_fraction=prm.stability.top_fraction,
+            bins=prm.vog.bins,
+        )
+        rows = card["scores"]
+        for row in rows.values():
+            row["excluded"] = exclusion(row)
+        choices = _choices(card)
+        chosen = choices["any"]["score"]
+        settable = choices["rank_by"]["score"]
+        # `auto` ranks by whichever settable score wins, so that is the one to compare with.
+        rank_by = settable if prm.vog.rank_by == "auto" else f"{VOG}{prm.vog.rank_by}"
+        best_vog = next(
+            (n for n in card["ranking"] if n.startswith(VOG) and rows[n]["kind"] == "run"), None
+        )
+        claims = decile_verdicts(tables, main_run, prm.vog)
+
+        report = {
+            **card,
+            "split": SPLIT,
+            "noise_run": prm.memorization.run,
+            "choice": choices["any"],
+            "choices": choices,
+            "rank_by": {"configured": prm.vog.rank_by, "score": rank_by},
+            "best_vog": best_vog,
+            "claims": claims,
+        }
+        write_json(args.report, report)
+        _write_table(card, args.table)
+        _write_figure(card, args.figure, chosen=chosen, rank_by=rank_by, dpi=prm.figures.dpi)
+        write_json(
+            args.metrics,
+            {
+                "chosen": {"score": chosen or "none", **_three(rows.get(chosen))},
+                "rank_by": {
+                    "score": rank_by or "none",
+                    **_three(rows.get(rank_by)),
+                    **_claim(claims.get(rank_by)),
+                },
+                "best_vog": {
+                    "score": best_vog or "none",
+                    "reliability": _get(rows.get(best_vog), "reliability"),
+                    "split_half": _get(rows.get(best_vog), "split_half"),
+                },
+            },
+        )
+
+
+def candidates(table: Any) -> dict[str, np.ndarray]:
+    """Every score of one rankings table, higher = harder: the VoG variants of
+    :func:`vogflow.reports.score_variants` as ``vog_<key>`` and the ``hard_*`` columns."""
+    from vogflow.reports import score_variants
+
+    scores = {f"{VOG}{k}": v for k, v in score_variants(table).items()}
+    scores.update(
+        {c: table[c].to_numpy(dtype=np.float64) for c in table.columns if c.startswith(BASELINE)}
+    )
+    return scores
+
+
+def decile_verdicts(tables: dict, main_run: str, vog_cfg: Any) -> dict[str, dict]:
+    """The decile claim of every VoG variant, judged with training randomness: the main run's
+    bootstrap interval (the score stage's numbers, same seed) and each seed run's trend on its own
+    test split."""
+    from vogflow.analysis.deciles import TREND, decile_report
+    from vogflow.analysis.verdicts import verdict
+    from vogflow.reports import decile_analysis, score_variants
+
+    main = decile_analysis(tables[main_run], vog_cfg)
+    per_seed: dict[str, dict[str, float]] = {}
+    for run, table in tables.items():
+        # Point estimates only: the seed spread, not a bootstrap, is what each run contributes.
+        report = decile_report(
+            score_variants(table),
+            table["correct"].to_numpy(),
+            bins=vog_cfg.bins,
+            n_boot=0,
+            confidence=vog_cfg.confidence,
+            rng=np.random.default_rng(vog_cfg.seed),
+        )
+        for key, record in report["claims"].items():
+            per_seed.setdefault(key, {})[run] = record["measured"]
+    out = {}
+    for key, record in main["claims"].items():
+        judged = verdict(
+            record["expected"],
+            record["measured"],
+            interval=record.get("interval"),
+            per_seed=per_seed.get(key, {}),
+            null=record["null"],
+            confidence=vog_cfg.confidence,
+            name=TREND,
+        )
+        judged["paper"] = record["paper"]
+        out[f"{VOG}{key}"] = judged
+    return out
+
+
+def _choices(card: dict) -> dict[str, dict]:
+    """The rule applied to the whole card and to the subsets a user may be limited to."""
+    from vogflow.analysis.scorecard import choose
+    from vogflow.vog import LABEL_MODES, WINDOWS
+
+    rows = card["scores"]
+    settable = {f"{VOG}{w}_{m}" for w in WINDOWS for m in LABEL_MODES}
+    subsets = {
+        "any": rows,
+        # For audits that will not train seed runs.
+        "single_run": {n: r for n, r in rows.items() if r["kind"] == "run"},
+        "vog": {n: r for n, r in rows.items() if n.startswith(VOG) and r["kind"] == "run"},
+        # What `vog.rank_by` can name today: a window and a mode under vog.normalise.
+        "rank_by": {n: r for n, r in rows.items() if n in settable},
+    }
+    out = {}
+    for key, subset in subsets.items():
+        name, reason = choose({"scores": subset})
+        out[key] = {"score": name, "reason": reason}
+    return out
+
+
+def _get(row: dict | None, key: str) -> float:
+    return float("nan") if row is None else float(row[key])
+
+
+def _three(row: dict | None) -> dict[str, float]:
+    return {k: _get(row, k) for k in ("reliability", "noise_auroc", "decile_trend")}
+
+
+def _claim(record: dict | None) -> dict[str, Any]:
+    """The decile claim as the flat ``expected, measured, lo, hi, verdict`` siblings that the
+    tracking step reads as one claim."""
+    if record is None:
+        return {"verdict": "inconclusive"}
+    lo, hi = record["interval"] or (float("nan"), float("nan"))
+    return {
+        "expected": record["expected"],
+        "measured": record["measured"],
+        "lo": lo,
+        "hi": hi,
+        "verdict": record["verdict"],
+    }
+
+
+def _write_table(card: dict, path: str) -> None:
+    import pandas as pd
+
+    from vogflow.analysis.scorecard import COLUMNS
+    from vogflow.io import write_text
+
+    rows = card["scores"]
+    table = pd.DataFrame(
+        [
+            {"rank": i, "score": n, **{k: rows[n][k] for k in (*COLUMNS, "excluded")}}
+            for i, n in enumerate(card["ranking"], start=1)
+        ]
+    )
+    write_text(path, table.to_csv(index=False, float_format="%.6g"))
+
+
+def _write_figure(
+    card: dict, path: str, *, chosen: str | None, rank_by: str | None, dpi: int
+) -> None:
+    from vogflow import figures
+
+    rows = card["scores"]
+    groups = {
+        n: ("VoG" if n.startswith(VOG) else "baseline")
+        + (", seed mean" if rows[n]["kind"] == "seedmean" else "")
+        for n in card["ranking"]
+    }
+    marks = {}
+    for name in card["ranking"]:
+        notes = [
+            note
+            for note, on in (
+                ("chosen", name == chosen),
+                ("rank_by", name == rank_by),
+                ("wrong way", rows[name]["excluded"]),
+            )
+            if on
+        ]
+        if notes:
+            marks[name] = ", ".join(notes)
+    fig = figures.scorecard(
+        {n: rows[n] for n in card["ranking"]},
+        panels=(
+            ("reliability", "reliability (agreement with a rerun)", 0.0),
+            ("noise_auroc", "planted-noise AUROC", 0.5),
+            ("decile_trend", "test-error decile trend", 0.0),
+        ),
+        groups=groups,
+        marks=marks,
+        title=f"Scorecard: {card['n']} test examples, {len(card['runs'])} seed runs; best first",
+    )
+    figures.save(fig, path, dpi=dpi)
+
+
+def _check_aligned(tables: dict) -> None:
+    """Seed runs must score the same examples with the same labels, or agreement means nothing."""
+    first_name, first = next(iter(tables.items()))
+    for name, table in tables.items():
+        if len(table) != len(first) or not np.array_equal(table["true_label"], first["true_label"]):
+            raise SystemExit(f"scorecard: runs {first_name} and {name} scored different examples")
+
+
+if __name__ == "__main__":
+    main()
