@@ -24,13 +24,19 @@ What is measured, in one process and one run (timings interleaved, medians over 
   (a per-example loop, on a subset).
 * ``torch.func``: the K checkpoints stacked with ``stack_module_state`` and ``vmap`` over
   ``functional_call`` + ``grad`` (a comparison only; vogflow does not use it).
+* a trained model: a LeNet trained for 10 epochs on digits upsampled to 1x28x28 (K=5
+  checkpoints: epochs 1, 2, 3, 9, 10), on its train and test split: floor, ``extract`` with one
+  and two label modes. ``pred`` mode reuses ``label``'s gradients wherever the final prediction
+  is the label, so its cost depends on how often it is not; a random model's prediction almost
+  never is the label, which the random-model rows measure (``--no-trained`` skips these rows).
 * peak memory of ``extract`` and of the checkpoint-major reference at N, 2N and 4N examples, each
   in a fresh subprocess: peak RSS (``VmHWM``, reset after setup) minus the RSS after model and
   data setup; on CUDA also ``torch.cuda.max_memory_allocated`` above the allocation after setup.
 
 Every method's scores are asserted equal to ``extract``'s (all windows, ``label`` mode) before any
-number is printed. On CUDA, ``--precision bf16 tf32`` adds rows with the Spearman rank agreement of
-each precision's scores with fp32; on the CPU those rows are skipped with a note.
+number is printed; two-mode ``pred`` scores also against a ``pred``-only extraction. On CUDA,
+``--precision bf16 tf32`` adds rows with the Spearman rank agreement of each precision's scores
+with fp32; on the CPU those rows are skipped with a note.
 """
 
 from __future__ import annotations
@@ -277,9 +283,16 @@ def bench_model(name: str, args, dev: torch.device) -> tuple[list[dict], list[st
             print(f"  {name} {m} repeat {r + 1}: {methods[m][1] / seconds:.1f} img/s", flush=True)
 
     want = label_scores(outputs["extract_1"])
+    alone = run_extract(models, x, y, bs, dev, ("pred",))
+    pred_err = assert_same(
+        "extract (2 modes) pred",
+        {w: outputs["extract_2"].vog_raw[f"{w}_pred"] for w in WINDOWS},
+        {w: alone.vog_raw[f"{w}_pred"] for w in WINDOWS},
+    )
+    label_err = assert_same("extract (2 modes)", label_scores(outputs["extract_2"]), want)
     checks = {
         "extract_1": "reference",
-        "extract_2": assert_same("extract (2 modes)", label_scores(outputs["extract_2"]), want),
+        "extract_2": f"label {label_err}, pred vs pred-only {pred_err}",
         "ref_authors": assert_same("checkpoint-major", outputs["ref_authors"], want),
         "ref_frozen": assert_same("checkpoint-major frozen", outputs["ref_frozen"], want),
     }
@@ -362,6 +375,114 @@ def precision_rows(name, args, dev, models, x, y, rows, fp32_result) -> list[str
             }
         )
     return []
+
+
+# --------------------------------------------------------------------------------------------
+# A trained model: where `pred` mode's cost depends on how often the prediction is the label.
+
+
+def trained_lenet(workdir: str) -> tuple[list[nn.Module], object]:
+    """K=5 checkpoints of a LeNet trained on digits upsampled to 1x28x28 (the shape of the
+    random ``lenet`` rows), epochs 1, 2, 3, 9, 10; and the dataset."""
+    import dataclasses
+
+    from vogflow.checkpoints import load_run_models
+    from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
+    from vogflow.data import Split, load_dataset
+    from vogflow.train import train_run
+
+    def up(split):
+        x = torch.nn.functional.interpolate(
+            torch.from_numpy(split.x), size=(28, 28), mode="bilinear", align_corners=False
+        )
+        return Split(x.numpy(), split.y)
+
+    digits = load_dataset(DataConfig(name="digits"))
+    digits = dataclasses.replace(digits, train=up(digits.train), test=up(digits.test))
+    recipe = TrainConfig(epochs=10, milestones=(7,), seed=0, device="cpu")
+    schedule = CheckpointConfig(early=3, every=10, late=2)
+    train_run(digits, ModelConfig(name="lenet"), recipe, schedule, workdir, echo=print)
+    models, _ = load_run_models(workdir)
+    return models, digits
+
+
+def bench_trained(args, dev: torch.device) -> tuple[list[dict], list[str]]:
+    """floor, 1 and 2 label modes of ``extract`` on a trained LeNet, train and test split."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models, digits = trained_lenet(tmp)
+    for model in models:
+        model.to(dev).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+    bs = min(per_model(args.batch_size, "lenet", DEFAULT_BATCH), 128)
+    rows, notes = [], []
+    for split in ("train", "test"):
+        x = torch.from_numpy(digits.split(split).x)
+        y = torch.from_numpy(digits.split(split).y).long()
+        name = f"lenet, trained on digits ({split})"
+        wx, wy = x[:bs], y[:bs]
+        floor(models, wx, wy, bs, dev)
+        run_extract(models, wx, wy, bs, dev, ("label", "pred"))
+        methods = {
+            "floor": lambda x=x, y=y: floor(models, x, y, bs, dev),
+            "extract_1": lambda x=x, y=y: run_extract(models, x, y, bs, dev),
+            "extract_2": lambda x=x, y=y: run_extract(models, x, y, bs, dev, ("label", "pred")),
+        }
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        outputs: dict[str, object] = {}
+        names = list(methods)
+        for r in range(args.repeats):
+            for m in names[r % len(names) :] + names[: r % len(names)]:
+                gc.collect()
+                seconds, outputs[m] = timed(methods[m])
+                times[m].append(seconds)
+                print(f"  {name} {m} repeat {r + 1}: {len(y) / seconds:.1f} img/s", flush=True)
+        two = outputs["extract_2"]
+        # `pred` scores against the full `pred`-mode computation (every row's own backward).
+        alone = run_extract(models, x, y, bs, dev, ("pred",))
+        pred_err = assert_same(
+            "extract (2 modes) pred",
+            {w: two.vog_raw[f"{w}_pred"] for w in WINDOWS},
+            {w: alone.vog_raw[f"{w}_pred"] for w in WINDOWS},
+        )
+        label_err = assert_same(
+            "extract (2 modes) label", label_scores(two), label_scores(outputs["extract_1"])
+        )
+        differ = float((torch.from_numpy(two.pred) != y).float().mean())
+        notes.append(
+            f"{name}: N={len(y)}; the final checkpoint's prediction differs from the label on "
+            f"{int(differ * len(y))} examples ({100 * differ:.1f} %)."
+        )
+
+        def paired(a: str, b: str, times=times) -> float:
+            return statistics.median(tb / ta for ta, tb in zip(times[a], times[b], strict=True))
+
+        checks = {
+            "extract_1": "reference",
+            "extract_2": f"label {label_err}, pred vs pred-only {pred_err}",
+        }
+        labels = {
+            "floor": "floor: K x (forward + input grad), no reduction",
+            "extract_1": "vogflow `extract`, 1 label mode",
+            "extract_2": "vogflow `extract`, 2 label modes",
+        }
+        for m in names:
+            rows.append(
+                {
+                    "model": name,
+                    "method": labels[m],
+                    "key": m,
+                    "n": len(y),
+                    "batch": bs,
+                    "img_s": statistics.median(len(y) / t for t in times[m]),
+                    "vs_floor": paired(m, "floor"),
+                    "speedup": None,
+                    "check": checks.get(m, "-"),
+                }
+            )
+    return rows, notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,6 +667,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-func", action="store_true", help="skip the torch.func variant")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     p.add_argument(
+        "--no-trained", action="store_true", help="skip the trained-LeNet rows (train ~20 s)"
+    )
+    p.add_argument(
         "--malloc", choices=["default", "fixed", "both"], default="both",
         help="memory children: glibc defaults, a fixed mmap threshold, or both (default)",
     )  # fmt: skip
@@ -615,6 +739,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows, notes, mem = [], [], []
     for name in args.models:
         r, nt = bench_model(name, args, dev)
+        rows += r
+        notes += nt
+    if not args.no_trained:
+        r, nt = bench_trained(args, dev)
         rows += r
         notes += nt
     if not args.no_memory:

@@ -54,6 +54,94 @@ def test_pred_mode_uses_final_checkpoint_prediction(small_cnn_setup):
     assert not np.allclose(result.vog_raw["all_pred"], result.vog_raw["all_label"])
 
 
+class RowCounter(nn.Module):
+    """Wraps a model and counts the rows of every forward pass and of every input gradient taken
+    through it (the work extraction does)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.rows: list[int] = []
+        self.backward_rows: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows.append(len(x))
+        x.register_hook(lambda grad: self.backward_rows.append(len(grad)))
+        return self.inner(x)
+
+
+def test_pred_mode_runs_only_where_the_prediction_is_not_the_label(small_cnn_setup):
+    factory, states, x, _ = small_cnn_setup
+    final = models_from(factory, states[-1:])[0].eval()
+    with torch.no_grad():
+        final_pred = final(x).argmax(1)
+    # Labels planted: the prediction everywhere but on a known subset. With batches of 8 the
+    # first batch holds two of them, the second none (its pred backward is skipped), the last
+    # three of its seven rows.
+    differ = [3, 6, 16, 18, 20]
+    y = final_pred.clone()
+    y[differ] = (final_pred[differ] + 1) % 4
+    models = [RowCounter(m) for m in models_from(factory, states)]
+    both = run(models, x, y, batch_size=8)
+    # K full forwards and backwards per batch, plus one of the differing rows per batch that has
+    # any (not a second backward of the whole batch).
+    assert [sum(m.rows) for m in models] == [len(y) + len(differ)] * len(models)
+    assert [sum(m.backward_rows) for m in models] == [len(y) + len(differ)] * len(models)
+    assert all(sorted(m.rows) == [2, 3, 7, 8, 8] for m in models)
+    np.testing.assert_array_equal(both.pred, final_pred.numpy())
+
+    agree = np.ones(len(y), dtype=bool)
+    agree[differ] = False
+    # Against the full `pred`-mode computation (every row's own backward) and the direct
+    # reference: equal to float tolerance, since a sub-batch may sum in another order.
+    alone = run(models_from(factory, states), x, y, batch_size=8, label_modes=("pred",))
+    direct = direct_gradients(models_from(factory, states), x, final_pred)
+    label_only = run(models_from(factory, states), x, y, batch_size=8, label_modes=("label",))
+    k = len(states)
+    for window in ("early", "late", "all"):
+        got = both.vog_raw[f"{window}_pred"]
+        np.testing.assert_allclose(got, alone.vog_raw[f"{window}_pred"], rtol=1e-5)
+        np.testing.assert_allclose(got, direct_vog(direct[window_indices(k, window)]), rtol=1e-4)
+        # Where the prediction is the label the two modes are one computation: the same bits.
+        label = both.vog_raw[f"{window}_label"]
+        np.testing.assert_array_equal(got[agree], label[agree])
+        assert (got[~agree] != label[~agree]).all()
+        # `label` mode is untouched by asking for `pred` too.
+        np.testing.assert_array_equal(label, label_only.vog_raw[f"{window}_label"])
+    for name, value in alone.stats.items():
+        np.testing.assert_array_equal(both.stats[name], value, err_msg=name)
+
+
+def test_pred_mode_costs_nothing_when_every_prediction_is_the_label(small_cnn_setup):
+    factory, states, x, _ = small_cnn_setup
+    final = models_from(factory, states[-1:])[0].eval()
+    with torch.no_grad():
+        y = final(x).argmax(1)
+    models = [RowCounter(m) for m in models_from(factory, states)]
+    result = run(models, x, y, batch_size=8)
+    assert [sum(m.rows) for m in models] == [len(y)] * len(models)
+    assert [sum(m.backward_rows) for m in models] == [len(y)] * len(models)
+    for window in ("early", "late", "all"):
+        np.testing.assert_array_equal(
+            result.vog_raw[f"{window}_pred"], result.vog_raw[f"{window}_label"]
+        )
+
+
+def test_pred_mode_where_most_predictions_are_not_the_label(small_cnn_setup):
+    # An untrained model: a second backward through the batch's graph is cheaper than a
+    # sub-batch of most of its rows, so that is taken, and the result is the same.
+    factory, states, x, y = small_cnn_setup
+    models = [RowCounter(m) for m in models_from(factory, states)]
+    both = run(models, x, y, batch_size=23)
+    differ = int((both.pred != y.numpy()).sum())
+    assert 2 * differ > len(y)
+    assert [sum(m.rows) for m in models] == [len(y)] * len(models)
+    assert [sum(m.backward_rows) for m in models] == [2 * len(y)] * len(models)
+    alone = run(models_from(factory, states), x, y, batch_size=23, label_modes=("pred",))
+    for key, scores in alone.vog_raw.items():
+        np.testing.assert_array_equal(both.vog_raw[key], scores)
+
+
 def test_batch_size_and_checkpoint_order_do_not_change_all_window(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     a = run(models_from(factory, states), x, y, batch_size=1, label_modes=("label",))

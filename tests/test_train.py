@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from vogflow import checkpoints as ck
+from vogflow import runtime
 from vogflow import train as train_mod
 from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import Split, load_dataset, shuffle_labels
@@ -86,10 +88,89 @@ def test_same_seed_gives_identical_bits_and_other_seed_differs(digits, tmp_path)
     assert not torch.equal(wa["classifier.5.weight"], wc["classifier.5.weight"])
 
 
+def test_manifest_records_the_platform_that_decides_the_bits(digits, tmp_path):
+    lenet = ModelConfig(name="lenet")
+    manifest = train_run(digits, lenet, SHORT, SHORT_CKPT, tmp_path / "a", echo=quiet)
+    record = manifest["platform"]
+    assert record == {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": runtime.cpu_model(),
+        "torch_threads": SHORT.threads,
+        "device": "cpu",
+        "cuda": None,
+        "gpu": None,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "byteorder": sys.byteorder,
+    }
+    assert isinstance(record["cpu_model"], str)
+    if Path("/proc/cpuinfo").exists() and "model name" in Path("/proc/cpuinfo").read_text():
+        assert record["cpu_model"]
+    # Stable across reruns (it sits in a DVC output): nothing per run, such as time or host.
+    assert ck.read_manifest(tmp_path / "a")["platform"] == record
+
+
+def test_training_pins_its_thread_count_and_restores_the_callers(digits, tmp_path, monkeypatch):
+    seen: list[int] = []
+    model = ModelConfig(name="lenet")
+
+    def spy(metrics: dict, epoch: int) -> None:
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        a = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "a", echo=quiet, log=spy)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [SHORT.threads] * SHORT.epochs
+    b = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "b", echo=quiet)
+    assert entries(a) == entries(b)  # the caller's count did not reach the bits
+
+    seen.clear()
+    two = dataclasses.replace(SHORT, threads=2)
+    c = train_run(digits, model, two, SHORT_CKPT, tmp_path / "c", echo=quiet, log=spy)
+    assert seen == [2] * SHORT.epochs
+    assert c["platform"]["torch_threads"] == 2
+
+
+def test_resuming_on_another_platform_is_said_and_both_are_kept(digits, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    model = ModelConfig(name="lenet")
+    real_save = train_mod._save_resume
+
+    def stop_after_two(path, model_, optimizer, epoch, step):
+        real_save(path, model_, optimizer, epoch, step)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_save_resume", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet)
+    monkeypatch.setattr(train_mod, "_save_resume", real_save)
+    first = ck.read_manifest(out)["platform"]
+    real_record = train_mod.platform_record
+    monkeypatch.setattr(train_mod, "platform_record",
+                        lambda *a: {**real_record(*a), "cpu_capability": "another-isa"})
+    warnings: list[str] = []
+    manifest = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet, warn=warnings.append)
+    assert warnings == [
+        f"warning: resuming {out} on another platform (cpu_capability changed): the "
+        "checkpoints will not match an uninterrupted run on either"
+    ]
+    assert manifest["platform_before_resume"] == [first]
+    assert manifest["platform"]["cpu_capability"] == "another-isa"
+
+
 CHILD = """
 import dataclasses, sys, time
 import torch
-torch.set_num_threads(int(sys.argv[3]))  # as the parent, so both runs reduce sums alike
+# Not the parent's thread count: train_run pins its own, so the bits must match regardless.
+torch.set_num_threads(int(sys.argv[3]))
 from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import Split, load_dataset
 from vogflow.train import train_run
@@ -107,7 +188,7 @@ train_run(ds, ModelConfig(name="lenet"),
 def test_killed_run_resumes_to_the_same_bits(digits_aug, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(killed), str(N_TRAIN), str(torch.get_num_threads())],
+        [sys.executable, "-c", CHILD, str(killed), str(N_TRAIN), str(torch.get_num_threads() + 1)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -135,9 +135,13 @@ class TrainConfig:
     label_noise: float = 0.0  # share of training labels replaced by a shuffle of those labels
     noise_seed: int = 0
     device: str = "auto"
+    # CPU kernels split their sums by thread: each count trains other bits. A fixed count keeps
+    # the same params giving the same checkpoints on machines with any number of cores.
+    threads: int = 1
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
+        _check(self.threads >= 1, f"{prefix}.threads", self.threads, "an integer >= 1")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
         _positive(f"{prefix}.lr", self.lr)
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")

@@ -223,6 +223,46 @@ def _tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+def _logits(model: nn.Module, xi: torch.Tensor, precision: str, dev: torch.device) -> torch.Tensor:
+    with _precision_context(precision, dev):
+        logits = model(xi)
+    if logits.dim() != 2:
+        raise GradientError(f"model output must be (batch, classes), got {tuple(logits.shape)}")
+    if not logits.requires_grad:
+        raise GradientError(
+            "the model's output is not differentiable w.r.t. its input "
+            "(forward() detaches it or runs under no_grad), so there is no input "
+            "gradient to take; remove the detach/no_grad from forward()"
+        )
+    return logits
+
+
+def _input_grad(
+    logits: torch.Tensor, xi: torch.Tensor, target: torch.Tensor, *, retain: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's gradient of its ``target`` logit w.r.t. its input: ``(B,)`` whether it is
+    nonzero anywhere, and ``(B, P)`` its channel mean.
+
+    One backward for the whole batch: rows are independent in eval mode, so the gradient of the
+    sum of the gathered logits is every row's own gradient.
+    """
+    selected = logits.gather(1, target[:, None]).sum()
+    (grad,) = torch.autograd.grad(selected, xi, retain_graph=retain)
+    return grad.reshape(len(grad), -1).ne(0).any(dim=1), _reduce_pixels(grad.float())
+
+
+def _window_vog(maps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``(K, B, P)`` maps -> ``(B,)`` raw VoG over the checkpoints ``idx``.
+
+    Population std per pixel (divide by K), then the mean over pixels. Shifting by the window's
+    first map keeps identical checkpoints exactly 0; the explicit form is many times faster than
+    ``std`` on the CPU.
+    """
+    part = maps[idx] - maps[idx[:1]]
+    spread = (part - part.mean(0)).square_().mean(0).sqrt_()
+    return spread.mean(dim=1)
+
+
 def extract(
     models: Sequence[nn.Module],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -245,7 +285,9 @@ def extract(
         num_examples: how many examples the batches hold (the outputs are allocated once).
         windows, window_size: the checkpoints each score uses (see ``vog.window_indices``).
         label_modes: ``label`` (gradient of the given label's logit) and/or ``pred`` (of the class
-            the final checkpoint predicts, at every checkpoint).
+            the final checkpoint predicts, at every checkpoint). With both, ``pred`` costs a
+            forward and backward of only the rows whose prediction is not their label: the rest
+            are ``label``'s gradients, bit for bit.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         precision: ``fp32``; ``tf32`` or ``bf16`` trade exactness for speed on a GPU (bf16 is
             refused on the CPU; tf32 there runs fp32 with a warning).
@@ -272,6 +314,12 @@ def extract(
     bad_grads = torch.zeros(n, dtype=torch.bool, device=dev)
     moved = torch.zeros(n, dtype=torch.bool, device=dev)  # any nonzero input gradient
     window_idx = {w: torch.as_tensor(idx, device=dev) for w, idx in chosen.items()}
+    # `pred` mode is `label` mode wherever the final checkpoint predicts the label (the same
+    # logit, so the same gradient, bit for bit): with both modes, only the rows where the two
+    # differ get a `pred` forward and backward, as one gathered sub-batch; the rest reuse
+    # `label`'s. Where most rows differ (an untrained model), a second backward through the
+    # batch's graph costs less than a sub-batch's forward and backward, so that is used instead.
+    share = "label" in label_modes and "pred" in label_modes
     seen = 0
     originals = [next(m.parameters()).device for m in models]
     bar = Progress(num_batches or 0, "gradients", unit="batch", enabled=progress)
@@ -293,45 +341,52 @@ def extract(
                 rows = slice(seen, seen + b)
                 bad_inputs[rows] = ~torch.isfinite(x.reshape(b, -1)).all(dim=1)
                 maps = {m: torch.empty(0) for m in label_modes}
-                final_pred = None
+                final_pred, own, differ = None, list(label_modes), []
                 for t in order:
                     xi = x.detach().requires_grad_(True)
-                    with _precision_context(precision, dev):
-                        logits = models[t](xi)
-                    if logits.dim() != 2:
-                        raise GradientError(f"model output must be (batch, classes), got "
-                                            f"{tuple(logits.shape)}")  # fmt: skip
-                    if not logits.requires_grad:
-                        raise GradientError(
-                            "the model's output is not differentiable w.r.t. its input "
-                            "(forward() detaches it or runs under no_grad), so there is no input "
-                            "gradient to take; remove the detach/no_grad from forward()"
-                        )
+                    logits = _logits(models[t], xi, precision, dev)
                     if t == k - 1:
                         _check_labels(y, logits.shape[1])
                         final_pred = logits.detach().argmax(1)
+                        if share:
+                            # One host sync per batch (the sub-batch's size), not per checkpoint.
+                            differ = torch.nonzero(final_pred != y)[:, 0]
+                            if 2 * len(differ) <= b:
+                                own = ["label"]
+                            else:
+                                differ = []
                     for name, value in _per_checkpoint_stats(logits.detach(), y).items():
                         stats[name][t, rows] = value
                     targets = {"label": y, "pred": final_pred}
-                    for j, mode in enumerate(label_modes):
-                        selected = logits.gather(1, targets[mode][:, None]).sum()
-                        (grad,) = torch.autograd.grad(
-                            selected, xi, retain_graph=j < len(label_modes) - 1
+                    for j, mode in enumerate(own):
+                        nonzero, pixels = _input_grad(
+                            logits, xi, targets[mode], retain=j < len(own) - 1
                         )
-                        moved[rows] |= grad.reshape(b, -1).ne(0).any(dim=1)
-                        pixels = _reduce_pixels(grad.float())  # (B, P)
                         if t == order[0]:
                             maps[mode] = torch.empty(k, *pixels.shape, device=dev)
                         maps[mode][t] = pixels
+                        moved[rows] |= nonzero
                         bad_grads[rows] |= ~torch.isfinite(pixels).all(dim=1)
-                for mode in label_modes:
+                    if len(differ):
+                        xs = x[differ].detach().requires_grad_(True)
+                        sub_logits = _logits(models[t], xs, precision, dev)
+                        nonzero, pixels = _input_grad(
+                            sub_logits, xs, final_pred[differ], retain=False
+                        )
+                        if t == order[0]:
+                            maps["pred"] = torch.empty(k, *pixels.shape, device=dev)
+                        maps["pred"][t] = pixels
+                        at = differ + seen
+                        moved[at] |= nonzero
+                        bad_grads[at] |= ~torch.isfinite(pixels).all(dim=1)
+                for mode in own:
                     for w, idx in window_idx.items():
-                        # Population std per pixel (divide by K), then the mean over pixels.
-                        # Shifting by the window's first map keeps identical checkpoints exactly
-                        # 0; the explicit form is many times faster than `std` on the CPU.
-                        part = maps[mode][idx] - maps[mode][idx[:1]]
-                        spread = (part - part.mean(0)).square_().mean(0).sqrt_()
-                        vog[f"{w}_{mode}"][rows] = spread.mean(dim=1)
+                        vog[f"{w}_{mode}"][rows] = _window_vog(maps[mode], idx)
+                if share and "pred" not in own:
+                    for w, idx in window_idx.items():
+                        vog[f"{w}_pred"][rows] = vog[f"{w}_label"][rows]
+                        if len(differ):
+                            vog[f"{w}_pred"][differ + seen] = _window_vog(maps["pred"], idx)
                 labels[rows] = y
                 preds[rows] = final_pred
                 seen += b

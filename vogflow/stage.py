@@ -51,8 +51,9 @@ def project_root() -> Path:
 
 
 @contextlib.contextmanager
-def stage(name: str, *, params_path: str = "params.yaml", run: str | None = None
-          ) -> Iterator[StageContext]:  # fmt: skip
+def stage(
+    name: str, *, params_path: str = "params.yaml", run: str | None = None
+) -> Iterator[StageContext]:
     """Run a stage body with validated params; on success, record its timings."""
     try:
         params = load_params(params_path)
@@ -67,8 +68,13 @@ def stage(name: str, *, params_path: str = "params.yaml", run: str | None = None
     yield ctx
     end = time.time()
     started = process_start_time() or body_start
-    record = {"stage": os.environ.get("DVC_STAGE", name), "start": started,
-              "body_start": body_start, "end": end, **ctx.timings}  # fmt: skip
+    record = {
+        "stage": os.environ.get("DVC_STAGE", name),
+        "start": started,
+        "body_start": body_start,
+        "end": end,
+        **ctx.timings,
+    }
     from vogflow.io import write_json
 
     with contextlib.suppress(OSError):  # a read-only workspace costs the timings, not the result

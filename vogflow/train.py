@@ -28,7 +28,12 @@ from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig, section_d
 from vogflow.data import Dataset, shuffle_labels
 from vogflow.io import read_npz, sha256_bytes, write_npz, write_with
 from vogflow.progress import Progress, format_seconds
-from vogflow.runtime import derived_seed, resolve_device
+from vogflow.runtime import (
+    derived_seed,
+    pinned_threads,
+    platform_record,
+    resolve_device,
+)
 
 RESUME = "resume.pt"
 LABELS = "labels.npz"
@@ -182,6 +187,12 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one run into ``out_dir`` (checkpoints, ``manifest.json``, ``labels.npz``).
 
+    Runs with torch's intra-op thread count pinned to ``cfg.threads`` (the caller's count is
+    restored afterwards): each count sums in another order, so the same params
+    give the same bits on machines with any number of cores only at a fixed count. The manifest's
+    ``platform`` entry records that count with everything else that decides the bits (versions,
+    CPU capability, device); same params and same platform record, same bits.
+
     A previous attempt with the same configuration is verified before it is trusted: every
     listed checkpoint against its sha256, the resume state by loading it, the labels against the
     config. A complete, intact run is returned as is; an interrupted one resumes from its resume
@@ -190,8 +201,35 @@ def train_run(
     that is the resume state when it precedes every bad checkpoint, and the start otherwise.
     Another configuration starts afresh (clearing ``out_dir``). Returns the manifest.
     """
-    out = Path(out_dir)
+    threads = cfg.threads
+    with pinned_threads(threads):
+        return _train_run(
+            dataset,
+            model_cfg,
+            cfg,
+            ckpt_cfg,
+            Path(out_dir),
+            log=log,
+            echo=echo,
+            warn=warn,
+            threads=threads,
+        )
+
+
+def _train_run(
+    dataset: Dataset,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    ckpt_cfg: CheckpointConfig,
+    out: Path,
+    *,
+    log: MetricsLogger | None,
+    echo: Callable[[str], None],
+    warn: Callable[[str], None],
+    threads: int,
+) -> dict[str, Any]:
     device = resolve_device(cfg.device)
+    current_platform = platform_record(device, threads)
     run_config = _run_config(dataset, model_cfg, cfg, ckpt_cfg)
     config_hash = sha256_bytes(json.dumps(run_config, sort_keys=True).encode())
     save_at = ck.schedule(cfg.epochs, early=ckpt_cfg.early, every=ckpt_cfg.every,
@@ -242,10 +280,26 @@ def train_run(
             "train": run_config["train"],
             "schedule": save_at,
             "config_hash": config_hash,
+            "platform": current_platform,
             "checkpoints": [],
             "complete": False,
         }  # fmt: skip
         ck.write_manifest(out, manifest)
+    elif manifest.get("platform") != current_platform:
+        # The weights so far came from the recorded platform and the rest will come from this
+        # one: keep both, since neither alone reproduces these bits.
+        earlier = manifest.get("platform")
+        changed = sorted(
+            k
+            for k in current_platform
+            if not isinstance(earlier, dict) or earlier.get(k) != current_platform[k]
+        )
+        warn(
+            f"warning: resuming {out} on another platform ({', '.join(changed)} changed): the "
+            "checkpoints will not match an uninterrupted run on either"
+        )
+        manifest["platform_before_resume"] = [*manifest.get("platform_before_resume", []), earlier]
+        manifest["platform"] = current_platform
 
     torch.manual_seed(cfg.seed)
     model = ck.build_from_manifest(manifest).to(device)

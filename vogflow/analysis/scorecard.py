@@ -282,6 +282,14 @@ def _exclusion(row: Mapping[str, Any], min_auroc: float, min_trend: float) -> st
     return None
 
 
+def exclusion(
+    row: Mapping[str, Any], *, min_auroc: float = 0.5, min_trend: float = 0.0
+) -> str | None:
+    """Why :func:`choose` drops this scorecard row (``noise AUROC 0.412 <= 0.5``), or None when it
+    is eligible; the thresholds are :func:`choose`'s."""
+    return _exclusion(row, min_auroc, min_trend)
+
+
 def _order(
     scores: Mapping[str, Mapping[str, Any]], *, min_auroc: float, min_trend: float
 ) -> list[str]:

@@ -236,6 +236,7 @@ def headline_metrics(workspace: Path, run: str) -> dict[str, float]:
     score = read(f"runs/{run}/score.json")
     wanted = {
         "test_accuracy": train.get("test_accuracy"),
+        "test_error_rate": score.get("test.error_rate"),
         "decile_error_trend": score.get("test.trend.measured"),
         "decile_error_trend_lo": score.get("test.trend.lo"),
         "decile_error_trend_hi": score.get("test.trend.hi"),
