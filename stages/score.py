@@ -27,9 +27,16 @@ def main() -> None:
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
         from vogflow.pipeline import load_extraction
         from vogflow.rankings import build, top_bottom, write_csv, write_parquet
-        from vogflow.reports import decile_analysis, headline, write_curves
+        from vogflow.reports import (
+            decile_analysis,
+            headline,
+            run_score,
+            score_variants,
+            write_curves,
+        )
 
         prm = ctx.params
+        key = run_score(prm.vog.rank_by)
         out, metrics = Path(args.out), {}
         report = {"curves": {}}  # stays empty when the test split is not scored
         for npz in sorted(Path(args.gradients).glob("*.npz")):
@@ -42,7 +49,9 @@ def main() -> None:
                 normalise=prm.vog.normalise,
             )
             write_parquet(table, out / f"{split}.parquet")
-            top = top_bottom(table, f"vog_{prm.vog.rank_by}", prm.vog.top_k)
+            column = f"vog_{key}"
+            scored = table.assign(**{column: score_variants(table)[key]})
+            top = top_bottom(scored, column, prm.vog.top_k)
             write_csv(top, out / f"{split}_top.csv")
             # Not "error": `dvc metrics show` reports any key named so as a failure to load.
             metrics[split] = {
@@ -53,10 +62,11 @@ def main() -> None:
                 # The paper's curves are of held-out error: on the training split the final
                 # model's error is mostly 0 and the curve says nothing.
                 report = decile_analysis(table, prm.vog)
-                write_curves(report, prm.vog.rank_by, Path(args.plots) / "error_by_decile.csv")
+                write_curves(report, key, Path(args.plots) / "error_by_decile.csv")
                 # Scalars only (`dvc metrics show` reads them); every variant's claim with its
                 # interval is in the report.
-                metrics[split]["trend"] = headline(report["claims"][prm.vog.rank_by])
+                metrics[split]["trend"] = headline(report["claims"][key])
+                metrics[split]["trend_score"] = f"vog_{key}"
         # The whole report (curves with intervals) for the figures stage, so it draws these
         # numbers instead of computing them again.
         write_json(args.report, report)

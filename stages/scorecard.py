@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--table", required=True, help="CSV of the scorecard, best score first")
     p.add_argument("--report", required=True, help="JSON of the whole analysis")
     p.add_argument("--figure", required=True, help="PNG of the scorecard")
+    p.add_argument(
+        "--ranking", required=True, help="folder for the audit's ranking: <split>.parquet, _top.csv"
+    )
     args = p.parse_args()
 
     with stage("scorecard", params_path=args.params) as ctx:
@@ -69,9 +72,7 @@ def main() -> None:
             row["excluded"] = exclusion(row)
         choices = _choices(card)
         chosen = choices["any"]["score"]
-        settable = choices["rank_by"]["score"]
-        # `auto` ranks by whichever settable score wins, so that is the one to compare with.
-        rank_by = settable if prm.vog.rank_by == "auto" else f"{VOG}{prm.vog.rank_by}"
+        rank_by, why = resolve_rank_by(prm.vog.rank_by, choices, rows)
         best_vog = next(
             (n for n in card["ranking"] if n.startswith(VOG) and rows[n]["kind"] == "run"), None
         )
@@ -83,11 +84,16 @@ def main() -> None:
             "noise_run": prm.memorization.run,
             "choice": choices["any"],
             "choices": choices,
-            "rank_by": {"configured": prm.vog.rank_by, "score": rank_by},
+            "rank_by": {"configured": prm.vog.rank_by, "score": rank_by, "reason": why},
             "best_vog": best_vog,
             "claims": claims,
         }
         write_json(args.report, report)
+        write_ranking(
+            Path(args.ranking), rank_by, runs_dir, seed_runs,
+            audited=prm.tracking.register_run, splits=prm.gradients.splits, top_k=prm.vog.top_k,
+        )
+        print(f"scorecard: the audit ranks by {rank_by} ({why})", flush=True)
         _write_table(card, args.table)
         _write_figure(card, args.figure, chosen=chosen, rank_by=rank_by, dpi=prm.figures.dpi)
         write_json(
@@ -106,6 +112,54 @@ def main() -> None:
                 },
             },
         )
+
+
+def resolve_rank_by(configured: str, choices: dict, rows: dict) -> tuple[str, str]:
+    """The score the audit ranks by, and why: ``auto`` takes the scorecard's choice, a
+    ``<window>_<mode>`` names the VoG variant under ``vog.normalise``, any other name must be one
+    of the scorecard's scores."""
+    if configured == "auto":
+        name = choices["any"]["score"]
+        if name is None:  # every score points the wrong way: fall back to the paper's
+            return f"{VOG}late_label", f"auto, but no score passed: {choices['any']['reason']}"
+        return name, f"auto: {choices['any']['reason']}"
+    name = configured if configured.startswith((VOG, BASELINE)) else f"{VOG}{configured}"
+    if name not in rows:
+        raise SystemExit(
+            f"scorecard: vog.rank_by: {configured!r} is not a score of this audit; valid: auto, "
+            + ", ".join(sorted(rows))
+        )
+    return name, "set in params.yaml (vog.rank_by)"
+
+
+def write_ranking(folder: Path, name: str, runs_dir: Path, seed_runs: list[str], *,
+                  audited: str, splits: tuple[str, ...], top_k: int) -> None:
+    """The audited run's rankings table of each split with the audit's ranking score
+    (``rank_score``, higher = harder, named in ``rank_by``) and ``rank`` (1 = hardest)."""
+    from vogflow.analysis.scorecard import mean_percentile
+    from vogflow.rankings import read, top_bottom, write_csv, write_parquet
+
+    base = name.removesuffix("_seedmean")
+    for split in splits:
+        paths = {r: runs_dir / r / "rankings" / f"{split}.parquet" for r in seed_runs}
+        own = runs_dir / audited / "rankings" / f"{split}.parquet"
+        needed = [own, *paths.values()] if name.endswith("_seedmean") else [own]
+        if not all(p.exists() for p in needed):
+            continue  # a split the runs did not score
+        table = read(own)
+        if name.endswith("_seedmean"):
+            score = mean_percentile(
+                {r: candidates(read(path))[base] for r, path in paths.items()}
+            )
+        else:
+            score = candidates(table)[name]
+        ranked = table.assign(
+            rank_by=name,
+            rank_score=score,
+            rank=table.assign(s=score)["s"].rank(ascending=False, method="first").astype(int),
+        )
+        write_parquet(ranked, folder / f"{split}.parquet")
+        write_csv(top_bottom(ranked, "rank_score", top_k), folder / f"{split}_top.csv")
 
 
 def candidates(table: Any) -> dict[str, np.ndarray]:

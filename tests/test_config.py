@@ -266,8 +266,12 @@ def test_rank_by_must_name_a_computed_mode(shipped):
         "of gradients.label_modes (label)"
     )
     assert error_of(broken(shipped, "vog.rank_by", "late")).startswith(
-        "vog.rank_by: 'late' is not allowed; valid: early_label, early_pred"
+        "vog.rank_by: 'late' is not allowed; expected 'auto', <window>_<mode> (e.g. late_label) "
+        "or a scorecard score"
     )
+    for fine in ("auto", "late_pred", "vog_all_label_abs", "hard_aum", "hard_aum_seedmean",
+                 "vog_early_pred_raw_seedmean"):
+        check_pipeline(parse_params(broken(shipped, "vog.rank_by", fine)))
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("main", "seed1", "seed2", "seed3", "seed4", "bs32", "bs128", "bs256", "bs512", "shuffled")
 HEADLINE = ("test_accuracy", "decile_error_trend", "stability.seed.spearman.measured",
             "memorization.auroc.measured", "memorization.p_one_sided", "ood.auroc_vog",
-            "toy.spearman.measured")
+            "toy.spearman.measured", "scorecard.chosen.reliability")
 
 
 def tiny_params() -> dict:
@@ -121,7 +121,7 @@ def test_mlflow_holds_one_complete_audit(project):
     repo, _, _ = project
     (parent, children), *others = audits(repo)
     assert not others
-    expected = {"validate", "toy", "stability", "memorization", "ood", "figures"}
+    expected = {"validate", "toy", "stability", "scorecard", "memorization", "ood", "figures"}
     expected |= {f"{s}@{r}" for s in ("train", "gradients", "score") for r in RUNS}
     assert set(children) == expected
     for key in HEADLINE:

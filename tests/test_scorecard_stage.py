@@ -106,6 +106,8 @@ def run_stage(folder: Path) -> subprocess.CompletedProcess:
             str(out / "report.json"),
             "--figure",
             str(out / "scorecard.png"),
+            "--ranking",
+            str(out / "ranking"),
         ],
         cwd=folder,
         capture_output=True,
@@ -195,3 +197,34 @@ def test_scorecard_figure_draws_one_bar_per_measured_value():
     assert [t.get_text() for t in right.texts] == ["0.80", "n/a"]
     labels = left.get_yticklabels()
     assert labels[0].get_text() == "a  [chosen]" and labels[0].get_fontweight() == "bold"
+
+
+def test_the_audit_ranks_by_the_configured_score(audit):
+    ranked = pd.read_parquet(audit / "ranking" / "test.parquet")
+    assert (ranked["rank_by"] == "vog_late_label").all()
+    top = ranked.loc[ranked["rank"] == 1]
+    assert top["vog_late_label"].item() == ranked["vog_late_label"].max()
+    assert (audit / "ranking" / "test_top.csv").exists()
+    assert not (audit / "ranking" / "train.parquet").exists()  # the runs scored no train split
+
+
+def test_auto_ranks_by_the_scorecard_choice_and_a_bad_name_is_refused(tmp_path):
+    _planted(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["vog"]["rank_by"] = "auto"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = run_stage(tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "results" / "scorecard"
+    chosen = json.loads((out / "metrics.json").read_text())["chosen"]["score"]
+    ranked = pd.read_parquet(out / "ranking" / "test.parquet")
+    assert (ranked["rank_by"] == chosen).all() and chosen.startswith("hard_oracle")
+    hardest = ranked.loc[ranked["rank"] == 1, "hard_oracle"].item()
+    assert hardest == ranked["hard_oracle"].max()
+
+    params["vog"]["rank_by"] = "hard_nothing"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = run_stage(tmp_path)
+    assert done.returncode != 0
+    assert "vog.rank_by: 'hard_nothing' is not a score of this audit; valid: auto" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -60,6 +61,12 @@ DETECTORS = (
 SPLITS = ("train", "test")
 # `auto`: the scorecard picks the variant that measured best on this data (resolved later).
 RANKINGS = (*(f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES), "auto")
+# Any score of the scorecard can rank the audit: a VoG variant (the configured normalisation,
+# |z| or raw), a baseline from the same checkpoints, each alone or averaged over the seed runs.
+_W, _M = "|".join(WINDOWS), "|".join(LABEL_MODES)
+SCORE_NAME = re.compile(
+    rf"(({_W})_({_M})|vog_({_W})_({_M})(_abs|_raw)?(_seedmean)?|hard_[a-z_]+?(_seedmean)?)"
+)
 
 
 class ConfigError(ValueError):
@@ -199,7 +206,7 @@ class GradientsConfig:
 class VogConfig:
     window_size: int = 3  # checkpoints in the early and late windows
     normalise: str = field(default="z", metadata=_choice(*NORMALISATIONS))
-    rank_by: str = field(default="late_label", metadata=_choice(*RANKINGS))
+    rank_by: str = "auto"  # auto | <window>_<mode> | a scorecard score (see params.yaml)
     bins: int = 10  # VoG buckets for error-per-bucket curves (10 = deciles)
     top_k: int = 25  # rows of the human-readable top/bottom table
     bootstrap: int = 1000  # resamples for confidence intervals
@@ -208,6 +215,13 @@ class VogConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.window_size >= 2, f"{prefix}.window_size", self.window_size, "an integer >= 2")
+        _check(
+            self.rank_by == "auto" or SCORE_NAME.fullmatch(self.rank_by) is not None,
+            f"{prefix}.rank_by",
+            self.rank_by,
+            "'auto', <window>_<mode> (e.g. late_label) or a scorecard score (e.g. "
+            "vog_all_label_abs, hard_aum, hard_aum_seedmean)",
+        )
         _check(self.bins >= 2, f"{prefix}.bins", self.bins, "an integer >= 2")
         _check(self.top_k >= 1, f"{prefix}.top_k", self.top_k, "an integer >= 1")
         _check(self.bootstrap >= 0, f"{prefix}.bootstrap", self.bootstrap, "an integer >= 0")
@@ -549,8 +563,8 @@ def _check_reads(params: Params) -> None:
     for split, why in SPLITS_NEEDED.items():
         _check(split in splits, "gradients.splits", list(splits), f"a list with {split!r} ({why})")
     rank_by = params.vog.rank_by
-    if rank_by != "auto":
-        mode = rank_by.split("_", 1)[1]
+    if rank_by != "auto" and not rank_by.startswith("hard_"):
+        mode = next(m for m in LABEL_MODES if f"_{m}" in rank_by)
         _check(
             mode in modes,
             "vog.rank_by",

@@ -28,6 +28,22 @@ def score_variants(table: Any, *, windows=None, modes=("label", "pred")) -> dict
     return out
 
 
+# The paper's score (Figs. 4, 5): late window, true label. A run's own outputs rank by it when
+# `vog.rank_by` names no single-run VoG variant (auto, a baseline, a seed mean).
+PAPER_SCORE = "late_label"
+
+
+def run_score(rank_by: str) -> str:
+    """The ``score_variants`` key a single run's top table and decile headline use for
+    ``vog.rank_by``: the VoG variant it names, else the paper's score."""
+    from vogflow.vog import WINDOWS
+
+    name = rank_by.removeprefix("vog_")
+    if name.split("_", 1)[0] not in WINDOWS or name.endswith("_seedmean"):
+        return PAPER_SCORE
+    return name
+
+
 def decile_analysis(table: Any, vog_cfg: Any) -> dict[str, Any]:
     """Error per VoG decile of the final model, for every score variant (paper Figs. 4, 5, 12a)."""
     from vogflow.analysis.deciles import decile_report

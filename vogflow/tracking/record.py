@@ -174,25 +174,31 @@ def compose(
                 steps=steps,
             )
         )
-    rank_by = params.get("vog", {}).get("rank_by", "late_label")
     register_run = params.get("tracking", {}).get("register_run", "main")
     headline = headline_metrics(workspace, register_run)
     claims = headline_claims(workspace, register_run)
-    top = {}
+    top, rank_by = {}, "the audit's ranking"
+    top_k = params.get("vog", {}).get("top_k", 25)
     for split in ("test", "train"):
+        # The audit's ranking (the scorecard's choice), else the run's own VoG table.
+        path = workspace / "results" / "ranking" / f"{split}.parquet"
+        if path.exists():
+            table = pd.read_parquet(path)
+            rank_by = str(table["rank_by"].iloc[0])
+            top[split] = hardest(table.rename(columns={"rank_score": rank_by}), rank_by, top_k)
+            continue
         path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
         if path.exists():
             table = pd.read_parquet(path)
-            column = f"vog_{rank_by}"
-            if column in table.columns:
-                top[split] = hardest(table, column, params.get("vog", {}).get("top_k", 25))
+            rank_by = next(c for c in ("vog_late_label", "vog_all_label") if c in table.columns)
+            top[split] = hardest(table, rank_by, top_k)
     data, model = params.get("data", {}).get("name", "?"), params.get("model", {}).get("name", "?")
     commit = git.get("git.commit", "unknown")[:7]
     name = f"audit {data}/{model} @{commit}" + (f" ({exp_name})" if exp_name else "")
     artifacts = [(workspace / "params.yaml", "config"), (workspace / "dvc.lock", "config")]
     for run_dir in sorted((workspace / "runs").glob("*/rankings")):
         artifacts.append((run_dir, f"rankings/{run_dir.parent.name}"))
-    for folder in ("results/figures", "results/ood"):
+    for folder in ("results/figures", "results/ood", "results/ranking", "results/scorecard"):
         if (workspace / folder).is_dir():
             artifacts.append((workspace / folder, Path(folder).name))
     tags = {
@@ -242,6 +248,7 @@ def headline_metrics(workspace: Path, run: str) -> dict[str, float]:
         "decile_error_trend_hi": score.get("test.trend.hi"),
     }
     for rel, prefix in (
+        ("results/scorecard/metrics.json", "scorecard"),
         ("results/stability/metrics.json", "stability"),
         ("results/memorization/metrics.json", "memorization"),
         ("results/toy/metrics.json", "toy"),
@@ -302,7 +309,7 @@ def describe(
     if "test_accuracy" in metrics:
         lines += ["", f"Test accuracy of the audited model: {metrics['test_accuracy']:.3f}."]
     if top is not None and len(top):
-        lines += ["", f"### The 10 hardest test examples (by `vog_{rank_by}`)", ""]
+        lines += ["", f"### The 10 hardest test examples (by `{rank_by}`)", ""]
         head = top.head(10)
         lines.append("| " + " | ".join(map(str, head.columns)) + " |")
         lines.append("|" + "---|" * len(head.columns))
