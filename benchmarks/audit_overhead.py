@@ -46,14 +46,17 @@ def main() -> None:
     startup = sum(r[1] for r in rows)
     work = sum(r[2] for r in rows)
     between = wall - startup - work
-    print(f"`dvc repro` of the default audit in a fresh clone: {wall:.0f} s wall, "
-          f"{len(rows)} stages")
+    print(
+        f"`dvc repro` of the default audit in a fresh clone: {wall:.0f} s wall, {len(rows)} stages"
+    )
     print("| stage | start-up (s) | work (s) |\n|---|---|---|")
     for stage, s, w in rows:
         print(f"| {stage} | {s:.1f} | {w:.1f} |")
     print(f"| **all** | **{startup:.1f}** | **{work:.1f}** |\n")
-    print(f"work {work:.0f} s ({work / wall:.0%}), start-up {startup:.0f} s ({startup / wall:.0%}), "
-          f"between stages (DVC) {between:.0f} s ({between / wall:.0%})")
+    print(
+        f"work {work:.0f} s ({work / wall:.0%}), start-up {startup:.0f} s ({startup / wall:.0%}), "
+        f"between stages (DVC) {between:.0f} s ({between / wall:.0%})"
+    )
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
     sys.exit(0)

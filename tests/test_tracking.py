@@ -56,7 +56,9 @@ def test_unreachable_server_fails_fast_naming_the_uri():
     ],
 )
 def test_mistyped_uris_are_refused_at_the_start(uri, message):
-    with pytest.raises(tracking.TrackingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        tracking.TrackingError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
         tracking.check_reachable(uri)
 
 
@@ -70,7 +72,8 @@ def workspace(folder: Path, accuracy: float = 0.9) -> Path:
         "data: {name: digits}\nmodel: {name: lenet}\nvog: {rank_by: all_label, top_k: 3}\n"
         "tracking: {register_run: main}\n"
     )
-    (folder / "dvc.yaml").write_text(textwrap.dedent("""
+    (folder / "dvc.yaml").write_text(
+        textwrap.dedent("""
         stages:
           train:
             foreach: [main]
@@ -88,31 +91,66 @@ def workspace(folder: Path, accuracy: float = 0.9) -> Path:
               metrics:
                 - runs/${key}/score.json:
                     cache: false
-    """))
+    """)
+    )
     run = folder / "runs" / "main"
     (run / "rankings").mkdir(parents=True, exist_ok=True)
     (run / "train.json").write_text(json.dumps({"test_accuracy": accuracy}))
-    (run / "score.json").write_text(json.dumps(
-        {"test": {"error": 0.1, "trend": {"measured": 0.5, "lo": 0.2, "hi": 0.8,
-                                          "verdict": "supported"}}}))
+    (run / "score.json").write_text(
+        json.dumps(
+            {
+                "test": {
+                    "error": 0.1,
+                    "trend": {"measured": 0.5, "lo": 0.2, "hi": 0.8, "verdict": "supported"},
+                }
+            }
+        )
+    )
     n = 12
-    pd.DataFrame({"index": np.arange(n), "label": np.arange(n) % 3, "true_label": np.arange(n) % 3,
-                  "noisy": False, "pred": np.arange(n) % 3, "correct": True,
-                  "vog_all_label": np.linspace(0, 1, n)}).to_parquet(run / "rankings" / "test.parquet")
-    lock = {"schema": "2.0", "stages": {
-        "train@main": {"cmd": "x", "params": {"params.yaml": {"train": {"epochs": 3}}},
-                       "outs": [{"path": "runs/main/train.json", "md5": str(accuracy)}]},
-        "score@main": {"cmd": "y", "params": {"params.yaml": {"vog": {"normalise": "z"}}},
-                       "outs": [{"path": "runs/main/rankings", "md5": "r"},
-                                {"path": "runs/main/score.json", "md5": "s"}]},
-    }}
+    pd.DataFrame(
+        {
+            "index": np.arange(n),
+            "label": np.arange(n) % 3,
+            "true_label": np.arange(n) % 3,
+            "noisy": False,
+            "pred": np.arange(n) % 3,
+            "correct": True,
+            "vog_all_label": np.linspace(0, 1, n),
+        }
+    ).to_parquet(run / "rankings" / "test.parquet")
+    lock = {
+        "schema": "2.0",
+        "stages": {
+            "train@main": {
+                "cmd": "x",
+                "params": {"params.yaml": {"train": {"epochs": 3}}},
+                "outs": [{"path": "runs/main/train.json", "md5": str(accuracy)}],
+            },
+            "score@main": {
+                "cmd": "y",
+                "params": {"params.yaml": {"vog": {"normalise": "z"}}},
+                "outs": [
+                    {"path": "runs/main/rankings", "md5": "r"},
+                    {"path": "runs/main/score.json", "md5": "s"},
+                ],
+            },
+        },
+    }
     (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
     timings = folder / ".vogflow" / "timings"
     timings.mkdir(parents=True, exist_ok=True)
     now = time.time()
-    (timings / "train@main.json").write_text(json.dumps(
-        {"stage": "train@main", "start": now - 10, "body_start": now - 9, "end": now - 2.1,
-         "history": [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0}]}))
+    (timings / "train@main.json").write_text(
+        json.dumps(
+            {
+                "stage": "train@main",
+                "start": now - 10,
+                "body_start": now - 9,
+                "end": now - 2.1,
+                "history": [{"epoch": 1, "train_loss": 2.0}, {"epoch": 2, "train_loss": 1.0}],
+            }
+        )
+    )
     return folder
 
 
@@ -120,8 +158,9 @@ def log(folder: Path, uri: str, **kw):
     params = yaml.safe_load((folder / "params.yaml").read_text())
     lock = yaml.safe_load((folder / "dvc.lock").read_text())
     record = compose(folder, params=params, git=git_state(folder, generated=outputs(lock)), **kw)
-    return tracking.log_pipeline_audit(record, experiment="t", model_name="m", model_dir=None,
-                                       uri=uri)
+    return tracking.log_pipeline_audit(
+        record, experiment="t", model_name="m", model_dir=None, uri=uri
+    )
 
 
 def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
@@ -142,14 +181,17 @@ def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
     assert parent.data.params["vog.rank_by"] == "all_label"
     assert "hardest test examples" in parent.data.tags["mlflow.note.content"]
     assert {a.path for a in client.list_artifacts(run_id, "config")} == {
-        "config/dvc.lock", "config/params.yaml"}
+        "config/dvc.lock",
+        "config/params.yaml",
+    }
     # load_table searches the global store's active experiment.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "t")
     table = mlflow.load_table("tables/hardest_test.json", run_ids=[run_id])
     assert list(table["index"]) == [11, 10, 9]
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'"
+    )
     by_name = {c.info.run_name: c for c in children}
     assert set(by_name) == {"train@main", "score@main"}
     train = by_name["train@main"]
@@ -160,15 +202,38 @@ def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
     score = by_name["score@main"]
     assert score.data.tags["vogflow.run"] == "main"
     assert [a.path for a in client.list_artifacts(score.info.run_id, "runs/main/rankings")] == [
-        "runs/main/rankings/test.parquet"]
+        "runs/main/rankings/test.parquet"
+    ]
     # The same pipeline state again: recognised, nothing new.
     again, new = log(folder, uri)
     assert (again, new) == (run_id, False)
-    assert len(client.search_runs([parent.info.experiment_id], "tags.`vogflow.kind` = 'audit'")) == 1
+    assert (
+        len(client.search_runs([parent.info.experiment_id], "tags.`vogflow.kind` = 'audit'")) == 1
+    )
     # Another state is another audit.
     workspace(folder, accuracy=0.8)
     third, new = log(folder, uri)
     assert new and third != run_id
+
+
+def test_runs_an_interrupted_attempt_left_running_are_closed_by_the_next(tmp_path):
+    """A store that went away mid-way leaves runs RUNNING; the next attempt closes them."""
+    from mlflow.tracking import MlflowClient
+
+    folder = workspace(tmp_path / "p")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    lock = yaml.safe_load((folder / "dvc.lock").read_text())
+    record = compose(folder, params=params, git={})
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("t", artifact_location=(folder / "mlartifacts").as_uri())
+    left = client.create_run(exp, tags={"vogflow.audit_key": record.key, "vogflow.kind": "audit"})
+    child = client.create_run(exp, tags={"mlflow.parentRunId": left.info.run_id})
+    run_id, new = log(folder, uri)
+    assert new and run_id != left.info.run_id and lock
+    assert client.get_run(left.info.run_id).info.status == "FAILED"
+    assert client.get_run(child.info.run_id).info.status == "FAILED"
+    assert client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_copied_project_logs_artifacts_inside_the_copy(tmp_path):
@@ -205,9 +270,17 @@ def test_concurrent_audits_on_a_fresh_store_lose_nothing(tmp_path):
     """)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    procs = [subprocess.Popen([sys.executable, "-c", script, f"audit{i}"], env=env, cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, f"audit{i}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     assert all(code == 0 for _, _, code in results), [err[-800:] for _, err, _ in results]
     client = MlflowClient(tracking_uri=uri)
@@ -222,10 +295,25 @@ def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{folder}/server.db",
-         "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-        cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder}/server.db",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -252,8 +340,9 @@ def test_an_audit_logs_to_a_real_server_over_http(mlflow_server, tmp_path):
     assert new
     client = MlflowClient(tracking_uri=uri)
     assert client.get_run(run_id).data.metrics["test_accuracy"] == 0.9
-    children = client.search_runs([client.get_run(run_id).info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{run_id}'")
+    children = client.search_runs(
+        [client.get_run(run_id).info.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'"
+    )
     assert {c.info.status for c in children} == {"FINISHED"}
 
 
@@ -262,22 +351,33 @@ def test_the_track_stage_with_a_stopped_server_keeps_outputs_and_says_how_to_log
     (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     uri = f"http://127.0.0.1:{free_port()}"
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / "track.py")], cwd=folder,
-                         env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "track.py")],
+        cwd=folder,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0
     assert uri in out.stderr and "Traceback" not in out.stderr
-    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()
-             and ".vogflow" not in p.parts}
+    after = {
+        p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and ".vogflow" not in p.parts
+    }
     assert {p: b for p, b in before.items() if ".vogflow" not in p.parts} == after
 
 
 def test_tracking_off_logs_nothing(tmp_path):
     folder = workspace(tmp_path / "p")
     (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    out = subprocess.run([sys.executable, str(ROOT / "stages" / "track.py")], cwd=folder,
-                         env={**os.environ, "VOGFLOW_TRACKING": "off"},
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "track.py")],
+        cwd=folder,
+        env={**os.environ, "VOGFLOW_TRACKING": "off"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "tracking is off" in out.stdout
     assert not (folder / "mlflow.db").exists()

@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "audit"]
+__all__ = ["CheckpointRecorder", "__version__", "audit"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from vogflow.api import audit
 
         return audit
+    if name == "CheckpointRecorder":
+        from vogflow.capture import CheckpointRecorder
+
+        return CheckpointRecorder
     raise AttributeError(f"module 'vogflow' has no attribute {name!r}")

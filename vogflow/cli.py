@@ -18,7 +18,8 @@ from typing import Any
 
 PROG = "vogflow"
 DATA_KINDS = ("npz", "imagefolder")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+TORCHVISION = "torchvision:"
 # Errors that describe the user's inputs (not a bug): shown as one line, exit code 2. Matched by
 # name so that catching them does not import torch or mlflow.
 USER_ERRORS = frozenset(
@@ -81,6 +82,104 @@ def load_factory_model(spec: str) -> Any:
             "return the (untrained) model"
         )
     return model
+
+
+def check_model_spec(spec: str | None, num_classes: int | None) -> None:
+    """Refuse a malformed ``--model``/``--num-classes`` pair before any download or import."""
+    if spec is not None and spec.startswith(TORCHVISION):
+        if not spec[len(TORCHVISION) :]:
+            raise UsageError(
+                f"--model {spec!r} names no model; write e.g. --model torchvision:resnet18"
+            )
+        return
+    if num_classes is not None:
+        what = f"--model {spec!r} builds its own model" if spec else "the manifest sets them"
+        raise UsageError(
+            f"--num-classes applies to --model torchvision:<name> only ({what}); drop it"
+        )
+
+
+def build_torchvision(spec: str, num_classes: int | None, source: Any) -> Any:
+    """``torchvision:<name>``: the torchvision classification model, untrained (weights=None)."""
+    name = spec[len(TORCHVISION) :]
+    if num_classes is None:
+        num_classes = (source.manifest or {}).get("num_classes")
+    if not num_classes:
+        raise UsageError(
+            f"--model {spec!r} needs the number of classes: add --num-classes N (the size of "
+            "the model's output layer the checkpoints were trained with)"
+        )
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise UsageError(
+            f"--model {spec!r}: torchvision has no classification model {name!r}; valid: "
+            f"{', '.join(known[:12])}, ... (torchvision.models.list_models())"
+        )
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=int(num_classes))
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--model {spec!r}: torchvision cannot build it ({err})") from err
+
+
+def resolve_model(spec: str | None, num_classes: int | None, source: Any) -> tuple[Any, str]:
+    """The model to load the checkpoints into, and how it was made (for the record).
+
+    A factory (``package.module:factory``), a torchvision model by name, or, without
+    ``--model``, the built-in architecture the checkpoint folder's manifest names.
+    """
+    if spec is None:
+        arch = source.builtin_architecture()
+        if arch is None:
+            if source.manifest is None:
+                why = f"{source.where} has no manifest.json naming a built-in architecture"
+            else:
+                why = (
+                    f"its manifest names {source.manifest.get('architecture')!r}, not a built-in "
+                    "architecture"
+                )
+            raise UsageError(
+                f"--model is needed: {why}; pass --model package.module:factory or "
+                "--model torchvision:<name> --num-classes N"
+            )
+        return source.build_model(), f"{arch} (from the manifest)"
+    if spec.startswith(TORCHVISION):
+        return build_torchvision(spec, num_classes, source), spec
+    return load_factory_model(spec), spec
+
+
+def resolve_checkpoints(items: Sequence[str]) -> tuple[Any, str | None]:
+    """The checkpoint source of ``--checkpoints``, and a note when a given order looks unintended.
+
+    One ``runs:/`` URI, vogflow checkpoint folder (manifest.json) or Hugging Face output folder is
+    resolved by :mod:`vogflow.sources`; globs, plain folders and file lists as before.
+    """
+    from vogflow import sources
+
+    if len(items) == 1 and sources.is_source(items[0]):
+        source, note = sources.resolve(items[0]), None
+    else:
+        paths, note = checkpoint_paths(items)
+        source = sources.resolve(paths)
+    if len(source.checkpoints) < 2:
+        source.close()
+        raise UsageError(
+            f"--checkpoints: found {len(source.checkpoints)} checkpoint "
+            f"({', '.join(source.names)}); VoG is a spread over training and needs at least 2; "
+            "pass a glob or several files"
+        )
+    return source, note
+
+
+def _standardise(x: Any, normalisation: dict[str, Any]) -> Any:
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+    mean = np.asarray(normalisation["mean"], dtype=np.float32).reshape(shape)
+    std = np.asarray(normalisation["std"], dtype=np.float32).reshape(shape)
+    return (x - mean) / std
 
 
 def _has_magic(pattern: str) -> bool:
@@ -204,12 +303,25 @@ def check_out_file(value: str) -> Path:
 def cmd_audit(args: argparse.Namespace) -> int:
     out_path = check_out_file(args.out)
     kind, data_path = parse_data(args.data)
-    paths, note = checkpoint_paths(args.checkpoints)
-    print(f"checkpoints ({len(paths)}, in training order; the last is the final model):")
-    for i, path in enumerate(paths, 1):
-        print(f"  {i:>3}  {path}")
+    check_model_spec(args.model, args.num_classes)
+    source, note = resolve_checkpoints(args.checkpoints)
+    try:
+        return _audit(args, out_path, kind, data_path, source, note)
+    finally:
+        source.close()
+
+
+def _audit(
+    args: argparse.Namespace, out_path: Path, kind: str, data_path: str, source: Any, note: Any
+) -> int:
+    n = len(source.checkpoints)
+    print(f"checkpoints ({n}, in training order; the last is the final model):")
+    for i, name in enumerate(source.names, 1):
+        print(f"  {i:>3}  {name}")
     if note:
         print(note)
+    if not source.complete:
+        print(f"note: {source.where}: its manifest says training has not finished ({n} so far)")
     from vogflow import tracking
 
     track = args.track and tracking.enabled()
@@ -218,23 +330,42 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if track:
         # Fail before the heavy work when the store cannot take the result.
         tracking.check_reachable(tracking.tracking_uri())
-    model = load_factory_model(args.model)
+    model, model_name = resolve_model(args.model, args.num_classes, source)
+    if args.model is None:
+        print(f"model: {model_name}")
 
+    from vogflow import sources
     from vogflow.api import audit
     from vogflow.config import DataConfig
     from vogflow.data import load_raw
     from vogflow.rankings import write_csv, write_parquet
 
+    items = source.for_audit()
+    sources.check_fit(model, items, source.names)
     # As loaded (images in [0, 1]), not standardised with the training split's statistics: the
     # user's model was trained on its own inputs, and vogflow.audit() on the same arrays agrees.
     raw = load_raw(DataConfig(name=kind, path=data_path), Path.cwd())
     x, y = (raw.x_train, raw.y_train) if args.split == "train" else (raw.x_test, raw.y_test)
+    normalisation = (source.manifest or {}).get("normalisation")
+    if normalisation:
+        # Except when the manifest records what the model was fed: the pipeline's runs (and a
+        # recorder told so) trained on inputs standardised with these statistics.
+        x = _standardise(x, normalisation)
+        print(
+            f"inputs standardised with the manifest's mean {normalisation['mean']} and std "
+            f"{normalisation['std']}"
+        )
     try:
         table = audit(
-            model, [str(p) for p in paths], (x, y),
-            window_size=args.window_size, normalise=args.normalise, batch_size=args.batch_size,
-            device=args.device, progress=not args.quiet,
-        )  # fmt: skip
+            model,
+            items,
+            (x, y),
+            window_size=args.window_size,
+            normalise=args.normalise,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.quiet,
+        )
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
@@ -245,18 +376,25 @@ def cmd_audit(args: argparse.Namespace) -> int:
     write = write_csv if out_path.suffix.lower() == ".csv" else write_parquet
     out = write(table, out_path)
     error = float(1 - table["correct"].mean())
-    print(f"audited {len(table)} {args.split} examples of {args.data} with {len(paths)} "
-          f"checkpoints; final-model error {error:.3f}")  # fmt: skip
+    print(
+        f"audited {len(table)} {args.split} examples of {args.data} with {n} "
+        f"checkpoints; final-model error {error:.3f}"
+    )
     print(f"wrote {out} ({len(table)} rows, {len(table.columns)} columns)")
     if track:
         run_id = tracking.log_audit(
             table,
-            params={"model": args.model, "checkpoints": ",".join(p.name for p in paths),
-                    "data": {"name": kind, "path": str(Path(data_path).resolve())},
-                    "split": args.split, "window_size": args.window_size,
-                    "normalise": args.normalise},
-            run_name="audit", experiment=args.experiment,
-        )  # fmt: skip
+            params={
+                "model": model_name,
+                "checkpoints": ",".join(c.short for c in source.checkpoints),
+                "data": {"name": kind, "path": str(Path(data_path).resolve())},
+                "split": args.split,
+                "window_size": args.window_size,
+                "normalise": args.normalise,
+            },
+            run_name="audit",
+            experiment=args.experiment,
+        )
         print(f"logged to MLflow: run {run_id} ({tracking.tracking_uri()})")
     column = _default_score(table)
     if column and args.show > 0:
@@ -592,10 +730,19 @@ VoG of every example of the chosen split for the early, late and all windows in
 both label modes, class-normalise it, and write the rankings table (one row per
 example, dataset order) atomically to --out (.parquet, or .csv; its folder is
 checked before any work). The inputs go to the model as loaded (uint8 scaled to
-[0, 1], float kept), never standardised: as vogflow.audit() on the same arrays.
+[0, 1], float kept), not standardised: as vogflow.audit() on the same arrays.
 Prints the checkpoint order it used
 and the hardest examples. Checkpoints are plain state_dicts (also under model /
-state_dict / model_state_dict); they are loaded without running code."""
+state_dict / model_state_dict); they are loaded without running code.
+
+Where checkpoints already are: a vogflow checkpoint folder (manifest.json, from
+the pipeline or vogflow.capture.CheckpointRecorder: the manifest's order, each
+file checked against its sha256; --model may be left out for a built-in
+architecture, and inputs are standardised as the manifest records), an MLflow
+runs:/<run_id>/<path> folder, a Hugging Face output folder (checkpoint-*/ with
+model.safetensors; needs `pip install safetensors`), or Lightning .ckpt files
+(their state_dict, less a model. prefix). --model torchvision:<name> builds an
+untrained torchvision model (weights=None) with --num-classes outputs."""
 
 AUDIT_EPILOG = """\
 examples:
@@ -605,6 +752,10 @@ examples:
       --data imagefolder:data/images --split train --out train.parquet --track
   vogflow audit --model mynets:build --checkpoints e1.pt e5.pt e9.pt \\
       --data npz:data.npz --out r.parquet --window-size 2 --normalise abs
+  vogflow audit --checkpoints runs/main/checkpoints --data npz:data.npz \\
+      --out r.parquet
+  vogflow audit --model torchvision:resnet18 --num-classes 10 \\
+      --checkpoints runs:/3f2a9c.../checkpoints --data npz:cifar.npz --out r.csv
 
 data kinds: npz:PATH (arrays x_train, y_train, x_test, y_test; images uint8 or
 float in [0, 1]) and imagefolder:PATH (PATH/{train,test}/<class>/*.png|jpg)."""
@@ -662,16 +813,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        required=True,
+        default=None,
         metavar="MODULE:FACTORY",
-        help="factory building the model, e.g. mypkg.nets:build",
+        help="factory building the model (mypkg.nets:build), or torchvision:<name> with "
+        "--num-classes; optional for a checkpoint folder of a built-in architecture",
+    )
+    p.add_argument(
+        "--num-classes",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="output classes of a --model torchvision:<name> (default: the manifest's)",
     )
     p.add_argument(
         "--checkpoints",
         required=True,
         nargs="+",
         metavar="PATH",
-        help="a quoted glob, a folder, or several files in training order",
+        help="a quoted glob, a folder (a vogflow checkpoint folder with manifest.json, a Hugging "
+        "Face output folder of checkpoint-*/), runs:/<run_id>/<path>, or files in training order",
     )
     p.add_argument(
         "--data", required=True, metavar="KIND:PATH", help="npz:PATH or imagefolder:PATH"

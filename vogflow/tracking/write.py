@@ -71,6 +71,22 @@ def find_audit(client: Any, experiment: str, key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def _close_abandoned(client: Any, experiment: str, key: str) -> None:
+    """Mark FAILED the runs an earlier attempt at this state left RUNNING (its store went away
+    mid-way, so it could not close them), so no audit stays RUNNING for ever."""
+    stale = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{AUDIT_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+    )
+    for parent in stale:
+        children = client.search_runs(
+            [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+        )
+        for run in [*children, parent]:
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, "FAILED")
+
+
 def log_pipeline_audit(
     record: AuditRecord,
     *,
@@ -92,6 +108,7 @@ def log_pipeline_audit(
         done = find_audit(client, exp, record.key)
         if done:
             return done, False
+        _close_abandoned(client, exp, record.key)
         started = [c.start for c in record.children if c.start is not None]
         parent = client.create_run(
             exp,

@@ -1,0 +1,214 @@
+"""Record vogflow checkpoints from a training loop you already have: ``CheckpointRecorder``.
+
+Call ``recorder.epoch_end(epoch, model)`` once per finished epoch; on the pipeline's schedule
+(:func:`vogflow.checkpoints.schedule`) it writes a plain ``state_dict`` and updates
+``manifest.json``, so the folder is the same kind the pipeline's ``train`` stage writes and
+``vogflow audit --checkpoints <folder>`` (or :mod:`vogflow.sources`) reads it in training order,
+verifying every file's sha256. With ``mlflow_run_id`` each file also goes to that run's artifacts
+under ``checkpoints/``, so ``runs:/<run_id>/checkpoints`` finds them again.
+
+Framework callbacks are meant to be thin adapters over the recorder, holding no logic of their
+own: a Lightning ``Callback`` calls ``epoch_end(trainer.current_epoch + 1, pl_module)`` from
+``on_train_epoch_end``, a Hugging Face ``TrainerCallback`` calls ``epoch_end(round(state.epoch),
+model)`` from ``on_epoch_end``. They are not shipped, because neither package is a dependency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vogflow import checkpoints as ck
+from vogflow.io import sha256_bytes
+
+RECORDER = "vogflow.capture.CheckpointRecorder"
+ARTIFACT_PATH = "checkpoints"
+
+
+def fingerprint(*arrays: Any) -> str:
+    """sha256 over the bytes of ``arrays`` (e.g. ``x_train, y_train``): the data's identity."""
+    parts = [np.ascontiguousarray(a.detach().cpu() if torch.is_tensor(a) else a) for a in arrays]
+    return sha256_bytes(b"".join(p.tobytes() for p in parts))
+
+
+def class_path(model: nn.Module) -> str:
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _state_of(model: nn.Module | Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    if isinstance(model, nn.Module):
+        # DataParallel/DDP wrap the user's module; the checkpoint holds the module's own keys.
+        inner = getattr(model, "module", None)
+        return (inner if isinstance(inner, nn.Module) else model).state_dict()
+    if isinstance(model, Mapping):
+        return model
+    raise TypeError(f"epoch_end: expected an nn.Module or a state_dict, got {type(model).__name__}")
+
+
+class CheckpointRecorder:
+    """Writes a vogflow checkpoint folder from a user's own training loop.
+
+    Args:
+        out_dir: the folder (created; a folder of an earlier recorder with the same schedule and
+            model is continued, so a resumed loop keeps its checkpoints).
+        model: the model being trained (its class is recorded; its weights are not saved here).
+        epochs: the number of epochs the loop will run (the schedule needs the last ones).
+        early, every, late: the schedule, as the pipeline's ``checkpoints`` params.
+        architecture: a built-in name (``mlp``, ``lenet``, ``resnet18``, ``resnet50``): the
+            folder then rebuilds the model without a factory. It is checked against ``model``.
+        model_options: options of the built-in architecture (``{"hidden": 64}`` for ``mlp``).
+        input_shape: one example's shape, ``(C, H, W)`` or ``(D,)``.
+        classes: class names, in label order; ``num_classes`` defaults to their count.
+        data_fingerprint: identity of the training data, e.g. :func:`fingerprint` of the arrays.
+        normalisation: ``{"mean": [...], "std": [...]}`` per channel when the loop standardises
+            inputs in [0, 1]; ``vogflow audit`` then standardises its data the same way.
+        mlflow_run_id: also log every file as an artifact under ``checkpoints/`` of this run.
+        tracking_uri: the store of that run (default: :func:`vogflow.tracking.tracking_uri`;
+            pass ``mlflow.get_tracking_uri()`` when the loop set one in code).
+
+    ``epoch_end`` takes 1-based epochs (the number of epochs finished); the folder is complete
+    after epoch ``epochs``.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        model: nn.Module,
+        epochs: int,
+        early: int = 3,
+        every: int = 5,
+        late: int = 3,
+        architecture: str | None = None,
+        model_options: Mapping[str, Any] | None = None,
+        input_shape: Sequence[int] | None = None,
+        classes: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        data_fingerprint: str | None = None,
+        normalisation: Mapping[str, Sequence[float]] | None = None,
+        mlflow_run_id: str | None = None,
+        tracking_uri: str | None = None,
+    ) -> None:
+        for name, value, low in (
+            ("epochs", epochs, 1),
+            ("early", early, 0),
+            ("every", every, 1),
+            ("late", late, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: {value!r} is not allowed; pass an integer >= {low}")
+        self.out_dir = Path(out_dir)
+        self.epochs = epochs
+        self.schedule = ck.schedule(epochs, early=early, every=every, late=late)
+        self.mlflow_run_id = mlflow_run_id
+        self.tracking_uri = tracking_uri
+        self._client: Any = None
+        if num_classes is None and classes is not None:
+            num_classes = len(classes)
+        if classes is not None and num_classes != len(classes):
+            raise ValueError(f"num_classes {num_classes} differs from the {len(classes)} classes")
+        manifest: dict[str, Any] = {
+            "architecture": architecture or class_path(model),
+            "model_class": class_path(model),
+            "model_options": dict(model_options or {}),
+            "num_classes": num_classes,
+            "classes": list(classes) if classes is not None else None,
+            "input_shape": list(input_shape) if input_shape is not None else None,
+            "data_fingerprint": data_fingerprint,
+            "schedule": self.schedule,
+            "recorded_by": RECORDER,
+            "checkpoints": [],
+            "complete": False,
+        }
+        if normalisation is not None:
+            manifest["normalisation"] = {k: list(normalisation[k]) for k in ("mean", "std")}
+        if architecture is not None:
+            self._check_builtin(manifest, model)
+        self.manifest = self._continue(manifest)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        ck.write_manifest(self.out_dir, self.manifest)
+        self._log(self.out_dir / ck.MANIFEST)
+
+    @staticmethod
+    def _check_builtin(manifest: dict[str, Any], model: nn.Module) -> None:
+        """A built-in name that does not rebuild ``model`` would make a folder nobody can audit."""
+        from vogflow.models import build_model
+
+        if manifest["input_shape"] is None or manifest["num_classes"] is None:
+            raise ValueError(
+                f"architecture {manifest['architecture']!r}: pass input_shape and classes (or "
+                "num_classes) too, so the folder can rebuild the model"
+            )
+        built = build_model(
+            manifest["architecture"],
+            tuple(manifest["input_shape"]),
+            manifest["num_classes"],
+            **manifest["model_options"],
+        )
+        ck.load_into(
+            built, _state_of(model), source=f"the model being trained ({class_path(model)})"
+        )
+
+    def _continue(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The folder's manifest when it was recorded for this model and schedule, else ours."""
+        if not (self.out_dir / ck.MANIFEST).exists():
+            return manifest
+        fix = f"choose another folder, or delete {self.out_dir} to record afresh"
+        earlier = ck.read_manifest(self.out_dir, fix=fix)
+        same = ("architecture", "model_class", "num_classes", "input_shape", "schedule")
+        changed = [k for k in same if earlier.get(k) != manifest[k]]
+        if earlier.get("recorded_by") != RECORDER or changed:
+            what = ", ".join(changed) if changed else "it was not written by a CheckpointRecorder"
+            raise ck.CheckpointError(
+                f"{self.out_dir} already holds another run's checkpoints ({what}); {fix}"
+            )
+        return {**manifest, "checkpoints": earlier.get("checkpoints", [])}
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        """The files recorded so far, in training order."""
+        return [self.out_dir / e["file"] for e in self.manifest["checkpoints"]]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest["complete"])
+
+    def epoch_end(self, epoch: int, model: nn.Module | Mapping[str, torch.Tensor]) -> Path | None:
+        """Record ``model`` after 1-based ``epoch`` if the schedule saves it; returns the file."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= self.epochs:
+            raise ValueError(
+                f"epoch {epoch!r} is outside 1..{self.epochs}: epochs are 1-based, the number of "
+                "epochs finished (pass epoch + 1 in a `for epoch in range(epochs)` loop)"
+            )
+        # A resumed loop replays epochs: what was recorded from them is superseded.
+        entries = [e for e in self.manifest["checkpoints"] if e["epoch"] < epoch]
+        self.manifest["checkpoints"] = entries
+        path = None
+        if epoch in self.schedule:
+            path = self.out_dir / ck.checkpoint_name(epoch)
+            digest = ck.save_state_dict(path, _state_of(model))
+            entries.append({"file": path.name, "epoch": epoch, "sha256": digest})
+        self.manifest["complete"] = epoch == self.epochs
+        if path is not None or self.manifest["complete"]:
+            ck.write_manifest(self.out_dir, self.manifest)
+            if path is not None:
+                self._log(path)
+            self._log(self.out_dir / ck.MANIFEST)
+        return path
+
+    def _log(self, path: Path) -> None:
+        if self.mlflow_run_id is None:
+            return
+        from vogflow import tracking
+
+        if self._client is None:
+            # A plain client, not open_store: the run is the user's, in a store vogflow does not
+            # own, so its artifact locations are not vogflow's to rebase.
+            self._client = tracking.client(self.tracking_uri or tracking.tracking_uri())
+        self._client.log_artifact(self.mlflow_run_id, str(path), ARTIFACT_PATH)
