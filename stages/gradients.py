@@ -2,15 +2,65 @@
 
     python stages/gradients.py --run main --checkpoints runs/main/checkpoints \
         --out runs/main/gradients --metrics runs/main/gradients.json
+
+Sharded over N processes (the same outputs, bit for bit where the ranks' batch boundaries fall
+where one process's do):
+
+    torchrun --nproc_per_node=N -- stages/gradients.py --run main ...
+
+(the ``--`` keeps torchrun from reading ``--run`` as its own ``--run-path``.)
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from vogflow import distributed
+from vogflow.config import ConfigError, Params, load_params
 from vogflow.io import write_json, write_npz
-from vogflow.stage import parser, stage
+from vogflow.stage import parser, project_root, stage
+
+
+def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
+    """The run's models, its manifest and per split its inputs and labels."""
+    from vogflow.checkpoints import load_run_models
+    from vogflow.pipeline import load_run_data
+
+    models, manifest = load_run_models(args.checkpoints)
+    return models, manifest, load_run_data(prm.data, root, args.checkpoints, manifest)
+
+
+def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
+    """The split's :class:`Extraction`; None on ranks other than 0 under torchrun."""
+    from vogflow.api import run_extraction
+
+    return run_extraction(
+        models,
+        (x, labels["label"]),
+        window_size=prm.vog.window_size,
+        label_modes=prm.gradients.label_modes,
+        batch_size=prm.gradients.batch_size,
+        device=prm.gradients.device,
+        precision=prm.gradients.precision,
+    )
+
+
+def peer(args: Any) -> None:
+    """A rank other than 0: score its share of every split and write nothing (no outputs, no
+    timings); rank 0 validates the params and reports every failure in one line."""
+    from vogflow.checkpoints import CheckpointError
+    from vogflow.gradients import GradientError
+
+    try:
+        prm = load_params(args.params)
+        models, _, data = load(prm, project_root(), args)
+        for split in prm.gradients.splits:
+            extract_split(prm, models, *data[split])
+    except (ConfigError, CheckpointError, GradientError):
+        sys.exit(1)
 
 
 def main() -> None:
@@ -20,55 +70,57 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for <split>.npz")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     args = p.parse_args()
+    if distributed.rank() != 0:
+        peer(args)
+        return
 
-    with stage(f"gradients@{args.run}", params_path=args.params, run=args.run) as ctx:
-        from vogflow.api import run_extraction
-        from vogflow.checkpoints import load_run_models
-        from vogflow.pipeline import load_run_data
+    name = f"gradients@{args.run}"
+    with stage(name, params_path=args.params, run=args.run) as ctx:
+        from vogflow.checkpoints import CheckpointError
+        from vogflow.gradients import GradientError
 
-        prm = ctx.params
-        models, manifest = load_run_models(args.checkpoints)
-        data = load_run_data(prm.data, ctx.root, args.checkpoints, manifest)
-        metrics = {"checkpoints": len(models), "splits": {}}
-        for split in prm.gradients.splits:
-            x, labels = data[split]
-            t0 = time.perf_counter()
-            extraction = run_extraction(
-                models,
-                (x, labels["label"]),
-                window_size=prm.vog.window_size,
-                label_modes=prm.gradients.label_modes,
-                batch_size=prm.gradients.batch_size,
-                device=prm.gradients.device,
-                precision=prm.gradients.precision,
-            )
-            seconds = time.perf_counter() - t0
-            write_npz(
-                Path(args.out) / f"{split}.npz",
-                **extraction.arrays(),
-                true_label=labels["true_label"],
-                noisy=labels["noisy"],
-            )
-            per_ckpt = manifest["checkpoints"]
-            # Timings go to MLflow only: a DVC output must be the same bits on every rerun.
-            ctx.timings[f"{split}.seconds"] = seconds
-            ctx.timings[f"{split}.images_per_second"] = len(x) / seconds
-            metrics["splits"][split] = {"examples": len(x)}
-            # The regime behind each window: its epochs and learning rates (the same for every
-            # split), as scalars and strings so `dvc metrics show` reads them.
-            metrics["windows"] = {
-                w: {
-                    "epochs": " ".join(str(per_ckpt[i]["epoch"]) for i in idx),
-                    "lr_first": per_ckpt[idx[0]]["lr"],
-                    "lr_last": per_ckpt[idx[-1]]["lr"],
+        world = distributed.world_size()
+        arrays = {}
+        try:
+            models, manifest, data = load(ctx.params, ctx.root, args)
+            metrics: dict[str, Any] = {"checkpoints": len(models), "splits": {}}
+            for split in ctx.params.gradients.splits:
+                x, labels = data[split]
+                t0 = time.perf_counter()
+                extraction = extract_split(ctx.params, models, x, labels)
+                seconds = time.perf_counter() - t0
+                arrays[split] = {
+                    **extraction.arrays(),
+                    "true_label": labels["true_label"],
+                    "noisy": labels["noisy"],
                 }
-                for w, idx in extraction.windows.items()
-            }
-            print(
-                f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s "
-                f"({len(x) / seconds:.0f} images/s)",
-                flush=True,
-            )
+                per_ckpt = manifest["checkpoints"]
+                # Timings go to MLflow only: a DVC output must be the same bits on every rerun.
+                ctx.timings[f"{split}.seconds"] = seconds
+                ctx.timings[f"{split}.images_per_second"] = len(x) / seconds
+                ctx.timings[f"{split}.processes"] = world
+                metrics["splits"][split] = {"examples": len(x)}
+                # The regime behind each window: its epochs and learning rates (the same for
+                # every split), as scalars and strings so `dvc metrics show` reads them.
+                metrics["windows"] = {
+                    w: {
+                        "epochs": " ".join(str(per_ckpt[i]["epoch"]) for i in idx),
+                        "lr_first": per_ckpt[idx[0]]["lr"],
+                        "lr_last": per_ckpt[idx[-1]]["lr"],
+                    }
+                    for w, idx in extraction.windows.items()
+                }
+                shared = f" on {world} processes" if world > 1 else ""
+                print(
+                    f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s"
+                    f"{shared} ({len(x) / seconds:.0f} images/s)",
+                    flush=True,
+                )
+        except (ConfigError, CheckpointError, GradientError) as err:
+            sys.exit(f"{name}: {err}")
+        # Every split is scored before any file is written: a failure leaves no partial output.
+        for split, named in arrays.items():
+            write_npz(Path(args.out) / f"{split}.npz", **named)
         write_json(args.metrics, metrics)
 
 

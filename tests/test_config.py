@@ -152,7 +152,7 @@ def test_run_overrides_are_validated_as_a_recipe(shipped):
     )
     # Fewer epochs than the shared milestones: caught for that run, before any training.
     assert error_of(broken(shipped, "runs.short", {"epochs": 10})).startswith(
-        "runs.short.milestones: [20, 26] is not allowed; expected increasing epochs between 1 "
+        "runs.short.milestones: [24, 28] is not allowed; expected increasing epochs between 1 "
         "and runs.short.epochs (10)"
     )
     assert error_of(broken(shipped, "runs.main", [1])) == (

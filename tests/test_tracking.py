@@ -52,7 +52,8 @@ def test_unreachable_server_fails_fast_naming_the_uri():
         ("htp://127.0.0.1:5000", "unknown scheme 'htp'"),
         ("127.0.0.1:5000", "unknown scheme '127.0.0.1'"),
         ("mlflow.db", "unknown scheme '(none)'"),
-        ("postgresql+nodriver://u@h/db", "driver 'nodriver' is not installed"),
+        ("postgresql+nodriver://u@h/db", "check the URI's scheme"),
+        ("mysql+pymysqlx://u@h/db", "check the URI's scheme"),
     ],
 )
 def test_mistyped_uris_are_refused_at_the_start(uri, message):
@@ -60,6 +61,13 @@ def test_mistyped_uris_are_refused_at_the_start(uri, message):
         tracking.TrackingError, match=message.replace("(", r"\(").replace(")", r"\)")
     ):
         tracking.check_reachable(uri)
+
+
+def test_a_database_uri_whose_driver_is_missing_names_the_package(monkeypatch):
+    # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; hide it whether installed or not.
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(tracking.TrackingError, match=r"pip install 'psycopg\[binary\]'"):
+        tracking.check_reachable("postgresql://u@127.0.0.1/db")
 
 
 def workspace(folder: Path, accuracy: float = 0.9) -> Path:

@@ -136,7 +136,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    milestones: tuple[int, ...] = (20, 26)  # epochs after which lr is multiplied by gamma
+    milestones: tuple[int, ...] = (24, 28)  # epochs after which lr is multiplied by gamma
     gamma: float = 0.1
     seed: int = 0
     label_noise: float = 0.0  # share of training labels replaced by a shuffle of those labels

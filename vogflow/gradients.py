@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -263,6 +264,57 @@ def _window_vog(maps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return spread.mean(dim=1)
 
 
+@dataclass
+class Health:
+    """What :func:`check_health` judges a stream by; parts of one split merge with :meth:`merge`.
+
+    ``bad_inputs``/``bad_grads``: dataset indices with non-finite inputs or input gradients;
+    ``moved``: any input gradient nonzero; ``scored[key]``: any ``vog_raw[key]`` nonzero.
+    """
+
+    examples: int
+    bad_inputs: list[int]
+    bad_grads: list[int]
+    moved: bool
+    scored: dict[str, bool]
+    windows: dict[str, list[int]]
+
+    @classmethod
+    def merge(cls, parts: Sequence[Health]) -> Health:
+        return cls(
+            examples=sum(p.examples for p in parts),
+            bad_inputs=[i for p in parts for i in p.bad_inputs],
+            bad_grads=[i for p in parts for i in p.bad_grads],
+            moved=any(p.moved for p in parts),
+            scored={k: any(p.scored[k] for p in parts) for k in parts[0].scored},
+            windows=parts[0].windows,
+        )
+
+
+def check_health(health: Health) -> None:
+    """Refuse a split whose scores cannot be trusted: empty, non-finite inputs or gradients, no
+    input gradient at all, or a window whose VoG is 0 everywhere (see :func:`extract`)."""
+    if health.examples == 0:
+        raise GradientError("the split is empty: there are no examples to score")
+    _raise_nonfinite("inputs", health.bad_inputs)
+    _raise_nonfinite("input gradients", health.bad_grads)
+    if not health.moved:
+        raise GradientError(
+            "every input gradient is zero, for every example at every checkpoint: the model's "
+            "output ignores its input, so every VoG would be 0 and the ranking mere index order; "
+            "check that forward() uses its input and that the checkpoints hold trained weights"
+        )
+    for key, scored in health.scored.items():
+        if not scored:
+            window = key.rsplit("_", 1)[0]
+            raise GradientError(
+                f"vog_{key} is 0 for every example: the {window!r} window's checkpoints "
+                f"({_listed(health.windows[window])}) give identical input gradients (only weights "
+                "that do not shape them changed), so it ranks nothing; use checkpoints from "
+                "other epochs"
+            )
+
+
 def extract(
     models: Sequence[nn.Module],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -295,6 +347,41 @@ def extract(
     Refused as degenerate (:class:`GradientError`): see :func:`check_models`; labels that are
     not whole numbers; a model whose input gradients are all zero (its output ignores its
     input); a window whose VoG is 0 for every example.
+    """
+    extraction, health = stream(
+        models,
+        batches,
+        num_examples=num_examples,
+        num_batches=num_batches,
+        windows=windows,
+        window_size=window_size,
+        label_modes=label_modes,
+        device=device,
+        precision=precision,
+        progress=progress,
+    )
+    check_health(health)
+    return extraction
+
+
+def stream(
+    models: Sequence[nn.Module],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_examples: int,
+    num_batches: int | None = None,
+    windows: Sequence[str] = WINDOWS,
+    window_size: int = 3,
+    label_modes: Sequence[str] = LABEL_MODES,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    progress: bool = True,
+    offset: int = 0,
+) -> tuple[Extraction, Health]:
+    """:func:`extract` without the whole-split checks: one part of a split, and its health.
+
+    ``offset``: the dataset index of the first example, so that messages and ``Health`` name
+    dataset indices when the batches are a slice of the split (a shard). An empty part is fine.
     """
     check_label_modes(label_modes)
     chosen = check_models(models, windows=windows, window_size=window_size)
@@ -330,7 +417,7 @@ def extract(
         with frozen_eval(models), _tf32(precision == "tf32"), torch.enable_grad():
             for x, y in batches:
                 y = torch.as_tensor(y)
-                check_label_values(y, offset=seen)
+                check_label_values(y, offset=offset + seen)
                 x = x.to(dev, non_blocking=True).float()
                 y = y.to(dev, non_blocking=True).long()
                 b = len(x)
@@ -395,34 +482,24 @@ def extract(
         bar.close()
         for model, original in zip(models, originals, strict=True):
             model.to(original)
-    if seen == 0:
-        raise GradientError("the split is empty: there are no examples to score")
     if seen != n:
         raise GradientError(f"the batches held {seen} examples, not num_examples={n}")
-    _raise_nonfinite("inputs", torch.nonzero(bad_inputs)[:, 0].tolist())
-    _raise_nonfinite("input gradients", torch.nonzero(bad_grads)[:, 0].tolist())
-    if not bool(moved.any()):
-        raise GradientError(
-            "every input gradient is zero, for every example at every checkpoint: the model's "
-            "output ignores its input, so every VoG would be 0 and the ranking mere index order; "
-            "check that forward() uses its input and that the checkpoints hold trained weights"
-        )
-    for key, scores in vog.items():
-        if not bool(scores.any()):
-            window = key.rsplit("_", 1)[0]
-            raise GradientError(
-                f"vog_{key} is 0 for every example: the {window!r} window's checkpoints "
-                f"({_listed(chosen[window])}) give identical input gradients (only weights "
-                "that do not shape them changed), so it ranks nothing; use checkpoints from "
-                "other epochs"
-            )
-    return Extraction(
+    extraction = Extraction(
         label=labels.cpu().numpy(),
         pred=preds.cpu().numpy(),
         vog_raw={key: v.cpu().double().numpy() for key, v in vog.items()},
         stats={name: v.cpu().numpy() for name, v in stats.items()},
         windows=chosen,
     )
+    health = Health(
+        examples=seen,
+        bad_inputs=(torch.nonzero(bad_inputs)[:, 0] + offset).tolist(),
+        bad_grads=(torch.nonzero(bad_grads)[:, 0] + offset).tolist(),
+        moved=bool(moved.any()),
+        scored={key: bool(v.any()) for key, v in vog.items()},
+        windows=chosen,
+    )
+    return extraction, health
 
 
 def check_label_modes(label_modes: Sequence[str]) -> None:

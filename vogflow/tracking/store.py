@@ -23,7 +23,15 @@ HINT = (
     "VOGFLOW_TRACKING=off"
 )
 # Database URIs need a driver that MLflow does not install.
-DRIVERS = {"postgresql": "psycopg2", "mysql": "pymysql", "mssql": "pyodbc"}
+DRIVERS = ("postgresql", "mysql", "mssql")
+# The pip package that brings a driver module.
+DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "pymysql",
+    "pyodbc": "pyodbc",
+}
 SCHEMES = ("sqlite", "http", "https", "databricks", "file", *DRIVERS)
 
 
@@ -58,16 +66,7 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
             "project's mlflow.db)"
         )
     if scheme in DRIVERS:
-        import importlib.util
-
-        module = DRIVERS[scheme]
-        if "+" in uri.split(":", 1)[0]:
-            module = uri.split(":", 1)[0].split("+", 1)[1]
-        if importlib.util.find_spec(module) is None:
-            raise TrackingError(
-                f"tracking store {uri}: the database driver {module!r} is not installed; "
-                f"pip install {module}"
-            )
+        _check_driver(uri)
     if scheme in ("http", "https"):
         import urllib.request
 
@@ -82,6 +81,24 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
         folder = path.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise TrackingError(f"tracking store {uri}: folder {folder} is not writable; {HINT}")
+
+
+def _check_driver(uri: str) -> None:
+    """The database driver SQLAlchemy will load for ``uri`` is installed (it picks the default
+    driver by its own version: ``postgresql://`` means psycopg 3 from SQLAlchemy 2.1 on)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(uri).get_dialect().import_dbapi()
+    except ModuleNotFoundError as err:
+        raise TrackingError(
+            f"tracking store {uri}: its database driver {err.name!r} is not installed; "
+            f"pip install '{DRIVER_PACKAGES.get(err.name, err.name)}', or name an installed "
+            "driver in the URI (e.g. postgresql+psycopg2://)"
+        ) from err
+    except (ArgumentError, NoSuchModuleError) as err:
+        raise TrackingError(f"tracking store {uri}: {err}; check the URI's scheme") from err
 
 
 def client(uri: str) -> Any:

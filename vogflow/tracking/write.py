@@ -196,6 +196,8 @@ def _log_model(
         model_name,
         info.model_uri,
         run_id=parent_id,
+        # A server refuses a models:/ source without the logged model it names.
+        model_id=info.model_id,
         tags={AUDIT_RUN_TAG: parent_id},
         description=(
             f"Final checkpoint ({manifest['checkpoints'][-1]['file']}) of the audited "

@@ -1,0 +1,300 @@
+"""Sharded extraction on 2 real CPU processes launched by torchrun: the same rows as one process,
+and a failure on either rank fails the command with one line and writes nothing.
+
+The file is also the workers' script: ``torchrun ... tests/test_distributed.py <case> <out>``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import SmallCNN, models_from, perturbed_checkpoints
+from torch.utils.data import TensorDataset
+
+from vogflow.api import run_extraction
+from vogflow.distributed import assemble, shard_rows
+from vogflow.gradients import GradientError, Health, check_health
+from vogflow.io import read_npz, write_npz
+
+ROOT = Path(__file__).resolve().parents[1]
+# Batches of 4 over 24 rows: the ranks' ranges (12 + 12) start on batch boundaries of one
+# process, so every batch is the same rows and the results are the same bits.
+ALIGNED, UNALIGNED, BATCH = 24, 23, 4
+
+
+def setup(n: int, bad_label_at: int | None = None):
+    torch.manual_seed(0)
+    states = perturbed_checkpoints(SmallCNN(), k=5, seed=1)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(n, 3, 6, 6, generator=gen)
+    y = torch.randint(0, 4, (n,), generator=gen).float()
+    if bad_label_at is not None:
+        y[bad_label_at] = 1.5
+    return models_from(SmallCNN, states), x, y
+
+
+def extract_case(case: str):
+    """What each case scores; run the same way on one process and on every rank."""
+    opts = {"batch_size": BATCH, "device": "cpu", "progress": False}
+    if case == "aligned":
+        models, x, y = setup(ALIGNED)
+        return run_extraction(models, (x, y), **opts)
+    if case == "unaligned":  # a Dataset, so the shards are Subsets through a DataLoader
+        models, x, y = setup(UNALIGNED)
+        return run_extraction(models, TensorDataset(x, y.long()), **opts)
+    if case == "bad_label_on_rank1":  # checked batch by batch: only rank 1 sees it
+        models, x, y = setup(ALIGNED, bad_label_at=20)
+        return run_extraction(models, TensorDataset(x, y), **opts)
+    if case == "bug_on_rank1":
+        models, x, y = setup(ALIGNED)
+        if int(os.environ["RANK"]) == 1:
+            models[2].forward = lambda _: (_ for _ in ()).throw(RuntimeError("planted bug"))
+        return run_extraction(models, (x, y), **opts)
+    raise ValueError(case)
+
+
+def worker(case: str, out: str) -> None:
+    """One rank: rank 0 writes the assembled arrays, the others must get None."""
+    torch.set_num_threads(1)
+    try:
+        extraction = extract_case(case)
+    except GradientError as err:
+        if int(os.environ["RANK"]) == 0:
+            sys.exit(f"{case}: {err}")
+        sys.exit(1)
+    if int(os.environ["RANK"]) == 0:
+        write_npz(out, **extraction.arrays())
+    else:
+        assert extraction is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 120):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        # torchrun reads a script's `--run` as an abbreviation of its own `--run-path` unless
+        # `--` ends its options (pytorch/pytorch#120601).
+        "--",
+        *args,
+    ]
+    env = env or {}
+    path = [env["PYTHONPATH"]] if "PYTHONPATH" in env else []
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    full_env["PYTHONPATH"] = os.pathsep.join([*path, str(ROOT), str(ROOT / "tests")])
+    return subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_shards_are_contiguous_ordered_and_within_one_row():
+    for n in (0, 1, 2, 3, 7, 23, 24, 1000):
+        for world in (1, 2, 3, 8):
+            rows = [shard_rows(n, r, world) for r in range(world)]
+            assert [i for part in rows for i in part] == list(range(n))
+            sizes = [len(part) for part in rows]
+            assert max(sizes) - min(sizes) <= 1
+    assert shard_rows(ALIGNED, 1, 2) == range(12, 24)
+
+
+def test_merged_health_fails_like_one_process_on_dataset_indices():
+    """The whole-split checks see every rank: non-finite rows by dataset index, and a window
+    that is 0 on one rank's rows but not another's is fine."""
+    windows = {"all": [0, 1, 2]}
+    parts = [
+        Health(3, [], [], True, {"all_label": False}, windows),
+        Health(3, [4], [], False, {"all_label": True}, windows),
+    ]
+    with pytest.raises(GradientError, match=r"non-finite inputs for 1 example\(s\), indices 4:"):
+        check_health(Health.merge(parts))
+    parts[1].bad_inputs = []
+    check_health(Health.merge(parts))
+    with pytest.raises(GradientError, match="split is empty"):
+        check_health(Health.merge([Health(0, [], [], False, {}, windows)] * 2))
+
+
+def test_two_ranks_give_the_rows_of_one_process(tmp_path):
+    torch.set_num_threads(1)
+    for case in ("aligned", "unaligned"):
+        out = tmp_path / f"{case}.npz"
+        done = torchrun(__file__, case, str(out))
+        assert done.returncode == 0, done.stderr[-3000:]
+        sharded = read_npz(out)
+        single = extract_case(case).arrays()
+        assert sorted(sharded) == sorted(single)
+        for key, want in single.items():
+            got = sharded[key]
+            assert got.dtype == want.dtype and got.shape == want.shape, key
+            if case == "aligned" or not np.issubdtype(want.dtype, np.floating):
+                np.testing.assert_array_equal(got, want, err_msg=key)
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        (
+            "bad_label_on_rank1",
+            "bad_label_on_rank1: rank 1 of 2 failed on examples 12-23: labels must be whole "
+            "class indices, found 1 that are not (index 20: 1.5): pass integer labels (vogflow "
+            "does not round or truncate them)",
+        ),
+        (
+            "bug_on_rank1",
+            "bug_on_rank1: rank 1 of 2 failed on examples 12-23: RuntimeError: planted bug",
+        ),
+    ],
+)
+def test_a_failing_rank_fails_the_run_in_one_line_and_nothing_is_written(tmp_path, case, message):
+    out = tmp_path / "out.npz"
+    done = torchrun(__file__, case, str(out))
+    assert done.returncode != 0
+    assert message in done.stderr.splitlines(), done.stderr[-3000:]
+    assert not out.exists()
+
+
+def test_assemble_keeps_dtypes_and_rank_order():
+    models, x, y = setup(ALIGNED)
+    whole = run_extraction(models, (x, y), batch_size=BATCH, device="cpu", progress=False)
+    halves = [
+        run_extraction(
+            models,
+            (x[r.start : r.stop], y[r.start : r.stop]),
+            batch_size=BATCH,
+            device="cpu",
+            progress=False,
+        )
+        for r in (range(0, 12), range(12, 24))
+    ]
+    merged = assemble(halves).arrays()
+    for key, want in whole.arrays().items():
+        np.testing.assert_array_equal(merged[key], want, err_msg=key)
+        assert merged[key].dtype == want.dtype
+
+
+# The pipeline stage: `torchrun stages/gradients.py` writes the files one process writes.
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny project (digits, 7 epochs, 6 checkpoints) with run `main` trained."""
+    project = tmp_path_factory.mktemp("sharded")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(epochs=7, milestones=[5])
+    params["checkpoints"].update(early=3, every=2, late=3)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages/train.py"),
+            "--run",
+            "main",
+            "--out",
+            "runs/main/checkpoints",
+            "--metrics",
+            "runs/main/train.json",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return project
+
+
+def stage_args(out: str) -> list[str]:
+    return [
+        str(ROOT / "stages/gradients.py"),
+        "--run",
+        "main",
+        "--checkpoints",
+        "runs/main/checkpoints",
+        "--out",
+        f"{out}/gradients",
+        "--metrics",
+        f"{out}/gradients.json",
+    ]
+
+
+def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, *stage_args("one")],
+        cwd=trained,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    sharded = torchrun(*stage_args("two"), cwd=trained)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "on 2 processes" in sharded.stdout
+    assert sharded.stdout.count("== gradients@main") == 1  # only rank 0 reports
+    for split in ("train", "test"):
+        want = read_npz(trained / "one/gradients" / f"{split}.npz")
+        got = read_npz(trained / "two/gradients" / f"{split}.npz")
+        assert sorted(got) == sorted(want)
+        for key in want:
+            assert got[key].dtype == want[key].dtype, key
+            if np.issubdtype(want[key].dtype, np.floating):
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
+            else:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    one = (trained / "one/gradients.json").read_text()
+    assert (trained / "two/gradients.json").read_text() == one
+
+
+@pytest.mark.parametrize("death", ["raise", "exit"])
+def test_the_stage_fails_whole_when_a_rank_dies(trained, tmp_path, death):
+    """Rank 1 fails mid-extraction: nonzero exit, nothing written; a raise is named in one line
+    by rank 0, a process that vanishes (no Python exception) is stopped by torchrun."""
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    fail = "raise RuntimeError('planted failure')" if death == "raise" else "os._exit(3)"
+    # Imported by every Python process on this path, before the stage: breaks rank 1 only.
+    (planted / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import torch\n"
+        "    def _boom(*args, **kwargs):\n"
+        f"        {fail}\n"
+        "    torch.autograd.grad = _boom\n"
+    )
+    done = torchrun(*stage_args("dead"), cwd=trained, env={"PYTHONPATH": str(planted)})
+    assert done.returncode != 0
+    assert not (trained / "dead").exists()
+    if death == "raise":
+        from vogflow.train import LABELS
+
+        n_train = len(read_npz(trained / "runs/main/checkpoints" / LABELS)["label"])
+        rows = shard_rows(n_train, 1, 2)
+        line = (
+            f"gradients@main: rank 1 of 2 failed on examples {rows.start}-{rows.stop - 1}: "
+            "RuntimeError: planted failure"
+        )
+        assert line in done.stderr.splitlines(), done.stderr[-3000:]
+
+
+if __name__ == "__main__":
+    worker(*sys.argv[1:])
