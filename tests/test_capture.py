@@ -141,6 +141,9 @@ def test_builtin_manifest_rebuilds_lenet_and_the_cli_needs_no_model(tmp_path, mo
     # The inputs are standardised as the manifest records: what the model was trained on.
     direct = run_audit(LeNet((1, 8, 8), 3), [seen[e] for e in (1, 2, 3)], (x - 0.5) / 0.25, y)
     pd.testing.assert_frame_equal(read(tmp_path / "r.parquet"), direct)
+    # The API takes the folder too, and rebuilds the model from its manifest.
+    from_folder = run_audit(None, tmp_path / "ckpts", (x - 0.5) / 0.25, y)
+    pd.testing.assert_frame_equal(from_folder, direct)
 
 
 def test_a_builtin_name_that_does_not_rebuild_the_model_is_refused(tmp_path):

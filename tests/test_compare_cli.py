@@ -211,6 +211,7 @@ def test_compare_two_versions_logs_a_compare_run(store: Store, tmp_path: Path, c
 
     (run,) = [r for r in compare_runs(store.uri) if r.info.run_id not in before]
     assert run.data.tags["vogflow.compare.a"] == a and run.data.tags["vogflow.compare.b"] == b
+    assert run.info.run_name == f"compare {a} vs {b} (test)"
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.metrics["spearman"] == pytest.approx(report["spearman"])
     client = tracking.client(store.uri)

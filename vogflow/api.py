@@ -213,8 +213,8 @@ def check_audit(
 
 
 def audit(
-    model: nn.Module,
-    checkpoints: Sequence[Checkpoint],
+    model: nn.Module | None,
+    checkpoints: Sequence[Checkpoint] | str | Path,
     data: Data,
     *,
     windows: Sequence[str] = WINDOWS,
@@ -232,9 +232,12 @@ def audit(
     """Rank every example of ``data`` by VoG over ``checkpoints`` of ``model``'s architecture.
 
     Args:
-        model: an ``nn.Module`` of the audited architecture (its own weights are not used).
+        model: an ``nn.Module`` of the audited architecture (its own weights are not used); None
+            when ``checkpoints`` is a folder whose manifest names a built-in architecture.
         checkpoints: ordered paths or state dicts (bare, or under ``model``/``state_dict``/
-            ``model_state_dict``; a DataParallel ``module.`` prefix is fine). The last is "final".
+            ``model_state_dict``; a DataParallel ``module.`` prefix is fine), the last "final";
+            or where they are (:func:`vogflow.sources.resolve`): a checkpoint folder, a
+            ``runs:/`` URI, a Hugging Face output folder, a glob.
         data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
         track: also log the audit (params, rankings, top-k table) to MLflow.
 
@@ -250,6 +253,19 @@ def audit(
     """
     from vogflow import rankings
 
+    if isinstance(checkpoints, str | Path):
+        from vogflow import sources
+
+        with sources.resolve(checkpoints) as source:
+            return audit(
+                model if model is not None else source.build_model(), source.for_audit(), data,
+                windows=windows, window_size=window_size, label_modes=label_modes,
+                normalise=normalise, batch_size=batch_size, device=device, precision=precision,
+                progress=progress, track=track, run_name=run_name, experiment=experiment,
+            )
+    if model is None:
+        raise ValueError("audit: model is None; pass the nn.Module, or a checkpoint folder whose "
+                         "manifest names a built-in architecture")
     check_audit(
         checkpoints, windows=windows, window_size=window_size, label_modes=label_modes,
         normalise=normalise, batch_size=batch_size, device=device, precision=precision,

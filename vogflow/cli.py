@@ -589,7 +589,7 @@ def _log_compare(folder: Path, report: dict, refs: Sequence[Any], args: Any) -> 
         curves={"decile_error_a": dec["a"]["error"], "decile_error_b": dec["b"]["error"]},
         tags={"vogflow.compare.a_audit": refs[0].audit_run_id,
               "vogflow.compare.b_audit": refs[1].audit_run_id},
-        experiment=args.experiment, run_name=f"compare-{args.split}",
+        experiment=args.experiment, run_name=f"compare {args.a} vs {args.b} ({args.split})",
     )  # fmt: skip
 
 
