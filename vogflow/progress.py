@@ -19,9 +19,11 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-    """Count work done; draw a tqdm bar on a TTY, else print a line at every tenth of the total.
+    """Count work done; draw a tqdm bar on a TTY, else print a line at a tenth of the total at
+    most every ``every`` seconds.
 
-    Logs read by people (a DVC run, CI) get about ten compact lines, never a redrawn bar.
+    Logs read by people (a DVC run, CI) get at most about ten compact lines, never a redrawn bar,
+    and none for a loop that ends within ``every`` seconds (its caller prints a summary).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class Progress:
         unit: str = "it",
         stream: TextIO | None = None,
         enabled: bool = True,
+        every: float = 5.0,
     ) -> None:
         self.total = max(int(total), 1)
         self.desc = desc
@@ -40,6 +43,8 @@ class Progress:
         self.done = 0
         self.start = time.perf_counter()
         self._next_report = 0.1
+        self._every = every
+        self._last = self.start
         self._bar = None
         self.enabled = enabled
         if enabled and getattr(self.stream, "isatty", lambda: False)():
@@ -52,8 +57,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
             return
-        if self.enabled and self.done / self.total >= self._next_report - 1e-9:
-            elapsed = time.perf_counter() - self.start
+        now = time.perf_counter()
+        due = self.done / self.total >= self._next_report - 1e-9 and now - self._last >= self._every
+        if self.enabled and due:
+            self._last = now
+            elapsed = now - self.start
             rate = self.done / elapsed if elapsed > 0 else float("inf")
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
             print(
