@@ -6,9 +6,10 @@ default SQLite store take turns instead of losing runs.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -222,41 +223,45 @@ def _ensure_registered(client: Any, name: str) -> None:
         pass  # already registered
 
 
+@contextlib.contextmanager
+def _standalone_run(
+    experiment: str, run_name: str, tags: Mapping[str, str]
+) -> Iterator[tuple[Any, str]]:
+    """A parent-less run on the configured store, FINISHED when the block ends, FAILED if it
+    raises; yields ``(client, run id)``."""
+    root = project_root()
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    with open_store(uri) as client:
+        exp = experiment_id(client, experiment, uri)
+        tags = {"vogflow.version": vogflow.__version__, **git_state(root), **tags}
+        run_id = client.create_run(exp, run_name=run_name, tags=tags).info.run_id
+        try:
+            yield client, run_id
+        except BaseException:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+
+
+def _params(params: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(v)[:6000] for k, v in flatten(dict(params)).items()}
+
+
 def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experiment: str) -> str:
     """Log a :func:`vogflow.audit` result as a standalone run; returns its run id."""
     from vogflow import rankings
 
-    uri = tracking_uri()
-    check_reachable(uri)
-    root = project_root()
-    with open_store(uri) as client:
-        exp = experiment_id(client, experiment, uri)
-        tags = {KIND_TAG: "api", "vogflow.version": vogflow.__version__, **git_state(root)}
-        run_id = client.create_run(exp, run_name=run_name, tags=tags).info.run_id
-        try:
-            _log_values(
-                client,
-                run_id,
-                params={k: str(v)[:6000] for k, v in flatten(dict(params)).items()},
-                metrics={"examples": len(table), "error": float(1 - table["correct"].mean())},
-            )
-            with tempfile.TemporaryDirectory() as tmp:
-                rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
-                client.log_artifacts(run_id, tmp, "rankings")
-            score = next(
-                (
-                    c
-                    for c in ("vog_all_label", "vog_late_label", "vog_all_pred")
-                    if c in table.columns
-                ),
-                None,
-            )
-            if score:
-                client.log_table(run_id, hardest(table, score, 25), "tables/hardest.json")
-            client.set_terminated(run_id, "FINISHED")
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
-            raise
+    with _standalone_run(experiment, run_name, {KIND_TAG: "api"}) as (client, run_id):
+        metrics = {"examples": len(table), "error_rate": float(1 - table["correct"].mean())}
+        _log_values(client, run_id, params=_params(params), metrics=metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
+            client.log_artifacts(run_id, tmp, "rankings")
+        wanted = ("vog_all_label", "vog_late_label", "vog_all_pred")
+        score = next((c for c in wanted if c in table.columns), None)
+        if score:
+            client.log_table(run_id, hardest(table, score, 25), "tables/hardest.json")
     return run_id
 
 
@@ -278,35 +283,13 @@ def log_compare(
     as given), ``params``, ``metrics`` (step 0), ``curves`` (name -> values, one step per bucket)
     and every file of ``folder`` as artifacts.
     """
-    root = project_root()
-    uri = tracking_uri(root)
-    check_reachable(uri)
-    with open_store(uri) as client:
-        exp = experiment_id(client, experiment, uri)
-        all_tags = {
-            KIND_TAG: "compare",
-            "vogflow.compare.a": a,
-            "vogflow.compare.b": b,
-            "vogflow.version": vogflow.__version__,
-            **git_state(root),
-            **(tags or {}),
-        }
-        run_id = client.create_run(exp, run_name=run_name, tags=all_tags).info.run_id
-        try:
-            _log_values(
-                client,
-                run_id,
-                params={k: str(v)[:6000] for k, v in flatten(dict(params)).items()},
-                metrics=numbers(dict(metrics)),
-            )
-            for name, values in (curves or {}).items():
-                for step, value in enumerate(values):
-                    _log_values(client, run_id, metrics=numbers({name: value}), step=step)
-            client.log_artifacts(run_id, str(folder))
-            client.set_terminated(run_id, "FINISHED")
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
-            raise
+    tags = {KIND_TAG: "compare", "vogflow.compare.a": a, "vogflow.compare.b": b, **(tags or {})}
+    with _standalone_run(experiment, run_name, tags) as (client, run_id):
+        _log_values(client, run_id, params=_params(params), metrics=numbers(dict(metrics)))
+        for name, values in (curves or {}).items():
+            for step, value in enumerate(values):
+                _log_values(client, run_id, metrics=numbers({name: value}), step=step)
+        client.log_artifacts(run_id, str(folder))
     return run_id
 
 
