@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from vogflow import distributed
-from vogflow.config import ConfigError, Params, load_params
+from vogflow.config import Params, load_params
+from vogflow.errors import VogflowError
 from vogflow.io import write_json, write_npz
 from vogflow.stage import parser, project_root, stage
 
@@ -51,16 +52,13 @@ def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
 def peer(args: Any) -> None:
     """A rank other than 0: score its share of every split and write nothing (no outputs, no
     timings); rank 0 validates the params and reports every failure in one line."""
-    from vogflow.checkpoints import CheckpointError
-    from vogflow.gradients import GradientError
-
     try:
         prm = load_params(args.params)
         models, _, data = load(prm, project_root(), args)
         for split in prm.gradients.splits:
             extract_split(prm, models, *data[split])
-    except (ConfigError, CheckpointError, GradientError):
-        sys.exit(1)
+    except VogflowError:
+        sys.exit(2)
 
 
 def main() -> None:
@@ -76,48 +74,42 @@ def main() -> None:
 
     name = f"gradients@{args.run}"
     with stage(name, params_path=args.params, run=args.run) as ctx:
-        from vogflow.checkpoints import CheckpointError
-        from vogflow.gradients import GradientError
-
         world = distributed.world_size()
         arrays = {}
-        try:
-            models, manifest, data = load(ctx.params, ctx.root, args)
-            metrics: dict[str, Any] = {"checkpoints": len(models), "splits": {}}
-            for split in ctx.params.gradients.splits:
-                x, labels = data[split]
-                t0 = time.perf_counter()
-                extraction = extract_split(ctx.params, models, x, labels)
-                seconds = time.perf_counter() - t0
-                arrays[split] = {
-                    **extraction.arrays(),
-                    "true_label": labels["true_label"],
-                    "noisy": labels["noisy"],
+        models, manifest, data = load(ctx.params, ctx.root, args)
+        metrics: dict[str, Any] = {"checkpoints": len(models), "splits": {}}
+        for split in ctx.params.gradients.splits:
+            x, labels = data[split]
+            t0 = time.perf_counter()
+            extraction = extract_split(ctx.params, models, x, labels)
+            seconds = time.perf_counter() - t0
+            arrays[split] = {
+                **extraction.arrays(),
+                "true_label": labels["true_label"],
+                "noisy": labels["noisy"],
+            }
+            per_ckpt = manifest["checkpoints"]
+            # Timings go to MLflow only: a DVC output must be the same bits on every rerun.
+            ctx.timings[f"{split}.seconds"] = seconds
+            ctx.timings[f"{split}.images_per_second"] = len(x) / seconds
+            ctx.timings[f"{split}.processes"] = world
+            metrics["splits"][split] = {"examples": len(x)}
+            # The regime behind each window: its epochs and learning rates (the same for
+            # every split), as scalars and strings so `dvc metrics show` reads them.
+            metrics["windows"] = {
+                w: {
+                    "epochs": " ".join(str(per_ckpt[i]["epoch"]) for i in idx),
+                    "lr_first": per_ckpt[idx[0]]["lr"],
+                    "lr_last": per_ckpt[idx[-1]]["lr"],
                 }
-                per_ckpt = manifest["checkpoints"]
-                # Timings go to MLflow only: a DVC output must be the same bits on every rerun.
-                ctx.timings[f"{split}.seconds"] = seconds
-                ctx.timings[f"{split}.images_per_second"] = len(x) / seconds
-                ctx.timings[f"{split}.processes"] = world
-                metrics["splits"][split] = {"examples": len(x)}
-                # The regime behind each window: its epochs and learning rates (the same for
-                # every split), as scalars and strings so `dvc metrics show` reads them.
-                metrics["windows"] = {
-                    w: {
-                        "epochs": " ".join(str(per_ckpt[i]["epoch"]) for i in idx),
-                        "lr_first": per_ckpt[idx[0]]["lr"],
-                        "lr_last": per_ckpt[idx[-1]]["lr"],
-                    }
-                    for w, idx in extraction.windows.items()
-                }
-                shared = f" on {world} processes" if world > 1 else ""
-                print(
-                    f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s"
-                    f"{shared} ({len(x) / seconds:.0f} images/s)",
-                    flush=True,
-                )
-        except (ConfigError, CheckpointError, GradientError) as err:
-            sys.exit(f"{name}: {err}")
+                for w, idx in extraction.windows.items()
+            }
+            shared = f" on {world} processes" if world > 1 else ""
+            print(
+                f"{split}: {len(x)} examples x {len(models)} checkpoints in {seconds:.1f}s"
+                f"{shared} ({len(x) / seconds:.0f} images/s)",
+                flush=True,
+            )
         # Every split is scored before any file is written: a failure leaves no partial output.
         for split, named in arrays.items():
             write_npz(Path(args.out) / f"{split}.npz", **named)

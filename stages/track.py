@@ -10,7 +10,6 @@ talk to MLflow themselves, so a tracking failure here costs no result: rerun `dv
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import yaml
@@ -55,10 +54,8 @@ def main() -> None:
                 model_dir=model_dir if model_dir.is_dir() else None,
                 uri=uri,
             )
-        except tracking.TrackingError as err:
-            sys.exit(f"track: {err}")
         except store_errors() as err:
-            sys.exit(f"track: {tracking_failed(err, uri)}")
+            raise tracking_failed(err, uri) from err
         if new:
             print(f"logged audit '{record.name}' as run {run_id} in {uri}", flush=True)
         else:

@@ -67,3 +67,45 @@ def test_a_stage_for_an_undefined_run_names_the_defined_ones(tmp_path):
     out = train_stage(tmp_path, "mian")
     assert out.returncode != 0
     assert "--run: 'mian' is not a run; defined runs: main, seed1" in out.stderr
+
+
+def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "manifest.json").write_text("{not json")
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "gradients.py"),
+            "--run",
+            "main",
+            "--checkpoints",
+            "ck",
+            "--out",
+            "g",
+            "--metrics",
+            "g.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "VOGFLOW_TRACKING": "off"},
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("gradients@main: ") and "manifest.json" in line
+    assert not (tmp_path / "g").exists() and not (tmp_path / "g.json").exists()
+
+
+def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    code = (
+        "import sys; sys.argv = ['x']\nfrom vogflow.stage import stage\n"
+        "with stage('demo'):\n    raise KeyError('a bug')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError" in out.stderr

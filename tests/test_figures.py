@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.container import BarContainer
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.image import AxesImage
 from matplotlib.text import Text
 
 from vogflow import figures as F
@@ -70,14 +73,37 @@ def _subfigs(fig: Figure | SubFigure) -> list[SubFigure]:
     return out
 
 
-def _grid(fig: Figure, heading: str) -> list:
-    """Image axes of the one subfigure whose title contains ``heading``, in reading order."""
+def _grid(fig: Figure, heading: str) -> Axes:
+    """The one Axes of the one subfigure whose title contains ``heading``."""
     [sub] = [s for s in _subfigs(fig) if any(heading in t.get_text() for t in s.texts)]
-    return [ax for ax in sub.axes if ax.images]
+    [ax] = sub.axes
+    return ax
 
 
-def _shown(axes: list) -> np.ndarray:
-    return np.stack([np.asarray(ax.images[0].get_array()) for ax in axes])
+def _tiles(ax: Axes) -> list[tuple[AxesImage, str]]:
+    """Each tile of a grid Axes with the caption centred just above it ("" if none), in reading
+    order by position (top row first, left to right), not by the order they were drawn in."""
+    images = sorted(ax.images, key=lambda im: (-im.get_extent()[3], im.get_extent()[0]))
+    captions = {id(im): [] for im in images}
+    for text in ax.texts:
+        x, y = text.get_position()
+        [im] = [
+            im
+            for im in images
+            if np.isclose(x, np.mean(im.get_extent()[:2]))
+            and 0 < y - im.get_extent()[3] < F._CAPTION_LINE_IN
+        ]
+        captions[id(im)].append(text.get_text())
+    assert all(len(c) <= 1 for c in captions.values())  # one caption per tile at most
+    return [(im, "".join(captions[id(im)])) for im in images]
+
+
+def _shown(tiles: list[tuple[AxesImage, str]]) -> np.ndarray:
+    return np.stack([np.asarray(im.get_array()) for im, _ in tiles])
+
+
+def _captions(tiles: list[tuple[AxesImage, str]]) -> list[str]:
+    return [caption for _, caption in tiles]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,18 +138,20 @@ def test_image_grid_grey_and_rgb(tmp_path):
     rng = np.random.default_rng(1)
     grey = rng.random((7, 8, 8))
     fig = F.image_grid(grey, ncols=3, titles=[f"t{i}" for i in range(7)], title="digits")
-    axes = [ax for ax in fig.axes if ax.images]
-    assert len(axes) == 7
-    assert all(ax.images[0].get_cmap().name == "gray" for ax in axes)
+    [ax] = fig.axes
+    tiles = _tiles(ax)
+    assert len(tiles) == 7
+    assert all(im.get_cmap().name == "gray" for im, _ in tiles)
     assert not any(ax.axison for ax in fig.axes)  # no ticks or frames on any tile
-    np.testing.assert_allclose(_shown(axes), grey)
-    assert {"digits", "t0", "t6"} <= set(_texts(fig))
+    np.testing.assert_allclose(_shown(tiles), grey)
+    assert _captions(tiles) == [f"t{i}" for i in range(7)]
+    assert "digits" in _texts(fig)
     _save_and_check(fig, tmp_path)
 
     rgb = rng.random((2, 3, 224, 224))
     fig = F.image_grid(rgb)
-    shown = _shown([ax for ax in fig.axes if ax.images])
-    np.testing.assert_allclose(shown, np.moveaxis(rgb, 1, -1))
+    [ax] = fig.axes
+    np.testing.assert_allclose(_shown(_tiles(ax)), np.moveaxis(rgb, 1, -1))
     _save_and_check(fig, tmp_path, "rgb.png")
 
 
@@ -137,17 +165,16 @@ def test_lowest_highest_shows_exactly_the_extremes(data, tmp_path):
     fig = F.lowest_highest(images, scores, k=9, labels=classes, class_names=NAMES, title="Whole")
     order = np.argsort(scores)
     for heading, idx in (("lowest", order[:9]), ("highest", order[::-1][:9])):
-        axes = _grid(fig, heading)
-        np.testing.assert_allclose(_shown(axes), images[idx, 0])
-        captions = [ax.get_title() for ax in axes]
-        assert captions == [f"{NAMES[classes[i]]}\n{scores[i]:.3g}" for i in idx]
+        tiles = _tiles(_grid(fig, heading))
+        np.testing.assert_allclose(_shown(tiles), images[idx, 0])
+        assert _captions(tiles) == [f"{NAMES[classes[i]]}\n{scores[i]:.3g}" for i in idx]
     assert "Whole" in _texts(fig)
     _save_and_check(fig, tmp_path)
 
 
 def test_lowest_highest_fewer_than_k(data, tmp_path):
     fig = F.lowest_highest(data["images"][:7], data["scores"][:7], k=25)
-    assert len(_grid(fig, "lowest")) == 7 and len(_grid(fig, "highest")) == 7
+    assert len(_tiles(_grid(fig, "lowest"))) == 7 and len(_tiles(_grid(fig, "highest"))) == 7
     _save_and_check(fig, tmp_path)
 
 
@@ -160,11 +187,51 @@ def test_per_class_rows_hold_that_class_extremes(data, tmp_path):
         members = np.flatnonzero(classes == c)
         order = members[np.argsort(scores[members])]
         for heading, idx in (("lowest", order[:4]), ("highest", order[::-1][:4])):
-            axes = _grid(fig, f"{NAMES[c]}: {heading}")
-            np.testing.assert_allclose(_shown(axes), images[idx, 0])
+            tiles = _tiles(_grid(fig, f"{NAMES[c]}: {heading}"))
+            np.testing.assert_allclose(_shown(tiles), images[idx, 0])
     assert not any(NAMES[1] in t for t in _texts(fig))
     assert "Per class" in _texts(fig)
     _save_and_check(fig, tmp_path)
+
+
+def test_tile_grids_keep_tile_size_and_captions_clear(data):
+    # Class 0 has 20 members and class 1 only 5, so class 1's grids are short.
+    classes = np.r_[np.zeros(20, int), np.ones(5, int), np.full(5, 2)]
+    fig = F.per_class_lowest_highest(
+        data["images"], data["scores"], classes, class_ids=[0, 1], class_names=NAMES, k=16
+    )
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    grids = {}
+    for name in ("zero: lowest", "zero: highest", "one: lowest"):
+        [sub] = [s for s in _subfigs(fig) if any(name in t.get_text() for t in s.texts)]
+        ax = _grid(fig, name)
+        tiles = [im.get_window_extent(renderer) for im, _ in _tiles(ax)]
+        caps = [t.get_window_extent(renderer) for t in ax.texts]
+        [title] = [t.get_window_extent(renderer) for t in sub.texts]
+        grids[name] = (sub, tiles)
+        assert len(tiles) == len(caps) == (5 if name.startswith("one") else 16)
+        # Square tiles of about the nominal size, never overlapping.
+        for box in tiles:
+            assert box.width == pytest.approx(box.height, abs=1)
+            assert 0.95 * F._TILE_IN <= box.width / fig.dpi <= F._TILE_IN
+        assert not any(a.overlaps(b) for i, a in enumerate(tiles) for b in tiles[i + 1 :])
+        # Captions sit inside the figure, off every tile, off each other and below the title.
+        assert not any(c.overlaps(box) for c in caps for box in tiles)
+        assert not any(a.overlaps(b) for i, a in enumerate(caps) for b in caps[i + 1 :])
+        assert not any(c.overlaps(title) for c in caps)
+        assert all(fig.bbox.contains(c.x0, c.y0) and fig.bbox.contains(c.x1, c.y1) for c in caps)
+
+    def first(name):
+        sub, tiles = grids[name]
+        return tiles[0], sub.bbox.y1 - tiles[0].y1
+
+    # A short grid keeps the tile size and offset below its title of a full one.
+    (full, full_top), (short, short_top) = first("zero: lowest"), first("one: lowest")
+    assert (short.width, short_top) == pytest.approx((full.width, full_top), abs=1)
+    # The two grids of a pair are further apart than tiles within a grid, so they read as two.
+    low, high = grids["zero: lowest"][1], grids["zero: highest"][1]
+    assert high[0].x0 - low[3].x1 > 1.5 * (low[1].x0 - low[0].x1)
 
 
 def test_movers_grid_captions(data, tmp_path):
@@ -176,8 +243,8 @@ def test_movers_grid_captions(data, tmp_path):
         class_names=NAMES,
         title="Movers",
     )
-    captions = [ax.get_title() for ax in fig.axes if ax.images]
-    assert captions == ["zero\n1 -> 20", "two\n5 -> 2", "one\n9 -> 9"]
+    [ax] = fig.axes
+    assert _captions(_tiles(ax)) == ["zero\n1 -> 20", "two\n5 -> 2", "one\n9 -> 9"]
     assert "Movers" in _texts(fig)
     _save_and_check(fig, tmp_path)
 

@@ -264,8 +264,10 @@ def audit(
                 progress=progress, track=track, run_name=run_name, experiment=experiment,
             )
     if model is None:
-        raise ValueError("audit: model is None; pass the nn.Module, or a checkpoint folder whose "
-                         "manifest names a built-in architecture")
+        from vogflow.checkpoints import CheckpointError
+
+        raise CheckpointError("audit: model is None; pass the nn.Module, or a checkpoint folder "
+                              "whose manifest names a built-in architecture")
     check_audit(
         checkpoints, windows=windows, window_size=window_size, label_modes=label_modes,
         normalise=normalise, batch_size=batch_size, device=device, precision=precision,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vogflow.errors import VogflowError
 from vogflow.io import read_json, sha256_file, write_json, write_with
 
 MANIFEST = "manifest.json"
@@ -25,7 +26,7 @@ MANIFEST_VERSION = 1
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VogflowError, ValueError):
     """A checkpoint cannot be used: missing, corrupted, unsafe, or of another model."""
 
 

@@ -16,19 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vogflow.errors import VogflowError
+
 PROG = "vogflow"
 DATA_KINDS = ("npz", "imagefolder")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 TORCHVISION = "torchvision:"
 # Errors that describe the user's inputs (not a bug): shown as one line, exit code 2. Matched by
 # name so that catching them does not import torch or mlflow.
-USER_ERRORS = frozenset(
-    {"UsageError", "ConfigError", "CheckpointError", "GradientError", "TrackingError",
-     "CompareError", "DatasetUnavailable"}
-)  # fmt: skip
-
-
-class UsageError(ValueError):
+class UsageError(VogflowError, ValueError):
     """A bad value on the command line."""
 
 
@@ -936,13 +932,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_user_error(err: BaseException) -> bool:
-    return any(
-        cls.__name__ in USER_ERRORS and cls.__module__.startswith(("vogflow", __name__))
-        for cls in type(err).__mro__
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``vogflow`` command; returns the exit code (2 = bad input, with a one-line why)."""
     parser = build_parser()
@@ -964,9 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:
-        if not _is_user_error(err):
-            raise
+    except VogflowError as err:
         message = " ".join(str(err).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 2

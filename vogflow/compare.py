@@ -19,9 +19,10 @@ import pandas as pd
 
 from vogflow.analysis.deciles import error_by_bucket
 from vogflow.analysis.stability import jaccard_matrix, spearman_matrix, top_sets
+from vogflow.errors import VogflowError
 
 
-class CompareError(ValueError):
+class CompareError(VogflowError, ValueError):
     """Two audits cannot be compared example by example (different data, missing score)."""
 
 

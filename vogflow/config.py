@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from vogflow.errors import VogflowError
 from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS
 
 DATASETS = (
@@ -69,7 +70,7 @@ SCORE_NAME = re.compile(
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(VogflowError, ValueError):
     """A parameter is unknown or has a value that is not allowed."""
 
 

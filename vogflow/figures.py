@@ -25,6 +25,9 @@ _GAP_IN = 0.08
 _CAPTION_LINE_IN = 0.14
 _TITLE_IN = 0.4
 _CAPTION_PT = 7
+# Blank share of a grid's width on each side, wider than the gap between tiles, so the two grids
+# of a side-by-side pair read as two.
+_SIDE_MARGIN = 0.02
 _SIDE_TITLES = ("lowest VoG (easiest)", "highest VoG (hardest)")
 
 
@@ -128,35 +131,53 @@ def _draw_tiles(
     title: str,
     caption_lines: int,
     height_in: float,
-    slots: int = 0,
 ) -> None:
     """Fill ``host`` (a figure or subfigure ``height_in`` tall) with an image grid and a title.
 
-    The grid is laid out for ``max(len(images), slots)`` tiles, so a short grid keeps the tile
-    size and spacing of its full-size neighbours instead of stretching to fill the height.
+    Tiles sit at fixed offsets in inches from the top of ``host``, so a short grid (fewer rows
+    than ``height_in`` holds) keeps the tile size and spacing of its full-size neighbours.
     """
-    nrows = max(1, math.ceil(max(len(images), slots) / ncols))
     cap_in = caption_lines * _CAPTION_LINE_IN
-    # Gridspec spacing is relative to the mean axes height, so convert the caption strip.
-    axes = host.subplots(
-        nrows,
-        ncols,
-        squeeze=False,
-        gridspec_kw={
-            "left": 0.02,
-            "right": 0.98,
-            "bottom": 0.01,
-            "top": 1.0 - (_TITLE_IN + cap_in) / height_in,
-            "hspace": (cap_in + _GAP_IN) / _TILE_IN,
-            "wspace": _GAP_IN / _TILE_IN,
-        },
-    )
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for j, (ax, img) in enumerate(zip(axes.flat, images, strict=False)):
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    width_in = ncols * (_TILE_IN + _GAP_IN)
+    # The side margins are taken from tiles and gaps alike, never added: a one-column grid, whose
+    # margins fit in its gap, keeps its tile size and is centred instead.
+    span = ncols * _TILE_IN + (ncols - 1) * _GAP_IN
+    scale = min(1.0, (1 - 2 * _SIDE_MARGIN) * width_in / span)
+    tile, pitch_x = scale * _TILE_IN, scale * (_TILE_IN + _GAP_IN)
+    pitch_y = _TILE_IN + _GAP_IN + cap_in
+    x0 = (width_in - scale * span) / 2
+    # One Axes per grid with inches as data units: an Axes per tile (its ticks and title layout)
+    # made the tile grids the slowest part of the figures stage.
+    ax = host.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.set_axis_off()
+    # Fixed limits before any imshow, or each extent would autoscale the view to that one tile.
+    ax.set_xlim(0.0, width_in)
+    ax.set_ylim(0.0, height_in)
+    ax.set_aspect("equal")
+    # A 2-point gap keeps a caption off its tile yet inside the caption strip.
+    pad_in = 2 / 72
+    for j, img in enumerate(images):
+        row, col = divmod(j, ncols)
+        left = x0 + col * pitch_x
+        # A shrunk tile sits in the middle of its full-size slot, as the rows are not shrunk.
+        top = height_in - _TITLE_IN - cap_in - row * pitch_y - (_TILE_IN - tile) / 2
+        ax.imshow(
+            img,
+            cmap="gray" if img.ndim == 2 else None,
+            vmin=0.0,
+            vmax=1.0,
+            extent=(left, left + tile, top - tile, top),
+        )
         if captions is not None and captions[j]:
-            ax.set_title(captions[j], fontsize=_CAPTION_PT, pad=2, linespacing=1.0)
+            ax.text(
+                left + tile / 2,
+                top + pad_in,
+                captions[j],
+                fontsize=_CAPTION_PT,
+                ha="center",
+                va="bottom",
+                linespacing=1.0,
+            )
     if title:
         host.suptitle(title, fontsize=10, y=1.0 - 0.05 / height_in, va="top")
 
@@ -200,7 +221,6 @@ def _paired_grids(
     ncols: int,
     caption_lines: int,
     grid_h: float,
-    slots: int = 0,
 ) -> None:
     """One row of subfigures per ``(row_title, low_imgs, low_caps, high_imgs, high_caps)``."""
     subs = fig.subfigures(len(rows), 2, squeeze=False)
@@ -217,7 +237,6 @@ def _paired_grids(
                 title=prefix + side,
                 caption_lines=caption_lines,
                 height_in=grid_h,
-                slots=slots,
             )
 
 
@@ -291,7 +310,7 @@ def per_class_lowest_highest(
     _, w, h = _grid_inches(slots, ncols, 1)
     fig, host = _titled(2 * w, h * max(1, len(rows)), title)
     if rows:
-        _paired_grids(host, rows, ncols=ncols, caption_lines=1, grid_h=h, slots=slots)
+        _paired_grids(host, rows, ncols=ncols, caption_lines=1, grid_h=h)
     return fig
 
 

@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from vogflow.errors import VogflowError
 from vogflow.extraction import STATS, Extraction
 from vogflow.progress import Progress
 from vogflow.runtime import resolve_device
 from vogflow.vog import LABEL_MODES, WINDOWS, window_indices
 
 
-class GradientError(ValueError):
+class GradientError(VogflowError, ValueError):
     """Extraction cannot produce a trustworthy score (bad models, data or gradients)."""
 
 

@@ -1,5 +1,8 @@
 """What every pipeline stage does around its work: validate params first, record how long it took.
 
+A user error (:class:`vogflow.errors.VogflowError`: a bad param, file or store) ends the stage
+with one line and exit code 2; anything else keeps its traceback.
+
 Stages write files and never talk to MLflow: the ``track`` stage at the end of the pipeline logs
 the whole audit from those files. What changes from run to run (durations, per-epoch seconds) is
 kept out of DVC's outputs, in ``.vogflow/timings/<stage>.json``, which the track stage reads.
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vogflow.config import ConfigError, Params, load_params
+from vogflow.errors import VogflowError
 
 TIMINGS = Path(".vogflow") / "timings"
 
@@ -61,11 +65,16 @@ def stage(
             defined = ", ".join(params.runs)
             raise ConfigError(f"--run: {run!r} is not a run; defined runs: {defined}")
     except ConfigError as err:
-        sys.exit(f"{name}: invalid parameters: {err}")
+        print(f"{name}: invalid parameters: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     print(f"== {name}", flush=True)
     body_start = time.time()
     ctx = StageContext(name, params, project_root())
-    yield ctx
+    try:
+        yield ctx
+    except VogflowError as err:  # a bad input or file: one line, the bug-free path
+        print(f"{name}: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        sys.exit(2)
     end = time.time()
     started = process_start_time() or body_start
     record = {

@@ -13,9 +13,10 @@ import numpy as np
 
 from vogflow.config import DataConfig
 from vogflow.data import RawSplits
+from vogflow.errors import VogflowError
 
 
-class DatasetUnavailable(RuntimeError):
+class DatasetUnavailable(VogflowError, RuntimeError):
     """A dataset's files are not on disk and could not be downloaded."""
 
 

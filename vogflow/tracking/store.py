@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from vogflow.errors import VogflowError
 from vogflow.stage import project_root
 
 HINT = (
@@ -35,7 +36,7 @@ DRIVER_PACKAGES = {
 SCHEMES = ("sqlite", "http", "https", "databricks", "file", *DRIVERS)
 
 
-class TrackingError(RuntimeError):
+class TrackingError(VogflowError, RuntimeError):
     """The tracking store cannot be used (one line: the URI, what is wrong, the fix)."""
 
 
