@@ -65,7 +65,7 @@ def lowest_highest_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     scores = np.asarray(scores, dtype=float).reshape(-1)
     finite = np.flatnonzero(np.isfinite(scores))
     order = finite[np.argsort(scores[finite], kind="stable")]
-    k = max(0, min(int(k), order.size))
+    k = max(0, min(int(k), order.size // 2))
     # Sort negated scores (not the reversed ascending order) so ties stay in index order.
     desc = finite[np.argsort(-scores[finite], kind="stable")]
     return order[:k], desc[:k]
