@@ -61,7 +61,7 @@ from torch import nn
 from vogflow.gradients import extract, tensor_batches
 from vogflow.models import build_model
 from vogflow.runtime import resolve_device
-from vogflow.vog import WINDOWS, channel_mean, vog_raw, window_indices
+from vogflow.vog import WINDOWS, vog_raw, window_indices
 
 INPUT_SHAPES = {"lenet": (1, 28, 28), "mlp": (1, 28, 28)}  # everything else: (3, 32, 32)
 DEFAULT_N = {"lenet": 512, "resnet18": 32}
@@ -74,6 +74,16 @@ MIB = 2.0**20
 
 # --------------------------------------------------------------------------------------------
 # Setup: K perturbed checkpoints of one random model, random normalised inputs.
+
+
+def channel_mean(grads: np.ndarray, *, channel_axis: int | None) -> np.ndarray:
+    """Average signed gradients over the colour channels (paper: ``S`` becomes ``H x W``).
+
+    ``channel_axis=None`` leaves the array unchanged (inputs without channels, e.g. 2-D points).
+    """
+    if channel_axis is None:
+        return grads
+    return grads.mean(axis=channel_axis)
 
 
 def input_shape(name: str) -> tuple[int, int, int]:
@@ -658,9 +668,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, nargs="+", help="one value or one per model")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument(
-        "--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "tf32"],
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "tf32"],
         help="extra precisions (CUDA only) compared with fp32 by Spearman rank agreement",
-    )  # fmt: skip
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
@@ -670,9 +683,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-trained", action="store_true", help="skip the trained-LeNet rows (train ~20 s)"
     )
     p.add_argument(
-        "--malloc", choices=["default", "fixed", "both"], default="both",
+        "--malloc",
+        choices=["default", "fixed", "both"],
+        default="both",
         help="memory children: glibc defaults, a fixed mmap threshold, or both (default)",
-    )  # fmt: skip
+    )
     p.add_argument("--profile", action="store_true", help="print a profile of extract vs floor")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--mem-method", help=argparse.SUPPRESS)

@@ -38,29 +38,62 @@ WINDOW_SIZE = 3
 
 # name -> (description, train overrides, checkpoint options). The first is today's default.
 CANDIDATES: dict[str, tuple[str, dict, dict]] = {
-    "A": ("paper/current: milestones [20, 26], late window 28,29,30",
-          {"milestones": (20, 26)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "B": ("milestones [20, 26], late window spread 3 apart: 24,27,30",
-          {"milestones": (20, 26)}, {"early": 3, "every": 5, "late": 3, "late_every": 3}),
-    "B5": ("milestones [20, 26], late window spread 5 apart: 20,25,30",
-           {"milestones": (20, 26)}, {"early": 3, "every": 5, "late": 3, "late_every": 5}),
-    "C": ("single decay, milestones [20], late window 28,29,30",
-          {"milestones": (20,)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "CB": ("single decay, milestones [20], late window spread 3 apart: 24,27,30",
-           {"milestones": (20,)}, {"early": 3, "every": 5, "late": 3, "late_every": 3}),
-    "D": ("last decay inside the late window: milestones [20, 28], late window 28,29,30",
-          {"milestones": (20, 28)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "D29": ("last decay inside the late window: milestones [20, 29], late window 28,29,30",
-            {"milestones": (20, 29)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "D24": ("both decays later: milestones [24, 28], late window 28,29,30",
-            {"milestones": (24, 28)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "D26": ("both decays later: milestones [26, 28], late window 28,29,30",
-            {"milestones": (26, 28)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "F": ("longer low-lr phase: milestones [10, 20], late window 28,29,30",
-          {"milestones": (10, 20)}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-    "E": ("no decay (constant lr 0.05), late window 28,29,30",
-          {"milestones": ()}, {"early": 3, "every": 5, "late": 3, "late_every": 1}),
-}  # fmt: skip
+    "A": (
+        "paper/current: milestones [20, 26], late window 28,29,30",
+        {"milestones": (20, 26)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "B": (
+        "milestones [20, 26], late window spread 3 apart: 24,27,30",
+        {"milestones": (20, 26)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 3},
+    ),
+    "B5": (
+        "milestones [20, 26], late window spread 5 apart: 20,25,30",
+        {"milestones": (20, 26)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 5},
+    ),
+    "C": (
+        "single decay, milestones [20], late window 28,29,30",
+        {"milestones": (20,)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "CB": (
+        "single decay, milestones [20], late window spread 3 apart: 24,27,30",
+        {"milestones": (20,)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 3},
+    ),
+    "D": (
+        "last decay inside the late window: milestones [20, 28], late window 28,29,30",
+        {"milestones": (20, 28)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "D29": (
+        "last decay inside the late window: milestones [20, 29], late window 28,29,30",
+        {"milestones": (20, 29)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "D24": (
+        "both decays later: milestones [24, 28], late window 28,29,30",
+        {"milestones": (24, 28)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "D26": (
+        "both decays later: milestones [26, 28], late window 28,29,30",
+        {"milestones": (26, 28)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "F": (
+        "longer low-lr phase: milestones [10, 20], late window 28,29,30",
+        {"milestones": (10, 20)},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+    "E": (
+        "no decay (constant lr 0.05), late window 28,29,30",
+        {"milestones": ()},
+        {"early": 3, "every": 5, "late": 3, "late_every": 1},
+    ),
+}
 NORMS = ("z", "abs", "raw")
 
 
@@ -121,19 +154,25 @@ def run_candidate(name: str, params, dataset, work: Path, seeds) -> dict:
         acc[seed] = manifest["final"]["test_accuracy"]
         models, _ = load_run_models(out)
         extraction = run_extraction(
-            models, (dataset.test.x, dataset.test.y), window_size=WINDOW_SIZE, batch_size=256,
-            device="cpu", progress=False,
-        )  # fmt: skip
+            models,
+            (dataset.test.x, dataset.test.y),
+            window_size=WINDOW_SIZE,
+            batch_size=256,
+            device="cpu",
+            progress=False,
+        )
         table = rankings.build(extraction, normalise="z")
         for w, m in itertools.product(("early", "late", "all"), ("label", "pred")):
             z = table[f"vog_{w}_{m}"].to_numpy()
             variants = {"z": z, "abs": np.abs(z), "raw": table[f"vog_{w}_{m}_raw"].to_numpy()}
             for norm, values in variants.items():
                 scores.setdefault(f"{w}_{m}_{norm}", {})[f"seed{seed}"] = values
-        print(f"  {name} seed {seed}: test acc {acc[seed]:.4f}  ({seconds[seed]:.1f} s)",
-              file=sys.stderr, flush=True)  # fmt: skip
-    return {"scores": scores, "acc": acc, "epochs": epochs_saved, "lrs": lrs,
-            "seconds": seconds}  # fmt: skip
+        print(
+            f"  {name} seed {seed}: test acc {acc[seed]:.4f}  ({seconds[seed]:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {"scores": scores, "acc": acc, "epochs": epochs_saved, "lrs": lrs, "seconds": seconds}
 
 
 def subset(result: dict, seeds) -> dict:
@@ -141,18 +180,20 @@ def subset(result: dict, seeds) -> dict:
     keep = {f"seed{s}" for s in seeds}
     return {
         **result,
-        "scores": {k: {r: v for r, v in runs.items() if r in keep}
-                   for k, runs in result["scores"].items()},
+        "scores": {
+            k: {r: v for r, v in runs.items() if r in keep} for k, runs in result["scores"].items()
+        },
         "acc": {s: a for s, a in result["acc"].items() if s in set(seeds)},
         "seconds": {s: t for s, t in result["seconds"].items() if s in set(seeds)},
-    }  # fmt: skip
+    }
 
 
 def summarise(result: dict) -> dict:
     from vogflow.analysis.scorecard import scorecard
 
-    card = scorecard(result["scores"], main=next(iter(next(iter(result["scores"].values())))),
-                     seedmean=False)["scores"]  # fmt: skip
+    card = scorecard(
+        result["scores"], main=next(iter(next(iter(result["scores"].values())))), seedmean=False
+    )["scores"]
     acc = np.array(list(result["acc"].values()))
     return {
         "spearman": {k: card[k]["spearman"] for k in result["scores"]},
@@ -178,14 +219,22 @@ def markdown(summary: dict[str, dict], seeds) -> str:
     for w, m, norm in itertools.product(("early", "late", "all"), ("label", "pred"), NORMS):
         key = f"{w}_{m}_{norm}"
         label = f"vog_{w}_{m} ({'abs z' if norm == 'abs' else norm})"
-        lines.append(f"| {label} | " + " | ".join(
-            f"{summary[n]['spearman'][key]:.3f}" for n in names) + " |")  # fmt: skip
-    lines.append("| test accuracy, mean | " + " | ".join(
-        f"{summary[n]['acc_mean']:.4f}" for n in names) + " |")  # fmt: skip
-    lines.append("| test accuracy, min | " + " | ".join(
-        f"{summary[n]['acc_min']:.4f}" for n in names) + " |")  # fmt: skip
-    lines.append("| late window lr | " + " | ".join(
-        "/".join(f"{lr:g}" for lr in summary[n]["late_lrs"]) for n in names) + " |")  # fmt: skip
+        lines.append(
+            f"| {label} | " + " | ".join(f"{summary[n]['spearman'][key]:.3f}" for n in names) + " |"
+        )
+    lines.append(
+        "| test accuracy, mean | "
+        + " | ".join(f"{summary[n]['acc_mean']:.4f}" for n in names)
+        + " |"
+    )
+    lines.append(
+        "| test accuracy, min | " + " | ".join(f"{summary[n]['acc_min']:.4f}" for n in names) + " |"
+    )
+    lines.append(
+        "| late window lr | "
+        + " | ".join("/".join(f"{lr:g}" for lr in summary[n]["late_lrs"]) for n in names)
+        + " |"
+    )
     lines += ["", "| candidate | schedule | checkpoint epochs |", "|---|---|---|"]
     for n in names:
         lines.append(f"| {n} | {CANDIDATES[n][0]} | {summary[n]['epochs']} |")
@@ -228,9 +277,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    p.add_argument("--blocks", type=int, default=1,
-                   help=f"train seeds 0..{len(SEEDS)}*BLOCKS-1 and also report the spread over "
-                   f"blocks of {len(SEEDS)} seeds (overrides --seeds)")  # fmt: skip
+    p.add_argument(
+        "--blocks",
+        type=int,
+        default=1,
+        help=f"train seeds 0..{len(SEEDS)}*BLOCKS-1 and also report the spread over "
+        f"blocks of {len(SEEDS)} seeds (overrides --seeds)",
+    )
     p.add_argument("--params", default=str(ROOT / "params.yaml"))
     p.add_argument("--work", help="folder for the runs (kept; reused if trained alike)")
     p.add_argument("--json", help="also write the summary here")

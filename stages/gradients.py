@@ -22,13 +22,13 @@ from vogflow import distributed
 from vogflow.config import Params, load_params
 from vogflow.errors import VogflowError
 from vogflow.io import write_json, write_npz
-from vogflow.stage import parser, project_root, stage
+from vogflow.stagekit import parser, project_root, stage
 
 
 def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
     """The run's models, its manifest and per split its inputs and labels."""
     from vogflow.checkpoints import load_run_models
-    from vogflow.pipeline import load_run_data
+    from vogflow.stagekit.runs import load_run_data
 
     models, manifest = load_run_models(args.checkpoints)
     return models, manifest, load_run_data(prm.data, root, args.checkpoints, manifest)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vogflow.io import write_json
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:
@@ -31,14 +31,14 @@ def main() -> None:
     with stage("memorization", params_path=args.params, run=args.run) as ctx:
         import pandas as pd
 
-        from vogflow.analysis.memorization import (
+        from vogflow.paper.memorization import (
             baseline_scores,
             memorization_regime,
             memorization_report,
         )
-        from vogflow.pipeline import load_extraction
         from vogflow.rankings import read, write_parquet
-        from vogflow.reports import headline, score_variants
+        from vogflow.stagekit.reports import headline, score_variants
+        from vogflow.stagekit.runs import load_extraction
 
         prm, cfg = ctx.params, ctx.params.memorization
         table = read(Path(args.rankings) / "train.parquet")
@@ -87,6 +87,7 @@ def main() -> None:
                 "noisy_fit": report["regime"]["noisy_fit"],
             },
         )
+
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vogflow.io import write_json
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:
@@ -25,15 +25,15 @@ def main() -> None:
     args = p.parse_args()
 
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
-        from vogflow.pipeline import load_extraction
         from vogflow.rankings import build, top_bottom, write_csv, write_parquet
-        from vogflow.reports import (
+        from vogflow.stagekit.reports import (
             decile_analysis,
             headline,
             run_score,
             score_variants,
             write_curves,
         )
+        from vogflow.stagekit.runs import load_extraction
 
         prm = ctx.params
         key = run_score(prm.vog.rank_by)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vogflow.io import write_json
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 SPLIT = "test"  # the decile claim is about held-out error
 VOG, BASELINE = "vog_", "hard_"
@@ -90,8 +90,13 @@ def main() -> None:
         }
         write_json(args.report, report)
         write_ranking(
-            Path(args.ranking), rank_by, runs_dir, seed_runs,
-            audited=prm.tracking.register_run, splits=prm.gradients.splits, top_k=prm.vog.top_k,
+            Path(args.ranking),
+            rank_by,
+            runs_dir,
+            seed_runs,
+            audited=prm.tracking.register_run,
+            splits=prm.gradients.splits,
+            top_k=prm.vog.top_k,
         )
         print(f"scorecard: the audit ranks by {rank_by} ({why})", flush=True)
         _write_table(card, args.table)
@@ -132,8 +137,16 @@ def resolve_rank_by(configured: str, choices: dict, rows: dict) -> tuple[str, st
     return name, "set in params.yaml (vog.rank_by)"
 
 
-def write_ranking(folder: Path, name: str, runs_dir: Path, seed_runs: list[str], *,
-                  audited: str, splits: tuple[str, ...], top_k: int) -> None:
+def write_ranking(
+    folder: Path,
+    name: str,
+    runs_dir: Path,
+    seed_runs: list[str],
+    *,
+    audited: str,
+    splits: tuple[str, ...],
+    top_k: int,
+) -> None:
     """The audited run's rankings table of each split with the audit's ranking score
     (``rank_score``, higher = harder, named in ``rank_by``) and ``rank`` (1 = hardest)."""
     from vogflow.analysis.scorecard import mean_percentile
@@ -148,9 +161,7 @@ def write_ranking(folder: Path, name: str, runs_dir: Path, seed_runs: list[str],
             continue  # a split the runs did not score
         table = read(own)
         if name.endswith("_seedmean"):
-            score = mean_percentile(
-                {r: candidates(read(path))[base] for r, path in paths.items()}
-            )
+            score = mean_percentile({r: candidates(read(path))[base] for r, path in paths.items()})
         else:
             score = candidates(table)[name]
         ranked = table.assign(
@@ -164,8 +175,8 @@ def write_ranking(folder: Path, name: str, runs_dir: Path, seed_runs: list[str],
 
 def candidates(table: Any) -> dict[str, np.ndarray]:
     """Every score of one rankings table, higher = harder: the VoG variants of
-    :func:`vogflow.reports.score_variants` as ``vog_<key>`` and the ``hard_*`` columns."""
-    from vogflow.reports import score_variants
+    :func:`vogflow.stagekit.reports.score_variants` as ``vog_<key>`` and the ``hard_*`` columns."""
+    from vogflow.stagekit.reports import score_variants
 
     scores = {f"{VOG}{k}": v for k, v in score_variants(table).items()}
     scores.update(
@@ -180,7 +191,7 @@ def decile_verdicts(tables: dict, main_run: str, vog_cfg: Any) -> dict[str, dict
     test split."""
     from vogflow.analysis.deciles import TREND, decile_report
     from vogflow.analysis.verdicts import verdict
-    from vogflow.reports import decile_analysis, score_variants
+    from vogflow.stagekit.reports import decile_analysis, score_variants
 
     main = decile_analysis(tables[main_run], vog_cfg)
     per_seed: dict[str, dict[str, float]] = {}

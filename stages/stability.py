@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from vogflow.io import write_json
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:
@@ -25,8 +25,8 @@ def main() -> None:
     with stage("stability", params_path=args.params) as ctx:
         import pandas as pd
 
-        from vogflow.analysis.stability import stability_report
         from vogflow.io import write_text
+        from vogflow.paper.stability import stability_report
         from vogflow.rankings import read
 
         prm, cfg = ctx.params, ctx.params.stability
@@ -50,9 +50,14 @@ def main() -> None:
             metrics[kind] = report
             # Run names stay out of the plot's columns: the spread across runs, per bucket.
             errors = np.array([c["error"] for c in report["curves"].values()], dtype=float)
-            curves = pd.DataFrame({"bucket": np.arange(prm.vog.bins),
-                                   "error_mean": errors.mean(0), "error_min": errors.min(0),
-                                   "error_max": errors.max(0)})
+            curves = pd.DataFrame(
+                {
+                    "bucket": np.arange(prm.vog.bins),
+                    "error_mean": errors.mean(0),
+                    "error_min": errors.min(0),
+                    "error_max": errors.max(0),
+                }
+            )
             write_text(
                 Path(args.plots) / f"{kind}.csv", curves.to_csv(index=False, float_format="%.6g")
             )
@@ -64,13 +69,14 @@ def main() -> None:
 
 def _headline(report: dict) -> dict:
     """Scalars for `dvc metrics show`: mean pairwise agreement, its interval and verdict."""
-    from vogflow.reports import headline
+    from vogflow.stagekit.reports import headline
 
     return {
         "spearman": headline(report["spearman"]["claim"]),
         "top_overlap": headline(report["top_overlap"]["claim"]),
         "top_overlap_chance": report["top_overlap"]["chance"],
     }
+
 
 def _check_aligned(tables: dict) -> None:
     """Runs must score the same examples with the same labels, or the comparison is meaningless."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vogflow.io import write_json
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:
@@ -19,10 +19,11 @@ def main() -> None:
     args = p.parse_args()
 
     with stage("toy", params_path=args.params) as ctx:
-        from vogflow import figures
-        from vogflow.analysis.toy import toy_report
-        from vogflow.reports import headline
-        from vogflow.toy_run import run_toy
+        from vogflow.figures import save
+        from vogflow.paper.figures import toy as toy_figure
+        from vogflow.paper.toy import toy_report
+        from vogflow.paper.toy_run import run_toy
+        from vogflow.stagekit.reports import headline
 
         prm = ctx.params
         toy = run_toy(prm.toy)
@@ -46,7 +47,7 @@ def main() -> None:
             "test_accuracy": report["test_accuracy"],
         }
         write_json(out / "metrics.json", headlines)
-        fig = figures.toy(
+        fig = toy_figure(
             toy["points"],
             toy["labels"],
             toy["vog"],
@@ -56,7 +57,7 @@ def main() -> None:
             toy["distance"],
             title=f"toy: Spearman(VoG, distance) = {report['vog']['spearman']:.2f}",
         )
-        figures.save(fig, out / "toy.png", dpi=prm.figures.dpi)
+        save(fig, out / "toy.png", dpi=prm.figures.dpi)
         print(
             f"toy: Spearman(VoG, distance to boundary) = {report['vog']['spearman']:.3f} "
             f"(expected negative)",

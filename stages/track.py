@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:

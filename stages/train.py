@@ -6,7 +6,7 @@ python stages/train.py --run main --out runs/main/checkpoints --metrics runs/mai
 from __future__ import annotations
 
 from vogflow.io import write_json
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:
@@ -42,6 +42,7 @@ def main() -> None:
                 "label_noise": manifest["label_noise"],
             },
         )
+
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ the stages that read the changed params.
 from __future__ import annotations
 
 from vogflow.io import write_text
-from vogflow.stage import parser, stage
+from vogflow.stagekit import parser, stage
 
 
 def main() -> None:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from vogflow.analysis.deciles import decile_report, error_by_bucket, spearman, split_key
-from vogflow.analysis.memorization import (
+from vogflow.analysis.deciles import decile_report, error_by_bucket, split_key
+from vogflow.analysis.ranks import spearman
+from vogflow.paper.memorization import (
     baseline_scores,
     el2n_score,
     forgetting_events,
@@ -18,8 +19,8 @@ from vogflow.analysis.memorization import (
     memorization_report,
     welch_test,
 )
-from vogflow.analysis.stability import stability_report
-from vogflow.analysis.toy import _ray_distances, boundary_distance, margin, toy_report
+from vogflow.paper.stability import stability_report
+from vogflow.paper.toy import _ray_distances, boundary_distance, margin, toy_report
 
 BOOT = {"n_boot": 200, "confidence": 0.95}
 

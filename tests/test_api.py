@@ -113,8 +113,9 @@ def test_every_layout_and_data_form_gives_the_direct_answer(small_cnn_setup, ref
 
 def test_normalise_option_reaches_the_table(small_cnn_setup, reference):
     factory, states, x, y = small_cnn_setup
-    raw = run_audit(factory(), states, (x, y), normalise="none", label_modes=("label",),
-                    windows=("all",))  # fmt: skip
+    raw = run_audit(
+        factory(), states, (x, y), normalise="none", label_modes=("label",), windows=("all",)
+    )
     assert list(raw.columns)[:8] == COLUMNS[:6] + ["vog_all_label_raw", "vog_all_label"]
     assert not any(c.startswith("vog_") for c in list(raw.columns)[8:])
     np.testing.assert_array_equal(raw["vog_all_label"], raw["vog_all_label_raw"])

@@ -42,9 +42,14 @@ def points_dataset(n: int = 60, seed: int = 0):
 def trained_run(tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(epochs=3, batch_size=16, milestones=(), device="cpu")
-    manifest = train_run(points_dataset(), ModelConfig(name="mlp", hidden=8), cfg,
-                         CheckpointConfig(early=3, every=1, late=1), out,
-                         echo=lambda _: None)  # fmt: skip
+    manifest = train_run(
+        points_dataset(),
+        ModelConfig(name="mlp", hidden=8),
+        cfg,
+        CheckpointConfig(early=3, every=1, late=1),
+        out,
+        echo=lambda _: None,
+    )
     assert len(manifest["checkpoints"]) == 3
     return out, manifest
 
@@ -173,9 +178,14 @@ def test_damaged_file_is_one_line_naming_it_and_the_fix(tmp_path, how, legacy):
 def test_damaged_run_checkpoint_names_the_stage_to_rerun(tmp_path):
     out = tmp_path / "runs" / "seed2" / "checkpoints"
     cfg = TrainConfig(epochs=2, batch_size=16, milestones=(), device="cpu")
-    manifest = train_run(points_dataset(), ModelConfig(name="mlp", hidden=8), cfg,
-                         CheckpointConfig(early=2, every=1, late=1), out,
-                         echo=lambda _: None)  # fmt: skip
+    manifest = train_run(
+        points_dataset(),
+        ModelConfig(name="mlp", hidden=8),
+        cfg,
+        CheckpointConfig(early=2, every=1, late=1),
+        out,
+        echo=lambda _: None,
+    )
     path = out / manifest["checkpoints"][0]["file"]
     path.write_bytes(damaged(path.read_bytes(), "tensor_bytes"))
     with pytest.raises(ck.CheckpointError) as err:
@@ -274,8 +284,11 @@ def test_natural_sort_orders_epoch_numbers():
     names = ["run/epoch_10.pt", "run/epoch_2.pt", "run/epoch_1.pt", "run/epoch_21.pt"]
     assert sorted(names)[:2] == ["run/epoch_1.pt", "run/epoch_10.pt"]  # the trap
     assert [p.name for p in ck.natural_sort(names)] == [
-        "epoch_1.pt", "epoch_2.pt", "epoch_10.pt", "epoch_21.pt",
-    ]  # fmt: skip
+        "epoch_1.pt",
+        "epoch_2.pt",
+        "epoch_10.pt",
+        "epoch_21.pt",
+    ]
 
 
 # --- model builders ---------------------------------------------------------------------------

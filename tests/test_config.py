@@ -269,8 +269,14 @@ def test_rank_by_must_name_a_computed_mode(shipped):
         "vog.rank_by: 'late' is not allowed; expected 'auto', <window>_<mode> (e.g. late_label) "
         "or a scorecard score"
     )
-    for fine in ("auto", "late_pred", "vog_all_label_abs", "hard_aum", "hard_aum_seedmean",
-                 "vog_early_pred_raw_seedmean"):
+    for fine in (
+        "auto",
+        "late_pred",
+        "vog_all_label_abs",
+        "hard_aum",
+        "hard_aum_seedmean",
+        "vog_early_pred_raw_seedmean",
+    ):
         check_pipeline(parse_params(broken(shipped, "vog.rank_by", fine)))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vogflow import config
-from vogflow.corruptions import CORRUPTIONS, MNIST_C_FOLDERS, corrupt, load_mnist_c
+from vogflow.paper.corruptions import CORRUPTIONS, MNIST_C_NAMES, corrupt, load_mnist_c
 
 # Corruptions that draw nothing at random; the rest must depend on the seed.
 DETERMINISTIC = {"scale", "brightness", "stripe", "canny_edges"}
@@ -91,7 +91,7 @@ def test_deterministic_corruptions_ignore_the_seed(name: str) -> None:
 
 def test_registry_matches_config() -> None:
     assert tuple(CORRUPTIONS) == config.CORRUPTIONS
-    assert set(config.CORRUPTIONS) <= set(MNIST_C_FOLDERS)
+    assert set(config.CORRUPTIONS) <= set(MNIST_C_NAMES)
 
 
 def test_unknown_name_lists_valid_names() -> None:

@@ -549,10 +549,14 @@ def test_npz_damaged_file_is_one_line_naming_it(tmp_path, compressed, damage):
 
 @pytest.mark.parametrize(
     "damage",
-    [lambda d: b"", lambda d: b"not an image at all" * 4, lambda d: d[: len(d) // 2],
-     lambda d: d[:60] + bytes(b ^ 0xFF for b in d[60:70]) + d[70:]],
+    [
+        lambda d: b"",
+        lambda d: b"not an image at all" * 4,
+        lambda d: d[: len(d) // 2],
+        lambda d: d[:60] + bytes(b ^ 0xFF for b in d[60:70]) + d[70:],
+    ],
     ids=["zero_bytes", "not_an_image", "truncated", "flipped"],
-)  # fmt: skip
+)
 def test_imagefolder_damaged_image_is_one_line_naming_it(tmp_path, damage):
     _rgb_folder(tmp_path / "imgs", np.random.default_rng(12))
     bad = tmp_path / "imgs" / "train" / "dog" / "c.png"

@@ -35,11 +35,22 @@ def test_readme_shows_the_two_setup_commands_and_ci_runs_the_test_one():
 def train_stage(folder: Path, run: str) -> subprocess.CompletedProcess:
     """The train stage as DVC runs it, in ``folder`` (which holds the params), tracking off."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "--run", run,
-         "--out", "ck", "--metrics", "m.json"],
-        cwd=folder, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "stages" / "train.py"),
+            "--run",
+            run,
+            "--out",
+            "ck",
+            "--metrics",
+            "m.json",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "VOGFLOW_TRACKING": "off"},
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize(
@@ -102,7 +113,7 @@ def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
 def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     code = (
-        "import sys; sys.argv = ['x']\nfrom vogflow.stage import stage\n"
+        "import sys; sys.argv = ['x']\nfrom vogflow.stagekit import stage\n"
         "with stage('demo'):\n    raise KeyError('a bug')\n"
     )
     out = subprocess.run(

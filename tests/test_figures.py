@@ -20,6 +20,7 @@ from matplotlib.image import AxesImage
 from matplotlib.text import Text
 
 from vogflow import figures as F
+from vogflow.paper import figures as P
 
 N, K_CLASSES = 30, 3
 NAMES = ["zero", "one", "two"]
@@ -276,7 +277,7 @@ def test_error_curves_lines_bands_legend(tmp_path):
 
 
 def test_early_late_two_panels(tmp_path):
-    fig = F.early_late({"s0": _curve(-1.0)}, {"s0": _curve(1.0), "s1": _curve(0.9)}, title="EL")
+    fig = P.early_late({"s0": _curve(-1.0)}, {"s0": _curve(1.0), "s1": _curve(0.9)}, title="EL")
     early, late = fig.axes
     assert "Early" in early.get_title() and "Late" in late.get_title()
     assert len(early.get_lines()) == 1 and len(late.get_lines()) == 2
@@ -298,7 +299,7 @@ def test_histograms_one_panel_per_score_densities(tmp_path):
     rng = np.random.default_rng(2)
     shuffled = rng.random(200) < 0.2
     scores = {"VoG": rng.normal(size=200) + 2 * shuffled, "loss": rng.normal(size=200)}
-    fig = F.histograms(scores, shuffled, title="Memorization")
+    fig = P.histograms(scores, shuffled, title="Memorization")
     assert [ax.get_title() for ax in fig.axes] == ["VoG", "loss"]
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -325,7 +326,7 @@ def _toy_inputs(offset: float = 0.5):
 
 def test_toy_draws_boundary_where_margin_is_zero(tmp_path):
     points, labels, vog, gx, gy, margin, distance = _toy_inputs()
-    fig = F.toy(points, labels, vog, gx, gy, margin, distance, title="Toy problem")
+    fig = P.toy(points, labels, vog, gx, gy, margin, distance, title="Toy problem")
     left = fig.axes[0]
     [contour] = [c for c in left.collections if isinstance(c, ContourSet)]
     assert list(contour.levels) == [0.0]
@@ -343,13 +344,13 @@ def test_toy_without_sign_change_draws_no_boundary():
     points, labels, vog, gx, gy, margin, distance = _toy_inputs()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fig = F.toy(points, labels, vog, gx, gy, np.abs(margin) + 1.0, distance)
+        fig = P.toy(points, labels, vog, gx, gy, np.abs(margin) + 1.0, distance)
     assert not any(isinstance(c, ContourSet) for c in fig.axes[0].collections)
 
 
 def test_bars_with_errors_order_values_and_reference(tmp_path):
     table = {"VoG": (76.2, 1.3), "ODIN": (60.1, 2.0), "MSP": (55.0, 0.5)}
-    fig = F.bars_with_errors(table, title="OoD", reference={"VoG": 77.0, "other": 1.0})
+    fig = P.bars_with_errors(table, title="OoD", reference={"VoG": 77.0, "other": 1.0})
     [ax] = fig.axes
     [bars] = [c.patches for c in ax.containers if isinstance(c, BarContainer)]
     assert [b.get_width() for b in bars] == [76.2, 60.1, 55.0]
@@ -363,35 +364,22 @@ def test_bars_with_errors_order_values_and_reference(tmp_path):
     _save_and_check(fig, tmp_path)
 
 
-def test_scatter_title_and_points(tmp_path):
-    x, y = np.arange(10.0), np.arange(10.0) ** 2
-    fig = F.scatter(x, y, xlabel="VoG run A", ylabel="VoG run B", title="Spearman ρ = 1.00")
-    [ax] = fig.axes
-    np.testing.assert_allclose(ax.collections[0].get_offsets(), np.c_[x, y])
-    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
-        "VoG run A",
-        "VoG run B",
-        "Spearman ρ = 1.00",
-    )
-    _save_and_check(fig, tmp_path)
-
-
 # ---------------------------------------------------------------------------------------------
 # saving and module hygiene
 
 
 def test_save_releases_figure_and_overwrites(tmp_path):
-    fig = F.scatter([0, 1], [0, 1], xlabel="x", ylabel="y")
+    fig = F.error_curves({"a": _curve(1.0)})
     path = _save_and_check(fig, tmp_path, dpi=50)
     assert fig.axes == []  # released once written
-    _save_and_check(F.scatter([0, 1], [1, 0], xlabel="x", ylabel="y"), tmp_path, dpi=80)
+    _save_and_check(F.error_curves({"a": _curve(-1.0)}), tmp_path, dpi=80)
     assert path.exists()
 
 
 def test_module_imports_no_heavy_or_global_plotting_state():
     # A fresh interpreter: this test process may already have loaded these for other tests.
     code = (
-        "import sys, vogflow.figures; "
+        "import sys, vogflow.figures, vogflow.paper.figures; "
         "print([m for m in ('torch', 'mlflow', 'pandas', 'matplotlib.pyplot') if m in sys.modules])"
     )
     root = Path(__file__).resolve().parents[1]

@@ -14,9 +14,15 @@ from vogflow.vog import vog_raw, window_indices
 
 def run(models, x, y, batch_size=8, **kw):
     n_batches = -(-len(y) // batch_size)
-    return extract(models, tensor_batches(x, y, batch_size), num_examples=len(y),
-                   num_batches=n_batches,
-                   progress=False, device="cpu", **kw)  # fmt: skip
+    return extract(
+        models,
+        tensor_batches(x, y, batch_size),
+        num_examples=len(y),
+        num_batches=n_batches,
+        progress=False,
+        device="cpu",
+        **kw,
+    )
 
 
 def test_streaming_equals_direct_reference(small_cnn_setup):
@@ -427,8 +433,9 @@ def test_non_finite_gradients_name_the_examples():
     x[9, 0] = 0.0
     y = torch.zeros(12, dtype=torch.long)
     with pytest.raises(GradientError, match=r"input gradients for 2 example\(s\), indices 4, 9"):
-        run([LogModel(0), LogModel(1)], x, y, batch_size=5, label_modes=("label",),
-            windows=("all",))  # fmt: skip
+        run(
+            [LogModel(0), LogModel(1)], x, y, batch_size=5, label_modes=("label",), windows=("all",)
+        )
 
 
 def test_num_examples_must_match_the_batches(small_cnn_setup):

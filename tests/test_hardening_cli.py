@@ -80,9 +80,23 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request) -> dict:
 
 
 def audit_args(project: dict, out: str, *extra: str) -> list[str]:
-    return ["audit", "--model", project["model"], "--checkpoints", str(project["ckpts"]),
-            "--data", f"npz:{project['root'] / 'mine.npz'}", "--out", out, "--quiet",
-            "--device", "cpu", "--show", "0", *extra]  # fmt: skip
+    return [
+        "audit",
+        "--model",
+        project["model"],
+        "--checkpoints",
+        str(project["ckpts"]),
+        "--data",
+        f"npz:{project['root'] / 'mine.npz'}",
+        "--out",
+        out,
+        "--quiet",
+        "--device",
+        "cpu",
+        "--show",
+        "0",
+        *extra,
+    ]
 
 
 def one_line_error(capsys: pytest.CaptureFixture, command: str) -> str:
@@ -106,8 +120,12 @@ def test_audit_does_not_import_a_planted_module_from_the_current_folder(project)
     env = {**os.environ, "VOGFLOW_TRACKING": "off", "PYTHONPATH": ""}
     proc = subprocess.run(
         [str(script), *audit_args(project, "r.parquet")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert not (root / "PLANTED_PANDAS_RAN").exists(), proc.stderr
     # The factory module beside it is still found (the folder is on the path, last).
     assert proc.returncode == 0, proc.stderr
@@ -124,8 +142,9 @@ def test_audit_feeds_inputs_unstandardised_like_the_api(project, capsys):
     table = read(out)
     arrays = project["arrays"]
     paths = sorted(project["ckpts"].glob("*.pt"))
-    direct = audit(tiny(), paths, (arrays["x_test"], arrays["y_test"]), progress=False,
-                   device="cpu")  # fmt: skip
+    direct = audit(
+        tiny(), paths, (arrays["x_test"], arrays["y_test"]), progress=False, device="cpu"
+    )
     pd.testing.assert_frame_equal(table, direct)
     # Standardising (what the CLI used to do) gives another table: the check can fail.
     x = arrays["x_test"]
@@ -284,12 +303,23 @@ def test_top_reads_the_csv_that_audit_writes(project, capsys):
     [
         ["compare", "A", "B", "--n-boot", "-5"],
         ["compare", "A", "B", "--show", "-1"],
-        ["audit", "--model", "m:f", "--checkpoints", "c", "--data", "npz:d", "--out", "r.parquet",
-         "--show", "-2"],
+        [
+            "audit",
+            "--model",
+            "m:f",
+            "--checkpoints",
+            "c",
+            "--data",
+            "npz:d",
+            "--out",
+            "r.parquet",
+            "--show",
+            "-2",
+        ],
         ["top", "x.parquet", "-k", "0"],
     ],
     ids=["n-boot", "compare-show", "audit-show", "top-k"],
-)  # fmt: skip
+)
 def test_negative_counts_are_refused_at_parse_time(tmp_path, monkeypatch, capsys, argv):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vogflow.analysis import memorization
 from vogflow.analysis.hardness import (
     BASELINES,
     area_under_margin,
@@ -14,6 +13,7 @@ from vogflow.analysis.hardness import (
     forgetting_events,
     likely_mislabeled,
 )
+from vogflow.paper import memorization
 
 LABEL = np.array([0, 1, 2])
 # K = 4 checkpoints (rows, in training order) of N = 3 examples (columns).

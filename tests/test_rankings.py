@@ -109,9 +109,15 @@ def test_tiny_table_aum_and_forgetting_by_hand():
     )
     table = build(ext, flag_by="hard_aum", share=0.3)  # ceil(0.9) = 1 example
     assert list(table.columns) == [
-        *BASE_COLUMNS, "vog_late_label_raw", "vog_late_label", "hard_margin", "hard_forgetting",
-        "hard_aum", "hard_disagree", *FLAG_COLUMNS,
-    ]  # fmt: skip
+        *BASE_COLUMNS,
+        "vog_late_label_raw",
+        "vog_late_label",
+        "hard_margin",
+        "hard_forgetting",
+        "hard_aum",
+        "hard_disagree",
+        *FLAG_COLUMNS,
+    ]
     assert table["hard_aum"].tolist() == pytest.approx([-2.5, 1.25, 0.0])  # -mean margin
     assert table["hard_forgetting"].tolist() == [1.0, 1.0, 2.0]
     # Example 1 has the top AUM score and its final prediction (0) is not its label (1).

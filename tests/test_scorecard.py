@@ -41,8 +41,12 @@ def _planted(seed: int = 0) -> dict:
         "noise": rng.normal(size=M),
         "reversed": -(noisy + 0.1 * rng.random(M)),
     }
-    return {"seed_scores": seed_scores, "noise_scores": noise_scores, "noisy": noisy,
-            "correct": correct}  # fmt: skip
+    return {
+        "seed_scores": seed_scores,
+        "noise_scores": noise_scores,
+        "noisy": noisy,
+        "correct": correct,
+    }
 
 
 def test_a_planted_perfect_detector_ranks_first_and_is_chosen():

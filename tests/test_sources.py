@@ -233,6 +233,7 @@ def test_hugging_face_folders_without_safetensors_are_one_line(tmp_path, capsys,
 
 def test_hugging_face_safetensors_round_trip(tmp_path):
     import safetensors.torch as st  # installed by the test extra
+
     out = hf_output(tmp_path)
     for step, state in zip((500, 1000, 1500), states(3), strict=True):
         st.save_file(state, str(out / f"checkpoint-{step}" / "model.safetensors"))

@@ -154,8 +154,11 @@ def test_resuming_on_another_platform_is_said_and_both_are_kept(digits, tmp_path
     monkeypatch.setattr(train_mod, "_save_resume", real_save)
     first = ck.read_manifest(out)["platform"]
     real_record = train_mod.platform_record
-    monkeypatch.setattr(train_mod, "platform_record",
-                        lambda *a: {**real_record(*a), "cpu_capability": "another-isa"})
+    monkeypatch.setattr(
+        train_mod,
+        "platform_record",
+        lambda *a: {**real_record(*a), "cpu_capability": "another-isa"},
+    )
     warnings: list[str] = []
     manifest = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet, warn=warnings.append)
     assert warnings == [
@@ -275,8 +278,12 @@ def test_complete_run_is_not_retrained_and_changed_config_starts_afresh(digits, 
     assert [e[1] for e in entries(changed)] == [1, 2, 3]
     # The old run's epoch-4 checkpoint and anything else in the folder are gone.
     assert sorted(p.name for p in out.iterdir()) == [
-        "epoch_0001.pt", "epoch_0002.pt", "epoch_0003.pt", "labels.npz", "manifest.json",
-    ]  # fmt: skip
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+        "epoch_0003.pt",
+        "labels.npz",
+        "manifest.json",
+    ]
     # Same seed, but a different lr schedule from epoch 3 on: only the first two epochs agree.
     assert entries(changed)[:2] == entries(first)[:2]
     assert entries(changed)[2][2] != entries(first)[2][2]
@@ -300,8 +307,9 @@ def test_lr_decays_after_each_milestone(digits, tmp_path):
     np.testing.assert_allclose(lrs, [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001], rtol=1e-12)
     assert lr_at(dataclasses.replace(cfg, milestones=()), 8) == 0.1
     # The manifest records the lr each checkpoint was trained with.
-    manifest = train_run(digits, ModelConfig(name="mlp", hidden=8), SHORT, SHORT_CKPT,
-                         tmp_path / "lr", echo=quiet)  # fmt: skip
+    manifest = train_run(
+        digits, ModelConfig(name="mlp", hidden=8), SHORT, SHORT_CKPT, tmp_path / "lr", echo=quiet
+    )
     assert [c["lr"] for c in manifest["checkpoints"]] == pytest.approx([0.05, 0.05, 0.005])
 
 
@@ -336,8 +344,14 @@ def test_shuffle_labels_is_seeded_and_permutes_the_chosen_labels():
 def test_noisy_run_records_its_noise(digits, tmp_path):
     cfg = dataclasses.replace(SHORT, epochs=2, milestones=(), label_noise=0.25, noise_seed=7)
     out = tmp_path / "noisy"
-    manifest = train_run(digits, ModelConfig(name="mlp", hidden=8), cfg,
-                         CheckpointConfig(early=1, every=1, late=1), out, echo=quiet)  # fmt: skip
+    manifest = train_run(
+        digits,
+        ModelConfig(name="mlp", hidden=8),
+        cfg,
+        CheckpointConfig(early=1, every=1, late=1),
+        out,
+        echo=quiet,
+    )
     expected, expected_mask = shuffle_labels(digits.train.y, 0.25, seed=7)
     n_noisy = int(round(0.25 * len(digits.train)))
     assert manifest["label_noise"] == {"fraction": 0.25, "seed": 7, "n_noisy": n_noisy}
@@ -350,9 +364,14 @@ def test_noisy_run_records_its_noise(digits, tmp_path):
     assert labels["noisy"].sum() == n_noisy
     assert (labels["label"] != labels["true_label"]).sum() > 0.8 * n_noisy
 
-    clean = train_run(digits, ModelConfig(name="mlp", hidden=8), dataclasses.replace(cfg,
-                      label_noise=0.0), CheckpointConfig(early=1, every=1, late=1),
-                      tmp_path / "clean", echo=quiet)  # fmt: skip
+    clean = train_run(
+        digits,
+        ModelConfig(name="mlp", hidden=8),
+        dataclasses.replace(cfg, label_noise=0.0),
+        CheckpointConfig(early=1, every=1, late=1),
+        tmp_path / "clean",
+        echo=quiet,
+    )
     assert clean["label_noise"]["n_noisy"] == 0
     assert not read_npz(tmp_path / "clean" / "labels.npz")["noisy"].any()
 
@@ -362,8 +381,9 @@ def test_noisy_run_records_its_noise(digits, tmp_path):
 
 def test_manifest_alone_rebuilds_every_checkpoint(digits, tmp_path):
     out = tmp_path / "run"
-    manifest = train_run(digits, ModelConfig(name="mlp", hidden=13), SHORT, SHORT_CKPT, out,
-                         echo=quiet)  # fmt: skip
+    manifest = train_run(
+        digits, ModelConfig(name="mlp", hidden=13), SHORT, SHORT_CKPT, out, echo=quiet
+    )
     # Moved elsewhere, with no config alongside: the folder is self-describing.
     moved = tmp_path / "elsewhere"
     out.rename(moved)
@@ -446,8 +466,9 @@ def test_damaged_checkpoint_of_a_complete_run_is_rebuilt_bit_identical(digits, t
 
     lines: list[str] = []
     warnings: list[str] = []
-    again = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
-                      warn=warnings.append)  # fmt: skip
+    again = train_run(
+        digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append
+    )
     # Not skipped as "already trained": the damage is named, then the run is replayed.
     assert not any("already trained" in line for line in lines)
     assert any("epoch_0002.pt" in w for w in warnings), warnings
@@ -488,8 +509,9 @@ def test_unloadable_resume_state_is_set_aside_and_training_restarts(
 
     lines: list[str] = []
     warnings: list[str] = []
-    resumed = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
-                        warn=warnings.append)  # fmt: skip
+    resumed = train_run(
+        digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append
+    )
     aside = tmp_path / f"run.{train_mod.RESUME}.unreadable"
     assert aside.is_file()  # kept for a look, outside the cached folder
     assert any(str(out / train_mod.RESUME) in w and str(aside) in w for w in warnings), warnings
@@ -508,8 +530,9 @@ def test_damaged_checkpoint_before_the_resume_state_replays_from_the_start(
     flip_bytes(out / "epoch_0001.pt")
     lines: list[str] = []
     warnings: list[str] = []
-    resumed = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
-                        warn=warnings.append)  # fmt: skip
+    resumed = train_run(
+        digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append
+    )
     # Resuming after epoch 2 would keep the bad epoch-1 file: only the start can rebuild it.
     assert not any(line.startswith("resuming") for line in lines)
     assert any("epoch_0001.pt" in w and "sha256" in w for w in warnings)
@@ -524,8 +547,9 @@ def test_damaged_checkpoint_after_the_resume_state_is_replayed(digits, tmp_path,
     interrupted(digits, out, monkeypatch, die_at=2)  # epoch-2 checkpoint listed, resume at 1
     flip_bytes(out / "epoch_0002.pt")
     lines: list[str] = []
-    resumed = train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append,
-                        warn=lambda _: None)  # fmt: skip
+    resumed = train_run(
+        digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=lambda _: None
+    )
     assert f"resuming {out} after epoch 1" in lines
     assert resumed["checkpoints"] == straight["checkpoints"]
     assert ck.read_manifest(out) == ck.read_manifest(tmp_path / "straight")

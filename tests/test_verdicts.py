@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from vogflow.analysis.memorization import welch_test
 from vogflow.analysis.verdicts import VERDICTS, p_values, seed_interval, verdict
+from vogflow.paper.memorization import welch_test
 
 SEEDS = {"main": 0.30, "seed1": 0.28, "seed2": 0.33, "seed3": 0.31, "seed4": 0.29}
 
@@ -62,9 +62,10 @@ def test_auroc_a_hair_above_chance_with_a_wide_interval_is_inconclusive():
 
 
 def test_one_seed_lets_the_bootstrap_decide_and_no_interval_decides_nothing():
-    assert verdict("above", 0.8, interval=[0.7, 0.9], null=0.5, per_seed={"main": 0.8})[
-        "verdict"
-    ] == "supported"
+    assert (
+        verdict("above", 0.8, interval=[0.7, 0.9], null=0.5, per_seed={"main": 0.8})["verdict"]
+        == "supported"
+    )
     assert verdict("above", 0.8, interval=None, null=0.5)["verdict"] == "inconclusive"
     nan = float("nan")
     out = verdict("above", 0.8, interval=[nan, nan], null=0.5, per_seed=SEEDS)

@@ -258,26 +258,51 @@ def audit(
 
         with sources.resolve(checkpoints) as source:
             return audit(
-                model if model is not None else source.build_model(), source.for_audit(), data,
-                windows=windows, window_size=window_size, label_modes=label_modes,
-                normalise=normalise, batch_size=batch_size, device=device, precision=precision,
-                progress=progress, track=track, run_name=run_name, experiment=experiment,
+                model if model is not None else source.build_model(),
+                source.for_audit(),
+                data,
+                windows=windows,
+                window_size=window_size,
+                label_modes=label_modes,
+                normalise=normalise,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                progress=progress,
+                track=track,
+                run_name=run_name,
+                experiment=experiment,
             )
     if model is None:
         from vogflow.checkpoints import CheckpointError
 
-        raise CheckpointError("audit: model is None; pass the nn.Module, or a checkpoint folder "
-                              "whose manifest names a built-in architecture")
+        raise CheckpointError(
+            "audit: model is None; pass the nn.Module, or a checkpoint folder "
+            "whose manifest names a built-in architecture"
+        )
     check_audit(
-        checkpoints, windows=windows, window_size=window_size, label_modes=label_modes,
-        normalise=normalise, batch_size=batch_size, device=device, precision=precision,
+        checkpoints,
+        windows=windows,
+        window_size=window_size,
+        label_modes=label_modes,
+        normalise=normalise,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
         track=track,
-    )  # fmt: skip
+    )
     models = load_checkpoints(model, checkpoints)
     extraction = run_extraction(
-        models, data, windows=windows, window_size=window_size, label_modes=label_modes,
-        batch_size=batch_size, device=device, precision=precision, progress=progress,
-    )  # fmt: skip
+        models,
+        data,
+        windows=windows,
+        window_size=window_size,
+        label_modes=label_modes,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        progress=progress,
+    )
     if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
         return None
     table = rankings.build(extraction, normalise=normalise)
@@ -286,10 +311,15 @@ def audit(
 
         tracking.log_audit(
             table,
-            params={"checkpoints": len(models), "windows": ",".join(windows),
-                    "window_size": window_size, "label_modes": ",".join(label_modes),
-                    "normalise": normalise, "model": type(model).__name__},
+            params={
+                "checkpoints": len(models),
+                "windows": ",".join(windows),
+                "window_size": window_size,
+                "label_modes": ",".join(label_modes),
+                "normalise": normalise,
+                "model": type(model).__name__,
+            },
             run_name=run_name,
             experiment=experiment,
-        )  # fmt: skip
+        )
     return table

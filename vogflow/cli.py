@@ -22,6 +22,8 @@ PROG = "vogflow"
 DATA_KINDS = ("npz", "imagefolder")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 TORCHVISION = "torchvision:"
+
+
 # Errors that describe the user's inputs (not a bug): shown as one line, exit code 2. Matched by
 # name so that catching them does not import torch or mlflow.
 class UsageError(VogflowError, ValueError):
@@ -409,9 +411,7 @@ def _read_split(ref: Any, other: Any, split: str) -> Any:
     try:
         return tracking.read_rankings(ref, split)
     except tracking.TrackingError as err:
-        shared = sorted(
-            set(tracking.rankings_splits(ref)) & set(tracking.rankings_splits(other))
-        )  # fmt: skip
+        shared = sorted(set(tracking.rankings_splits(ref)) & set(tracking.rankings_splits(other)))
         hint = f"splits both audits share: {', '.join(shared)}" if shared else "no shared split"
         raise UsageError(f"{err} ({hint})") from err
 
@@ -459,8 +459,9 @@ def _mover_images(refs: Sequence[Any], split: str, index: Any, labels: Any) -> t
     return None, why
 
 
-def _write_outputs(folder: Path, result: Any, report: dict, refs: Sequence[Any], args: Any,
-                   names: tuple[str, str]) -> list[str]:  # fmt: skip
+def _write_outputs(
+    folder: Path, result: Any, report: dict, refs: Sequence[Any], args: Any, names: tuple[str, str]
+) -> list[str]:
     """compare.json, movers.csv and the figures in ``folder``; returns notes for the report."""
     from vogflow import figures
     from vogflow.io import write_json, write_text
@@ -478,9 +479,11 @@ def _write_outputs(folder: Path, result: Any, report: dict, refs: Sequence[Any],
         f"{n}: {r.model or r.audit_run_id[:12]}" for n, r in zip(names, refs, strict=True)
     )
     fig = figures.compare_curves(
-        curve(deciles["a"]), curve(deciles["b"]), names=legend,
+        curve(deciles["a"]),
+        curve(deciles["b"]),
+        names=legend,
         title=f"{args.split} error per {report['column']} decile",
-    )  # fmt: skip
+    )
     figures.save(fig, folder / "figures" / "deciles.png")
     if args.no_images:
         notes.append("movers grid skipped (--no-images)")
@@ -492,10 +495,12 @@ def _write_outputs(folder: Path, result: Any, report: dict, refs: Sequence[Any],
             notes.append(f"movers grid skipped: {why}")
         else:
             fig = figures.movers_grid(
-                images, movers["rank_a"].to_numpy(), movers["rank_b"].to_numpy(),
+                images,
+                movers["rank_a"].to_numpy(),
+                movers["rank_b"].to_numpy(),
                 labels=movers["label"].to_numpy(),
                 title=f"top movers by {report['column']} rank: A -> B (1 = hardest)",
-            )  # fmt: skip
+            )
             figures.save(fig, folder / "figures" / "movers.png")
     report["notes"] = notes
     write_json(folder / "compare.json", report)
@@ -519,8 +524,10 @@ def _print_compare(report: dict, refs: Sequence[Any], movers: Any, show: int, sp
     print(f"{'spearman':<20}{report['spearman']:>8.3f}")
     print(f"{'kendall':<20}{report['kendall']:>8.3f}")
     pct = round(100 * overlap["fraction"])
-    print(f"{f'top-{pct}% jaccard':<20}{overlap['jaccard']:>8.3f}   ({overlap['shared']} of "
-          f"{overlap['k']} shared; chance {overlap['chance']:.3f})")  # fmt: skip
+    print(
+        f"{f'top-{pct}% jaccard':<20}{overlap['jaccard']:>8.3f}   ({overlap['shared']} of "
+        f"{overlap['k']} shared; chance {overlap['chance']:.3f})"
+    )
     bins = len(a["error"])
     print(f"\n{split} error per VoG decile (0 = lowest VoG):")
     print("decile " + "".join(f"{i:>6}" for i in range(bins)))
@@ -541,9 +548,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     column = compare.score_column(args.score)
     names = ("A", "B")
     result = compare.compare(
-        tables[0], tables[1], column=column, top_fraction=args.top_fraction,
-        n_movers=args.movers, n_boot=args.n_boot, seed=args.seed, names=names,
-    )  # fmt: skip
+        tables[0],
+        tables[1],
+        column=column,
+        top_fraction=args.top_fraction,
+        n_movers=args.movers,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        names=names,
+    )
     report = {
         "a": _ref_record(refs[0]),
         "b": _ref_record(refs[1]),
@@ -573,25 +586,49 @@ def _log_compare(folder: Path, report: dict, refs: Sequence[Any], args: Any) -> 
 
     dec, overlap = report["deciles"], report["top_overlap"]
     return tracking.log_compare(
-        folder, a=args.a, b=args.b,
-        params={"split": args.split, "score": report["column"], "run": args.run or "",
-                "top_fraction": args.top_fraction, "movers": args.movers,
-                "n_boot": args.n_boot, "seed": args.seed,
-                "a_audit": refs[0].audit_run_id, "b_audit": refs[1].audit_run_id},
-        metrics={"n": report["n"], "spearman": report["spearman"], "kendall": report["kendall"],
-                 "top_jaccard": overlap["jaccard"], "top_shared": overlap["shared"],
-                 "error_a": report["error"]["a"], "error_b": report["error"]["b"],
-                 "decile_trend_a": dec["a"]["spearman"], "decile_trend_b": dec["b"]["spearman"]},
+        folder,
+        a=args.a,
+        b=args.b,
+        params={
+            "split": args.split,
+            "score": report["column"],
+            "run": args.run or "",
+            "top_fraction": args.top_fraction,
+            "movers": args.movers,
+            "n_boot": args.n_boot,
+            "seed": args.seed,
+            "a_audit": refs[0].audit_run_id,
+            "b_audit": refs[1].audit_run_id,
+        },
+        metrics={
+            "n": report["n"],
+            "spearman": report["spearman"],
+            "kendall": report["kendall"],
+            "top_jaccard": overlap["jaccard"],
+            "top_shared": overlap["shared"],
+            "error_a": report["error"]["a"],
+            "error_b": report["error"]["b"],
+            "decile_trend_a": dec["a"]["spearman"],
+            "decile_trend_b": dec["b"]["spearman"],
+        },
         curves={"decile_error_a": dec["a"]["error"], "decile_error_b": dec["b"]["error"]},
-        tags={"vogflow.compare.a_audit": refs[0].audit_run_id,
-              "vogflow.compare.b_audit": refs[1].audit_run_id},
-        experiment=args.experiment, run_name=f"compare {args.a} vs {args.b} ({args.split})",
-    )  # fmt: skip
+        tags={
+            "vogflow.compare.a_audit": refs[0].audit_run_id,
+            "vogflow.compare.b_audit": refs[1].audit_run_id,
+        },
+        experiment=args.experiment,
+        run_name=f"compare {args.a} vs {args.b} ({args.split})",
+    )
 
 
 def _ref_record(ref: Any) -> dict[str, Any]:
-    return {"ref": ref.ref, "audit_run_id": ref.audit_run_id, "run": ref.run,
-            "source_run_id": ref.source_run_id, "model": ref.model}  # fmt: skip
+    return {
+        "ref": ref.ref,
+        "audit_run_id": ref.audit_run_id,
+        "run": ref.run,
+        "source_run_id": ref.source_run_id,
+        "model": ref.model,
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vogflow.analysis.deciles import error_by_bucket
-from vogflow.analysis.stability import jaccard_matrix, spearman_matrix, top_sets
+from vogflow.analysis.ranks import chance_jaccard, jaccard_matrix, spearman, top_sets
 from vogflow.errors import VogflowError
 
 
@@ -124,7 +124,7 @@ def correlations(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     y = np.asarray(y, dtype=np.float64)
     if x.size < 2:
         return {"spearman": math.nan, "kendall": math.nan, "kendall_p": math.nan}
-    rho = float(spearman_matrix(np.stack([x, y]))[0, 1])
+    rho = spearman(x, y)
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         # kendalltau warns and returns NaN on a constant input; say NaN without the warning.
         return {"spearman": rho, "kendall": math.nan, "kendall_p": math.nan}
@@ -139,14 +139,12 @@ def top_overlap(x: np.ndarray, y: np.ndarray, *, fraction: float = 0.1) -> dict[
     sets = top_sets(np.stack([np.asarray(x, float), np.asarray(y, float)]), fraction)
     n, k = sets.shape[1], int(sets[0].sum())
     shared = int((sets[0] & sets[1]).sum())
-    # Two independent random k-subsets of n share k^2/n members on average.
-    expected = k * k / n
     return {
         "fraction": float(fraction),
         "k": k,
         "shared": shared,
         "jaccard": float(jaccard_matrix(sets)[0, 1]),
-        "chance": float(expected / (2 * k - expected)),
+        "chance": chance_jaccard(k, n),
     }
 
 

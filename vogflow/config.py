@@ -9,7 +9,6 @@ import dataclasses
 import math
 import os
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,8 +403,6 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: {value!r} is not allowed; expected a string")
-        return value
-    if origin in (types.UnionType, typing.Union):
         return value
     return value
 

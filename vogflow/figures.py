@@ -1,4 +1,4 @@
-"""Draw the paper's figures: numpy arrays in, ``matplotlib.figure.Figure`` out (plus a PNG save).
+"""Draw the audit's figures: numpy arrays in, ``matplotlib.figure.Figure`` out (plus a PNG save).
 
 A leaf module: numpy and matplotlib only, no statistics, no files other than the PNG ``save``
 writes. Every figure is a free-standing ``Figure`` (never pyplot), so figures do not leak global
@@ -339,7 +339,7 @@ def movers_grid(
 # curves and plots
 
 
-def _plot_curves(ax: Any, curves: Sequence[tuple[str, Mapping[str, Any]]], xlabel: str) -> None:
+def plot_curves(ax: Any, curves: Sequence[tuple[str, Mapping[str, Any]]], xlabel: str) -> None:
     """Error per bucket for each ``(name, {"error","lo","hi"[,"style"]})`` with a shaded band."""
     n_buckets = 0
     for name, curve in curves:
@@ -382,30 +382,9 @@ def error_curves(
     """
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
-    _plot_curves(ax, list(curves.items()), xlabel)
+    plot_curves(ax, list(curves.items()), xlabel)
     if title:
         ax.set_title(title)
-    return fig
-
-
-def early_late(
-    curves_early: Mapping[str, Mapping[str, Any]],
-    curves_late: Mapping[str, Mapping[str, Any]],
-    *,
-    title: str = "",
-) -> Figure:
-    """Early- and late-stage error per VoG decile side by side (Figs. 5, 8); curve format as in
-    :func:`error_curves`. The paper's finding: high VoG flips from easy (early) to hard (late)."""
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, curves, name in zip(
-        axes, (curves_early, curves_late), ("(a) Early", "(b) Late"), strict=True
-    ):
-        _plot_curves(ax, list(curves.items()), "VoG decile (0 = lowest)")
-        ax.set_title(f"{name}-stage VoG")
-    axes[1].set_ylabel("")  # the y axis is shared; one label is enough
-    if title:
-        fig.suptitle(title)
     return fig
 
 
@@ -420,156 +399,7 @@ def compare_curves(
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.add_subplot()
     # A list, not a dict, so two curves with the same name are both drawn.
-    _plot_curves(ax, [(names[0], curve_a), (names[1], curve_b)], "VoG decile (0 = lowest)")
-    if title:
-        ax.set_title(title)
-    return fig
-
-
-def histograms(
-    scores_by_name: Mapping[str, np.ndarray],
-    groups: np.ndarray,
-    *,
-    group_names: tuple[str, str] = ("clean", "shuffled"),
-    title: str = "",
-) -> Figure:
-    """Overlaid density histograms of two groups, one panel per score (memorization, Sec. 4.1).
-
-    scores_by_name: name -> (N,) scores (higher VoG = harder); groups (N,) bool, True = the
-    second group (e.g. shuffled labels). Both groups share the bins of their panel.
-    """
-    groups = np.asarray(groups, dtype=bool)
-    n = max(1, len(scores_by_name))
-    fig = Figure(figsize=(3.2 * n, 3.0), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)[0])
-    for ax, (name, scores) in zip(axes, scores_by_name.items(), strict=False):
-        scores = np.asarray(scores, dtype=float)
-        ok = np.isfinite(scores)
-        edges = np.histogram_bin_edges(scores[ok], bins=30) if ok.any() else 30
-        for member, label in zip((False, True), group_names, strict=True):
-            vals = scores[ok & (groups == member)]
-            if vals.size:
-                ax.hist(vals, bins=edges, density=True, alpha=0.5, label=f"{label} (n={vals.size})")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("score")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("density")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def toy(
-    points: np.ndarray,
-    labels: np.ndarray,
-    vog: np.ndarray,
-    grid_x: np.ndarray,
-    grid_y: np.ndarray,
-    grid_margin: np.ndarray,
-    distance: np.ndarray,
-    *,
-    title: str = "",
-) -> Figure:
-    """The 2-D toy problem (Fig. 1): VoG per point with the boundary, and VoG vs distance.
-
-    points (N,2), labels (N,), vog (N,) (higher = harder), distance (N,) to the boundary.
-    grid_margin (Gy,Gx) is the model's margin with ``grid_margin[i, j]`` at
-    ``(grid_x[j], grid_y[i])`` (``np.meshgrid`` order); its zero contour is the boundary.
-    """
-    points = np.asarray(points, dtype=float)
-    labels = np.asarray(labels)
-    margin = np.asarray(grid_margin, dtype=float)
-    vog = np.asarray(vog, dtype=float)
-    distance = np.asarray(distance, dtype=float)
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    fig.get_layout_engine().set(wspace=0.08)  # room between the colour bar and the right panel
-    left, right = fig.subplots(1, 2)
-    markers = "os^vD<>p*h"
-    for i, c in enumerate(np.unique(labels)):
-        m = labels == c
-        sc = left.scatter(
-            points[m, 0],
-            points[m, 1],
-            c=vog[m],
-            cmap="viridis",
-            vmin=np.nanmin(vog),
-            vmax=np.nanmax(vog),
-            s=18,
-            marker=markers[i % len(markers)],
-            edgecolors="none",
-            label=f"class {c}",
-        )
-    # Without a sign change there is no zero level; matplotlib would only warn.
-    if np.nanmin(margin) < 0 < np.nanmax(margin):
-        left.contour(grid_x, grid_y, margin, levels=[0.0], colors="k", linewidths=1.5)
-    if len(points):
-        fig.colorbar(sc, ax=left, label="VoG (higher = harder)")
-        # Colour encodes VoG, so the legend keys must show marker shape only.
-        for handle in left.legend(fontsize=8, loc="best").legend_handles:
-            handle.set_array(None)  # drop the colour mapping, or it overrides the grey
-            handle.set_color("0.4")
-    left.set_title("VoG per point; black line = decision boundary", fontsize=10)
-    left.set_aspect("equal", adjustable="datalim")
-    for i, c in enumerate(np.unique(labels)):
-        m = labels == c
-        right.scatter(
-            distance[m],
-            vog[m],
-            s=12,
-            alpha=0.7,
-            marker=markers[i % len(markers)],
-            label=f"class {c}",
-        )
-    right.set_xlabel("distance to decision boundary")
-    right.set_ylabel("VoG (higher = harder)")
-    right.set_title("VoG vs distance to the boundary", fontsize=10)
-    right.grid(alpha=0.3)
-    if len(points):
-        right.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def bars_with_errors(
-    table: Mapping[str, tuple[float, float]],
-    *,
-    title: str = "",
-    ylabel: str = "AUROC (%)",
-    reference: Mapping[str, float] | None = None,
-) -> Figure:
-    """Horizontal bars of mean +- std per method (OoD table), top to bottom in ``table`` order.
-
-    ``ylabel`` names the value axis, which is horizontal here. ``reference`` maps method names
-    to published values, drawn as diamonds; names not in ``table`` are ignored.
-    """
-    names = list(table)
-    means = np.array([table[n][0] for n in names], dtype=float)
-    stds = np.array([table[n][1] for n in names], dtype=float)
-    y = np.arange(len(names))
-    fig = Figure(figsize=(6.5, 0.45 * len(names) + 1.4), layout="constrained")
-    ax = fig.add_subplot()
-    ax.barh(y, means, xerr=np.nan_to_num(stds), color="tab:blue", alpha=0.75, capsize=3)
-    for yi, m, s in zip(y, means, stds, strict=True):
-        # Written inside the bar's left end so it never collides with the error bar or marker.
-        ax.annotate(
-            f"{m:.1f} ± {s:.1f}",
-            (0, yi),
-            xytext=(4, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-            color="white",
-        )
-    ref = [(i, reference[n]) for i, n in enumerate(names) if reference and n in reference]
-    if ref:
-        ri, rv = zip(*ref, strict=True)
-        ax.plot(rv, ri, "D", color="tab:red", label="published", zorder=3)
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
-    ax.set_xlabel(ylabel)
-    ax.grid(axis="x", alpha=0.3)
+    plot_curves(ax, [(names[0], curve_a), (names[1], curve_b)], "VoG decile (0 = lowest)")
     if title:
         ax.set_title(title)
     return fig
@@ -650,24 +480,4 @@ def scorecard(
         fig.legend(handles, labels, loc="outside lower center", ncols=len(order), fontsize=8)
     if title:
         fig.suptitle(title)
-    return fig
-
-
-def scatter(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    xlabel: str,
-    ylabel: str,
-    title: str = "",
-) -> Figure:
-    """Plain scatter of y (N,) against x (N,); put any statistic (e.g. Spearman) in ``title``."""
-    fig = Figure(figsize=(5, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    ax.scatter(np.asarray(x), np.asarray(y), s=8, alpha=0.6, edgecolors="none")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title)
     return fig

@@ -393,8 +393,10 @@ def stream(
     order = [k - 1, *range(k - 1)]
     # Outputs are allocated once, on the device, and filled slice by slice: no per-batch host
     # syncs, and no small per-batch tensors pinning heap memory (peak memory stays flat in N).
-    stats = {s: torch.zeros(k, n, device=dev, dtype=torch.long if s == "pred" else torch.float32)
-             for s in STATS}  # fmt: skip
+    stats = {
+        s: torch.zeros(k, n, device=dev, dtype=torch.long if s == "pred" else torch.float32)
+        for s in STATS
+    }
     vog = {f"{w}_{m}": torch.zeros(n, device=dev) for w in windows for m in label_modes}
     labels = torch.zeros(n, dtype=torch.long, device=dev)
     preds = torch.zeros(n, dtype=torch.long, device=dev)

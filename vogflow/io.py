@@ -1,4 +1,5 @@
-"""Atomic file writes and content hashes: every artifact appears whole or not at all."""
+"""Atomic file writes and content hashes (every artifact appears whole or not at all), and where
+the project's files are."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Per-stage durations: they vary between reruns, so they live outside DVC's outputs; the stages
+# write them and the track stage reads them.
+TIMINGS = Path(".vogflow") / "timings"
 
 
 @contextlib.contextmanager
@@ -110,3 +115,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def project_root() -> Path:
+    """``DVC_ROOT`` when DVC runs us (the parent project, also under ``dvc exp run --temp``),
+    else the nearest folder holding ``dvc.yaml``, else the working directory."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists():
+            return folder
+    return here

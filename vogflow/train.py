@@ -76,9 +76,11 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> tor
     device = next(model.parameters()).device
     try:
         return torch.cat(
-            [model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-             for i in range(0, len(x), batch_size)]
-        )  # fmt: skip
+            [
+                model(x[i : i + batch_size].to(device)).argmax(1).cpu()
+                for i in range(0, len(x), batch_size)
+            ]
+        )
     finally:
         model.train(was_training)
 
@@ -232,8 +234,9 @@ def _train_run(
     current_platform = platform_record(device, threads)
     run_config = _run_config(dataset, model_cfg, cfg, ckpt_cfg)
     config_hash = sha256_bytes(json.dumps(run_config, sort_keys=True).encode())
-    save_at = ck.schedule(cfg.epochs, early=ckpt_cfg.early, every=ckpt_cfg.every,
-                          late=ckpt_cfg.late)  # fmt: skip
+    save_at = ck.schedule(
+        cfg.epochs, early=ckpt_cfg.early, every=ckpt_cfg.every, late=ckpt_cfg.late
+    )
 
     noisy, noisy_mask = shuffle_labels(dataset.train.y, cfg.label_noise, seed=cfg.noise_seed)
     manifest = _read_manifest(out, config_hash, warn)
@@ -256,8 +259,10 @@ def _train_run(
         # Checkpoints listed past the resume state are replayed anyway; one before it cannot be.
         usable = resume is not None and labels_ok and (bad is None or bad > resume["epoch"])
         if not usable and (bad is not None or not labels_ok or had_resume):
-            warn(f"warning: retraining {out} from scratch (a checkpoint holds no optimizer "
-                 "state, so the start is the last state that can be trusted)")  # fmt: skip
+            warn(
+                f"warning: retraining {out} from scratch (a checkpoint holds no optimizer "
+                "state, so the start is the last state that can be trusted)"
+            )
         if not usable:
             manifest, resume = None, None
     if manifest is None:
@@ -275,15 +280,18 @@ def _train_run(
             "data_fingerprint": run_config["data"]["fingerprint"],
             "normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
             "augment": dataset.augment,
-            "label_noise": {"fraction": cfg.label_noise, "seed": cfg.noise_seed,
-                            "n_noisy": int(noisy_mask.sum())},
+            "label_noise": {
+                "fraction": cfg.label_noise,
+                "seed": cfg.noise_seed,
+                "n_noisy": int(noisy_mask.sum()),
+            },
             "train": run_config["train"],
             "schedule": save_at,
             "config_hash": config_hash,
             "platform": current_platform,
             "checkpoints": [],
             "complete": False,
-        }  # fmt: skip
+        }
         ck.write_manifest(out, manifest)
     elif manifest.get("platform") != current_platform:
         # The weights so far came from the recorded platform and the rest will come from this
@@ -303,8 +311,9 @@ def _train_run(
 
     torch.manual_seed(cfg.seed)
     model = ck.build_from_manifest(manifest).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)  # fmt: skip
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     start_epoch, step = 1, 0
     if resume is not None:
         ck.load_into(model, resume["model"], source=str(out / RESUME))
@@ -336,8 +345,9 @@ def _train_run(
         total_loss = torch.zeros((), device=device)
         total_correct = torch.zeros((), device=device, dtype=torch.long)
         # A live bar within the epoch on a terminal only; logs get the one line per epoch.
-        bar = Progress(-(-n // cfg.batch_size), f"epoch {epoch}", unit="step",
-                       enabled=sys.stderr.isatty())  # fmt: skip
+        bar = Progress(
+            -(-n // cfg.batch_size), f"epoch {epoch}", unit="step", enabled=sys.stderr.isatty()
+        )
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             xb = augment_batch(x_train[idx], dataset.augment, generator).to(device)
@@ -363,18 +373,26 @@ def _train_run(
             "lr": lr,
             "epoch_seconds": time.perf_counter() - t0,
         }
-        line = (f"epoch {epoch:>3}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  "
-                f"acc {metrics['train_accuracy']:.3f}  lr {lr:.4g}  "
-                f"{format_seconds(metrics['epoch_seconds'])}")  # fmt: skip
+        line = (
+            f"epoch {epoch:>3}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  "
+            f"acc {metrics['train_accuracy']:.3f}  lr {lr:.4g}  "
+            f"{format_seconds(metrics['epoch_seconds'])}"
+        )
         if epoch in save_at:
             test_acc = float((predict(model, x_test) == y_test).float().mean())
             metrics["test_accuracy"] = test_acc
             name = ck.checkpoint_name(epoch)
             digest = ck.save_state_dict(out / name, model.state_dict())
             manifest["checkpoints"].append(
-                {"file": name, "epoch": epoch, "step": step, "sha256": digest,
-                 "test_accuracy": test_acc, "lr": lr}
-            )  # fmt: skip
+                {
+                    "file": name,
+                    "epoch": epoch,
+                    "step": step,
+                    "sha256": digest,
+                    "test_accuracy": test_acc,
+                    "lr": lr,
+                }
+            )
             ck.write_manifest(out, manifest)
             line += f"  test {test_acc:.3f}  [saved {name}]"
         # The resume state is written after the checkpoint so a kill between the two replays
@@ -398,12 +416,17 @@ def _train_run(
     manifest["complete"] = True
     ck.write_manifest(out, manifest)
     (out / RESUME).unlink(missing_ok=True)
-    differ = [c["file"] for c in manifest["checkpoints"]
-              if previous.get(c["file"], c["sha256"]) != c["sha256"]]  # fmt: skip
+    differ = [
+        c["file"]
+        for c in manifest["checkpoints"]
+        if previous.get(c["file"], c["sha256"]) != c["sha256"]
+    ]
     if differ:
-        warn(f"warning: rebuilt {', '.join(differ)} in {out} differ from the recorded sha256: "
-             f"training on {device} is not bit-reproducible, so later stages will see new "
-             "weights")  # fmt: skip
+        warn(
+            f"warning: rebuilt {', '.join(differ)} in {out} differ from the recorded sha256: "
+            f"training on {device} is not bit-reproducible, so later stages will see new "
+            "weights"
+        )
     return manifest
 
 

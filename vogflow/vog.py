@@ -14,16 +14,6 @@ NORMALISATIONS = ("z", "none", "abs")
 LABEL_MODES = ("label", "pred")
 
 
-def channel_mean(grads: np.ndarray, *, channel_axis: int | None) -> np.ndarray:
-    """Average signed gradients over the colour channels (paper: ``S`` becomes ``H x W``).
-
-    ``channel_axis=None`` leaves the array unchanged (inputs without channels, e.g. 2-D points).
-    """
-    if channel_axis is None:
-        return grads
-    return grads.mean(axis=channel_axis)
-
-
 def vog_raw(grads: np.ndarray) -> np.ndarray:
     """Raw VoG from a stack of channel-averaged input gradients.
 

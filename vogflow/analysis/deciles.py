@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from vogflow.analysis.ranks import spearman
 from vogflow.analysis.stats import claim, percentile_interval
 from vogflow.vog import LABEL_MODES, WINDOWS, deciles
 
@@ -26,28 +27,6 @@ PAPER = {
     "all": "Fig. 4 (Fig. 12a with predicted labels): error rises with VoG decile",
 }
 EXPECTED = {"early": "decreasing", "late": "increasing", "all": "increasing"}
-
-
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation of two ``(n,)`` arrays; NaN when either is constant or n < 2.
-
-    Ties get average ranks. Returns NaN instead of warning, so bootstrap resamples on which the
-    correlation is undefined are simply dropped by :func:`stats.bootstrap_ci`.
-    """
-    from scipy.stats import rankdata
-
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"spearman needs two arrays of one shape, got {x.shape} and {y.shape}")
-    if x.size < 2:
-        return float("nan")
-    rx = rankdata(x) - (x.size + 1) / 2.0
-    ry = rankdata(y) - (y.size + 1) / 2.0
-    denom = np.sqrt((rx**2).sum() * (ry**2).sum())
-    if denom == 0:
-        return float("nan")
-    return float(np.clip((rx * ry).sum() / denom, -1.0, 1.0))
 
 
 def _bucket_errors(bucket: np.ndarray, wrong: np.ndarray, bins: int) -> np.ndarray:
@@ -157,18 +136,10 @@ def _bucket_errors_rows(bucket: np.ndarray, wrong: np.ndarray, bins: int) -> np.
 
 def _row_trends(errors: np.ndarray) -> np.ndarray:
     """Spearman(bucket index, error) of each row; NaN for rows with an empty or constant curve."""
-    from scipy.stats import rankdata
-
-    bins = errors.shape[1]
     complete = np.isfinite(errors).all(axis=1)
     out = np.full(errors.shape[0], np.nan)
-    if not complete.any():
-        return out
-    ry = rankdata(errors[complete], axis=1) - (bins + 1) / 2.0
-    rx = np.arange(1, bins + 1) - (bins + 1) / 2.0
-    denom = np.sqrt((rx**2).sum() * (ry**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[complete] = np.where(denom > 0, (ry * rx).sum(axis=1) / denom, np.nan)
+    if complete.any():
+        out[complete] = spearman(np.arange(errors.shape[1]), errors[complete])
     return out
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from vogflow.analysis.stability import top_sets
+from vogflow.analysis.ranks import top_sets
 
 # Every name :func:`baseline_scores` can return, in a fixed order (the rankings table's order).
 BASELINES = (

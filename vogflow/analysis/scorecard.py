@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.analysis.deciles import error_by_bucket, spearman
-from vogflow.analysis.stability import jaccard_matrix, spearman_matrix, top_sets
+from vogflow.analysis.deciles import error_by_bucket
+from vogflow.analysis.ranks import (
+    chance_jaccard,
+    jaccard_matrix,
+    spearman,
+    spearman_matrix,
+    top_sets,
+)
 from vogflow.analysis.stats import detection_metrics
 
 SEEDMEAN = "_seedmean"
@@ -118,13 +124,11 @@ def _stability(runs: np.ndarray, top_fraction: float) -> dict[str, float]:
         rho = spearman_matrix(runs)[upper]
     sets = top_sets(runs, top_fraction)
     n, k = runs.shape[1], int(sets[0].sum())
-    # Two independent uniformly random k-subsets of N share k^2/N members on average.
-    shared = k * k / n
     out.update(
         spearman=float(np.mean(rho)),
         spearman_min=float(np.min(rho)),
         top_jaccard=float(np.mean(jaccard_matrix(sets)[upper])),
-        top_chance=float(shared / (2 * k - shared)),
+        top_chance=chance_jaccard(k, n),
     )
     return out
 
@@ -330,9 +334,7 @@ def choose(
     Returns ``(name, reason)``; ``(None, reason)`` when no score is left.
     """
     scores = {
-        name: row
-        for name, row in card["scores"].items()
-        if seedmean or row["kind"] != "seedmean"
+        name: row for name, row in card["scores"].items() if seedmean or row["kind"] != "seedmean"
     }
     if not scores:
         return None, "no candidate scores"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from vogflow.stage import TIMINGS
+from vogflow.io import TIMINGS
 
 TRACK_STAGE = "track"
 # Outputs too large or too raw to copy into the record: the manifest stands for the checkpoints

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vogflow.errors import VogflowError
-from vogflow.stage import project_root
+from vogflow.io import project_root
 
 HINT = (
     "start the server, point MLFLOW_TRACKING_URI at a reachable store, or run with "

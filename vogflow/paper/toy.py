@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.analysis.deciles import spearman
+from vogflow.analysis.ranks import spearman
 from vogflow.analysis.stats import bootstrap_ci, claim
 from vogflow.vog import deciles
 

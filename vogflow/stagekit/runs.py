@@ -1,4 +1,4 @@
-"""Glue shared by the pipeline stages: the data a run was trained on, and stage file layouts."""
+"""What the stages read back from a run: the data it was trained on, its gradients file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""What every pipeline stage does around its work: validate params first, record how long it took.
+"""The pipeline stages' toolkit, used by ``stages/*.py`` only: this module is what every stage
+does around its work (validate params first, record how long it took); ``runs`` loads what a run
+saw and produced; ``reports`` shapes the stages' reports and metrics. Three modules, not one, so
+a stage's DVC deps hold only the glue it imports: a decile-report edit must not retrain models.
 
 A user error (:class:`vogflow.errors.VogflowError`: a bad param, file or store) ends the stage
 with one line and exit code 2; anything else keeps its traceback.
@@ -22,8 +25,7 @@ from typing import Any
 
 from vogflow.config import ConfigError, Params, load_params
 from vogflow.errors import VogflowError
-
-TIMINGS = Path(".vogflow") / "timings"
+from vogflow.io import TIMINGS, project_root, write_json
 
 
 @dataclass
@@ -40,18 +42,6 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     return p
-
-
-def project_root() -> Path:
-    """``DVC_ROOT`` when DVC runs us (the parent project, also under ``dvc exp run --temp``),
-    else the nearest folder holding ``dvc.yaml``, else the working directory."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").exists():
-            return folder
-    return here
 
 
 @contextlib.contextmanager
@@ -84,8 +74,6 @@ def stage(
         "end": end,
         **ctx.timings,
     }
-    from vogflow.io import write_json
-
     with contextlib.suppress(OSError):  # a read-only workspace costs the timings, not the result
         write_json(TIMINGS / f"{record['stage']}.json", record)
 

@@ -9,13 +9,13 @@ Arrays in, plain JSON-able dicts out; numpy and scipy only.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from vogflow.analysis.deciles import error_by_bucket
+from vogflow.analysis.ranks import chance_jaccard, jaccard_matrix, spearman_matrix, top_sets
 from vogflow.analysis.stats import bootstrap_ci, claim
 
 # The paper's numbers are per-example std of raw VoG, whose scale depends on the model and the
@@ -43,43 +43,6 @@ def _stack(scores_by_run: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarr
     if len(set(shapes.values())) != 1 or arrays[0].ndim != 1:
         raise ValueError(f"every run must score the same N examples as (N,); got {shapes}")
     return names, np.stack(arrays)
-
-
-def _rank_matrix(runs: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(runs, axis=1)
-
-
-def spearman_matrix(runs: np.ndarray) -> np.ndarray:
-    """Pairwise Spearman correlation of ``(R, N)`` scores: ``(R, R)``, NaN for a constant run."""
-    ranks = _rank_matrix(np.asarray(runs, dtype=np.float64))
-    ranks = ranks - ranks.mean(axis=1, keepdims=True)
-    norms = np.sqrt((ranks**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (ranks @ ranks.T) / np.outer(norms, norms)
-    return np.clip(out, -1.0, 1.0)
-
-
-def top_sets(runs: np.ndarray, fraction: float) -> np.ndarray:
-    """``(R, N)`` bool: each run's top ``ceil(fraction * N)`` scores (ties broken by position)."""
-    runs = np.asarray(runs, dtype=np.float64)
-    n = runs.shape[1]
-    k = min(n, max(1, math.ceil(fraction * n)))
-    order = np.argsort(-runs, axis=1, kind="stable")[:, :k]
-    mask = np.zeros(runs.shape, dtype=bool)
-    np.put_along_axis(mask, order, True, axis=1)
-    return mask
-
-
-def jaccard_matrix(sets: np.ndarray) -> np.ndarray:
-    """Pairwise Jaccard index of ``(R, N)`` membership masks: ``(R, R)``."""
-    sets = np.asarray(sets, dtype=np.float64)
-    inter = sets @ sets.T
-    size = sets.sum(axis=1)
-    union = size[:, None] + size[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 1.0)
 
 
 def _upper(matrix: np.ndarray) -> np.ndarray:
@@ -156,9 +119,7 @@ def stability_report(
     jac_mean = float(np.mean(_upper(jac)))
     jac_ci = bootstrap_ci(mean_jaccard, *runs, **boot)
     k = int(top_sets(runs[:1], top_fraction).sum())
-    # Two independent uniformly random k-subsets of N share k^2/N members on average.
-    shared = k * k / n
-    chance = shared / (2 * k - shared)
+    chance = chance_jaccard(k, n)
 
     out: dict[str, Any] = {
         "runs": names,

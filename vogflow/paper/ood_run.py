@@ -2,7 +2,7 @@
 
 Corruptions in the style of MNIST-C (or the published MNIST-C files) are applied to a seeded
 subset of the clean test split; VoG is computed in ``pred`` mode (no labels needed) and compared
-with the baseline detectors of :mod:`vogflow.analysis.ood`. Higher score = more out-of-distribution.
+with the baseline detectors of :mod:`vogflow.paper.ood`. Higher score = more out-of-distribution.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MAX_DETECTOR_TRAIN = 1000  # detectors are fit on at most this many clean traini
 
 def corrupted_sets(dataset: Dataset, cfg: OodConfig, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Normalised corrupted copies of ``dataset.test.x[idx]``, one per corruption."""
-    from vogflow.corruptions import corrupt, load_mnist_c
+    from vogflow.paper.corruptions import corrupt, load_mnist_c
 
     clean01 = dataset.denormalise(dataset.test.x[idx])
     mean = np.asarray(dataset.mean, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -51,8 +51,8 @@ def score_all(
     echo=print,
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """``scores[corruption][method] = (clean_scores, corrupted_scores)``, higher = more OoD."""
-    from vogflow.analysis.ood import fit_score
     from vogflow.models import penultimate_features
+    from vogflow.paper.ood import fit_score
 
     if len(dataset.input_shape) != 3:
         raise ValueError(
@@ -66,9 +66,16 @@ def score_all(
 
     def vog_and_msp(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Labels feed only the per-checkpoint statistics; pred-mode VoG never sees them.
-        ex = run_extraction(models, (x, clean_y), windows=(cfg.window,), window_size=window_size,
-                            label_modes=("pred",), batch_size=batch_size, device=device,
-                            progress=False)  # fmt: skip
+        ex = run_extraction(
+            models,
+            (x, clean_y),
+            windows=(cfg.window,),
+            window_size=window_size,
+            label_modes=("pred",),
+            batch_size=batch_size,
+            device=device,
+            progress=False,
+        )
         # MSP baseline: the final model's max softmax probability, negated (higher = more OoD).
         return ex.vog_raw[f"{cfg.window}_pred"], ex.pred, -ex.stats["msp"][-1]
 
@@ -93,25 +100,30 @@ def score_all(
 
     feature_methods = [d for d in cfg.detectors if d not in ("vog", "msp")]
     if feature_methods:
-        pick = rng.choice(len(dataset.train), size=min(MAX_DETECTOR_TRAIN, len(dataset.train)),
-                          replace=False)  # fmt: skip
+        pick = rng.choice(
+            len(dataset.train), size=min(MAX_DETECTOR_TRAIN, len(dataset.train)), replace=False
+        )
         train_x, train_y = dataset.train.x[np.sort(pick)], dataset.train.y[np.sort(pick)]
         final = models[-1]
         evaluated = [clean_x, *corrupted.values()]
         spaces = {
-            "pixels": (train_x.reshape(len(train_x), -1),
-                       np.concatenate([x.reshape(len(x), -1) for x in evaluated])),
+            "pixels": (
+                train_x.reshape(len(train_x), -1),
+                np.concatenate([x.reshape(len(x), -1) for x in evaluated]),
+            ),
             "features": (
                 penultimate_features(final, torch.from_numpy(train_x)).numpy(),
-                np.concatenate([penultimate_features(final, torch.from_numpy(x)).numpy()
-                                for x in evaluated]),
+                np.concatenate(
+                    [penultimate_features(final, torch.from_numpy(x)).numpy() for x in evaluated]
+                ),
             ),
-        }  # fmt: skip
+        }
         for method in feature_methods:
             # Mahalanobis is defined on the model's features; the others on the inputs.
             train_f, test_f = spaces["features" if method == "gaussian" else "pixels"]
-            s = fit_score(method, train_f, test_f, rng=np.random.default_rng(cfg.seed),
-                          train_labels=train_y)  # fmt: skip
+            s = fit_score(
+                method, train_f, test_f, rng=np.random.default_rng(cfg.seed), train_labels=train_y
+            )
             for i, name in enumerate(corrupted):
                 scores[name][method] = (s[:n], s[(i + 1) * n : (i + 2) * n])
             echo(f"ood: {method}: fit on {len(train_f)} training examples")

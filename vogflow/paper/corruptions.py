@@ -22,7 +22,7 @@ from vogflow.config import CORRUPTIONS as CORRUPTION_NAMES
 _REFERENCE = 28.0
 
 # The published MNIST-C folders; ours carry the same names, plus the uncorrupted "identity".
-MNIST_C_FOLDERS: dict[str, str] = {name: name for name in ("identity", *CORRUPTION_NAMES)}
+MNIST_C_NAMES = ("identity", *CORRUPTION_NAMES)
 MNIST_C_SPLITS = ("train", "test")
 
 Corruption = Callable[..., np.ndarray]
@@ -442,13 +442,11 @@ def load_mnist_c(
     The published layout is ``<root>/<corruption>/<split>_images.npy`` (uint8, (N, 28, 28, 1))
     beside ``<root>/<corruption>/<split>_labels.npy``; ``name`` may also be ``"identity"``.
     """
-    if name not in MNIST_C_FOLDERS:
-        raise ValueError(
-            f"unknown MNIST-C corruption {name!r}; valid: {', '.join(MNIST_C_FOLDERS)}"
-        )
+    if name not in MNIST_C_NAMES:
+        raise ValueError(f"unknown MNIST-C corruption {name!r}; valid: {', '.join(MNIST_C_NAMES)}")
     if split not in MNIST_C_SPLITS:
         raise ValueError(f"unknown MNIST-C split {split!r}; valid: {', '.join(MNIST_C_SPLITS)}")
-    folder = Path(root) / MNIST_C_FOLDERS[name]
+    folder = Path(root) / name
     layout = (
         "<root>/<corruption>/<split>_images.npy (uint8, (N, 28, 28, 1)) and "
         "<root>/<corruption>/<split>_labels.npy"
