@@ -54,10 +54,7 @@ def main() -> None:
             top = top_bottom(scored, column, prm.vog.top_k)
             write_csv(top, out / f"{split}_top.csv")
             # Not "error": `dvc metrics show` reports any key named so as a failure to load.
-            metrics[split] = {
-                "examples": len(table),
-                "error_rate": float(1 - table["correct"].mean()),
-            }
+            metrics[split] = {"error_rate": float(1 - table["correct"].mean())}
             if split == "test":
                 # The paper's curves are of held-out error: on the training split the final
                 # model's error is mostly 0 and the curve says nothing.
@@ -66,7 +63,6 @@ def main() -> None:
                 # Scalars only (`dvc metrics show` reads them); every variant's claim with its
                 # interval is in the report.
                 metrics[split]["trend"] = headline(report["claims"][key])
-                metrics[split]["trend_score"] = f"vog_{key}"
         # The whole report (curves with intervals) for the figures stage, so it draws these
         # numbers instead of computing them again.
         write_json(args.report, report)

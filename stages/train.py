@@ -39,7 +39,6 @@ def main() -> None:
                 "train_accuracy": manifest["final"]["train_accuracy"],
                 "train_accuracy_clean": manifest["final"]["train_accuracy_clean"],
                 "checkpoints": len(manifest["checkpoints"]),
-                "label_noise": manifest["label_noise"],
             },
         )
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from vogflow.errors import VogflowError
-from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS
+from vogflow.names import LABEL_MODES, NORMALISATIONS, WINDOWS
 
 DATASETS = (
     "digits",

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-WINDOWS = ("early", "late", "all")
-NORMALISATIONS = ("z", "none", "abs")
-LABEL_MODES = ("label", "pred")
+# Re-exported: callers that score name the windows and modes through the equations' module.
+from vogflow.names import LABEL_MODES, NORMALISATIONS, WINDOWS  # noqa: F401
 
 
 def vog_raw(grads: np.ndarray) -> np.ndarray:
