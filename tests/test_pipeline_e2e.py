@@ -297,3 +297,21 @@ def test_experiments_land_in_the_project_store(project):
     assert columns() < 400
     assert columns("--drop", "vogflow/.*|stages/.*") < 300
     assert columns("--only-changed") < 40
+
+
+def test_a_fresh_clone_logs_its_audit_into_its_own_store(project, tmp_path):
+    """A newcomer's `dvc repro` in a clean clone (outputs from the cache, metrics from git) logs
+    the audit into the clone's store, marked clean; nothing else reruns."""
+    repo, env, _ = project
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    clone_env = {**env, "PYTHONPATH": str(clone)}
+    sh(["dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone, clone_env)
+    sh(["dvc", "checkout"], clone, clone_env)
+    log = sh(["dvc", "repro"], clone, clone_env).stdout
+    assert "Running stage 'track'" in log
+    assert log.count("Running stage") == 1, log[-2000:]
+    (parent, children), *others = audits(clone)
+    assert not others and parent.data.tags["git.dirty"] == "false"
+    assert len(children) == len(audits(repo)[0][1])
+    assert "Running stage" not in sh(["dvc", "repro"], clone, clone_env).stdout
