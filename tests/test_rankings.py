@@ -14,6 +14,7 @@ from vogflow.rankings import (
     FLAG_COLUMNS,
     build,
     contract_columns,
+    preferred_score,
     score_columns,
 )
 from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
@@ -124,3 +125,12 @@ def test_tiny_table_aum_and_forgetting_by_hand():
     assert table["likely_mislabeled"].tolist() == [False, True, False]
     assert table["suggested_label"].tolist() == [0, 0, 2]
     assert isinstance(table, pd.DataFrame)
+
+
+def test_preferred_score_is_the_papers_first_then_any_vog_column() -> None:
+    full = ["index", "vog_all_pred", "vog_all_label", "vog_late_label_raw", "vog_late_label"]
+    assert preferred_score(full) == "vog_late_label"
+    assert preferred_score(["vog_all_pred", "vog_all_label"]) == "vog_all_label"
+    assert preferred_score(["vog_early_label_raw", "vog_early_label"]) == "vog_early_label"
+    assert preferred_score(["vog_early_label_raw"]) == "vog_early_label_raw"
+    assert preferred_score(["index", "hard_loss"]) is None

@@ -246,11 +246,6 @@ def parse_data(spec: str) -> tuple[str, str]:
     return kind, path
 
 
-def _default_score(table: Any) -> str:
-    preferred = ("vog_late_label", "vog_all_label", "vog_late_pred", "vog_all_pred")
-    return next((c for c in preferred if c in table.columns), "")
-
-
 def _hardest(table: Any, column: str, k: int) -> Any:
     from vogflow.rankings import top_bottom
 
@@ -258,7 +253,7 @@ def _hardest(table: Any, column: str, k: int) -> Any:
     return top[top["end"] == "hardest"].drop(columns="end").head(k)
 
 
-def _print_table(frame: Any) -> None:
+def print_table(frame: Any) -> None:
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
@@ -336,7 +331,7 @@ def _audit(
     from vogflow.api import audit
     from vogflow.config import DataConfig
     from vogflow.data import load_raw
-    from vogflow.rankings import write_csv, write_parquet
+    from vogflow.rankings import preferred_score, write_csv, write_parquet
 
     items = source.for_audit()
     sources.check_fit(model, items, source.names)
@@ -394,10 +389,10 @@ def _audit(
             experiment=args.experiment,
         )
         print(f"logged to MLflow: run {run_id} ({tracking.tracking_uri()})")
-    column = _default_score(table)
+    column = preferred_score(table.columns)
     if column and args.show > 0:
         print(f"\nhardest {min(args.show, len(table))} by {column} (rank 1 = hardest):")
-        _print_table(_hardest(table, column, args.show))
+        print_table(_hardest(table, column, args.show))
     return 0
 
 
@@ -405,230 +400,10 @@ def _audit(
 # compare
 
 
-def _read_split(ref: Any, other: Any, split: str) -> Any:
-    from vogflow import tracking
-
-    try:
-        return tracking.read_rankings(ref, split)
-    except tracking.TrackingError as err:
-        shared = sorted(set(tracking.rankings_splits(ref)) & set(tracking.rankings_splits(other)))
-        hint = f"splits both audits share: {', '.join(shared)}" if shared else "no shared split"
-        raise UsageError(f"{err} ({hint})") from err
-
-
-def _data_config(params: dict[str, str]) -> Any:
-    """The audit's ``DataConfig`` rebuilt from its logged ``data.*`` params."""
-    import dataclasses
-
-    from vogflow.config import DataConfig
-
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(DataConfig):
-        raw = params.get(f"data.{f.name}")
-        if raw is not None:
-            values[f.name] = type(f.default)(raw) if f.default is not None else raw
-    return DataConfig(**values)
-
-
-def _mover_images(refs: Sequence[Any], split: str, index: Any, labels: Any) -> tuple[Any, str]:
-    """Display images of the movers from the audit's own dataset, or ``(None, why not)``."""
-    from vogflow import tracking
-
-    why = "no audit logged its data params (e.g. a train stage run)"
-    for ref in refs:
-        params = tracking.audit_params(ref)
-        if "data.name" not in params:
-            continue
-        try:
-            from vogflow.data import load_dataset
-
-            cfg = _data_config(params)
-            dataset = load_dataset(cfg, tracking.project_root())
-            part = dataset.split(split)
-        except Exception as err:  # images are optional: any failure only skips the grid
-            name = params["data.name"]
-            why = f"dataset {name!r} could not be loaded ({type(err).__name__}: {err})"
-            continue
-        if len(part) <= int(index.max()) or (part.y[index] != labels).any():
-            why = f"the {cfg.name!r} data on disk no longer matches the audit's labels"
-            continue
-        images = dataset.denormalise(part.x[index])
-        if images.ndim not in (3, 4):
-            return None, f"the {cfg.name!r} examples are not images"
-        return images, ""
-    return None, why
-
-
-def _write_outputs(
-    folder: Path, result: Any, report: dict, refs: Sequence[Any], args: Any, names: tuple[str, str]
-) -> list[str]:
-    """compare.json, movers.csv and the figures in ``folder``; returns notes for the report."""
-    from vogflow import figures
-    from vogflow.io import write_json, write_text
-
-    notes: list[str] = []
-    write_text(folder / "movers.csv", result.movers.to_csv(index=False, float_format="%.6g"))
-
-    def curve(c: dict) -> dict:
-        lo, hi = zip(*c["error_interval"], strict=True) if c["error_interval"] else ((), ())
-        return {"error": c["error"], "lo": list(lo), "hi": list(hi)}
-
-    deciles = report["deciles"]
-    # The legend names the model versions (or audits) rather than bare A and B.
-    legend = tuple(
-        f"{n}: {r.model or r.audit_run_id[:12]}" for n, r in zip(names, refs, strict=True)
-    )
-    fig = figures.compare_curves(
-        curve(deciles["a"]),
-        curve(deciles["b"]),
-        names=legend,
-        title=f"{args.split} error per {report['column']} decile",
-    )
-    figures.save(fig, folder / "figures" / "deciles.png")
-    if args.no_images:
-        notes.append("movers grid skipped (--no-images)")
-    elif len(result.movers):
-        movers = result.movers
-        index = movers["index"].to_numpy()
-        images, why = _mover_images(refs, args.split, index, movers["label"].to_numpy())
-        if images is None:
-            notes.append(f"movers grid skipped: {why}")
-        else:
-            fig = figures.movers_grid(
-                images,
-                movers["rank_a"].to_numpy(),
-                movers["rank_b"].to_numpy(),
-                labels=movers["label"].to_numpy(),
-                title=f"top movers by {report['column']} rank: A -> B (1 = hardest)",
-            )
-            figures.save(fig, folder / "figures" / "movers.png")
-    report["notes"] = notes
-    write_json(folder / "compare.json", report)
-    return notes
-
-
-def _print_compare(report: dict, refs: Sequence[Any], movers: Any, show: int, split: str) -> None:
-    for name, ref in zip("AB", refs, strict=True):
-        print(f"{name}  {ref.describe()}")
-    n = report["n"]
-    print(f"{split} split, {n} examples, score {report['column']} (higher = harder)\n")
-    a, b = report["deciles"]["a"], report["deciles"]["b"]
-    overlap = report["top_overlap"]
-    rows = [
-        ("", "A", "B"),
-        (f"{split} error", f"{report['error']['a']:.3f}", f"{report['error']['b']:.3f}"),
-        ("decile-error trend", f"{a['spearman']:+.2f}", f"{b['spearman']:+.2f}"),
-    ]
-    for label, va, vb in rows:
-        print(f"{label:<20}{va:>8}{vb:>8}")
-    print(f"{'spearman':<20}{report['spearman']:>8.3f}")
-    print(f"{'kendall':<20}{report['kendall']:>8.3f}")
-    pct = round(100 * overlap["fraction"])
-    print(
-        f"{f'top-{pct}% jaccard':<20}{overlap['jaccard']:>8.3f}   ({overlap['shared']} of "
-        f"{overlap['k']} shared; chance {overlap['chance']:.3f})"
-    )
-    bins = len(a["error"])
-    print(f"\n{split} error per VoG decile (0 = lowest VoG):")
-    print("decile " + "".join(f"{i:>6}" for i in range(bins)))
-    for name, c in (("A", a), ("B", b)):
-        print(f"{name:<7}" + "".join(f"{e:>6.2f}" for e in c["error"]))
-    if len(movers) and show > 0:
-        print(f"\ntop {min(show, len(movers))} movers (rank 1 = hardest; shift > 0 = easier in B):")
-        _print_table(movers.head(show))
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    import tempfile
+    from vogflow.compare_run import run_compare
 
-    from vogflow import compare, tracking
-
-    refs = [tracking.resolve_audit(ref, run=args.run) for ref in (args.a, args.b)]
-    tables = [_read_split(refs[0], refs[1], args.split), _read_split(refs[1], refs[0], args.split)]
-    column = compare.score_column(args.score)
-    names = ("A", "B")
-    result = compare.compare(
-        tables[0],
-        tables[1],
-        column=column,
-        top_fraction=args.top_fraction,
-        n_movers=args.movers,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        names=names,
-    )
-    report = {
-        "a": _ref_record(refs[0]),
-        "b": _ref_record(refs[1]),
-        "split": args.split,
-        "score": args.score,
-        **result.report,
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.out) if args.out else Path(tmp)
-        notes = _write_outputs(folder, result, report, refs, args, names)
-        # Logged before anything is printed, so an interrupted terminal never loses the record.
-        run_id = _log_compare(folder, report, refs, args) if tracking.enabled() else None
-    _print_compare(report, refs, result.movers, args.show, args.split)
-    for note in notes:
-        print(note)
-    if run_id is None:
-        print("\ntracking is off (VOGFLOW_TRACKING=off): the comparison is not logged")
-    else:
-        print(f"\nlogged the comparison: {tracking.compare_run_url(run_id)}")
-    if args.out:
-        print(f"wrote {folder}/compare.json, movers.csv and figures/")
-    return 0
-
-
-def _log_compare(folder: Path, report: dict, refs: Sequence[Any], args: Any) -> str:
-    from vogflow import tracking
-
-    dec, overlap = report["deciles"], report["top_overlap"]
-    return tracking.log_compare(
-        folder,
-        a=args.a,
-        b=args.b,
-        params={
-            "split": args.split,
-            "score": report["column"],
-            "run": args.run or "",
-            "top_fraction": args.top_fraction,
-            "movers": args.movers,
-            "n_boot": args.n_boot,
-            "seed": args.seed,
-            "a_audit": refs[0].audit_run_id,
-            "b_audit": refs[1].audit_run_id,
-        },
-        metrics={
-            "n": report["n"],
-            "spearman": report["spearman"],
-            "kendall": report["kendall"],
-            "top_jaccard": overlap["jaccard"],
-            "top_shared": overlap["shared"],
-            "error_a": report["error"]["a"],
-            "error_b": report["error"]["b"],
-            "decile_trend_a": dec["a"]["spearman"],
-            "decile_trend_b": dec["b"]["spearman"],
-        },
-        curves={"decile_error_a": dec["a"]["error"], "decile_error_b": dec["b"]["error"]},
-        tags={
-            "vogflow.compare.a_audit": refs[0].audit_run_id,
-            "vogflow.compare.b_audit": refs[1].audit_run_id,
-        },
-        experiment=args.experiment,
-        run_name=f"compare {args.a} vs {args.b} ({args.split})",
-    )
-
-
-def _ref_record(ref: Any) -> dict[str, Any]:
-    return {
-        "ref": ref.ref,
-        "audit_run_id": ref.audit_run_id,
-        "run": ref.run,
-        "source_run_id": ref.source_run_id,
-        "model": ref.model,
-    }
+    return run_compare(args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -699,7 +474,7 @@ def cmd_top(args: argparse.Namespace) -> int:
         )
     print(f"{where}: {f'{split} split, ' if split else ''}{len(table)} examples")
     print(f"hardest {min(args.k, len(table))} by {column} (rank 1 = hardest):")
-    _print_table(_hardest(table, column, args.k))
+    print_table(_hardest(table, column, args.k))
     return 0
 
 

@@ -121,6 +121,8 @@ def compose(
     """The record of the pipeline state in ``workspace`` (where DVC runs the stages)."""
     import pandas as pd
 
+    from vogflow.rankings import preferred_score
+
     lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
     dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
     metrics_of = _declared(dvc_yaml, "metrics")
@@ -190,8 +192,10 @@ def compose(
         path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
         if path.exists():
             table = pd.read_parquet(path)
-            rank_by = next(c for c in ("vog_late_label", "vog_all_label") if c in table.columns)
-            top[split] = hardest(table, rank_by, top_k)
+            score = preferred_score(table.columns)
+            if score is not None:
+                rank_by = score
+                top[split] = hardest(table, rank_by, top_k)
     data, model = params.get("data", {}).get("name", "?"), params.get("model", {}).get("name", "?")
     commit = git.get("git.commit", "unknown")[:7]
     name = f"audit {data}/{model} @{commit}" + (f" ({exp_name})" if exp_name else "")

@@ -258,8 +258,7 @@ def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experimen
         with tempfile.TemporaryDirectory() as tmp:
             rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
             client.log_artifacts(run_id, tmp, "rankings")
-        wanted = ("vog_all_label", "vog_late_label", "vog_all_pred")
-        score = next((c for c in wanted if c in table.columns), None)
+        score = rankings.preferred_score(table.columns)
         if score:
             client.log_table(run_id, hardest(table, score, 25), "tables/hardest.json")
     return run_id
