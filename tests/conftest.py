@@ -244,41 +244,36 @@ def postgres_uri():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def team_mlflow_server(postgres_uri, tmp_path_factory):
-    """A real `mlflow server` as a team runs it: runs in PostgreSQL, artifacts uploaded to and
-    served by the server (`--artifacts-destination`). Yields ``uri``, ``artifacts`` (the folder
-    the server writes them to) and ``backend`` (the PostgreSQL URI)."""
-    folder = tmp_path_factory.mktemp("team-server")
-    artifacts, log, port = folder / "artifacts", folder / "server.log", _free_port()
+@contextlib.contextmanager
+def running_mlflow_server(backend: str, folder: Path, *, startup: float = 180):
+    """A real `mlflow server` on 127.0.0.1 over ``backend``, artifacts uploaded to and served
+    from ``folder / "artifacts"``; yields its URI and stops it (with its workers) afterwards."""
+    from vogflow.tracking.store import TrackingError, check_reachable
+
+    log, port = folder / "server.log", _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--workers",
+        "1",
+    ]
     with open(log, "wb") as sink:
         # Its own session, so the gunicorn/uvicorn workers stop with it.
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--backend-store-uri",
-                postgres_uri,
-                "--artifacts-destination",
-                str(artifacts),
-                "--workers",
-                "1",
-            ],
-            cwd=folder,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            command, cwd=folder, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
     uri = f"http://127.0.0.1:{port}"
-    from vogflow.tracking.store import TrackingError, check_reachable
-
-    deadline = time.monotonic() + 180  # the first start migrates an empty database
+    deadline = time.monotonic() + startup  # the first start migrates an empty database
     while True:
         try:
             check_reachable(uri, timeout=1)
@@ -288,18 +283,28 @@ def team_mlflow_server(postgres_uri, tmp_path_factory):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 pytest.fail(
-                    f"mlflow server on {postgres_uri.split('@')[1]} did not start:\n"
-                    f"{log.read_text()[-3000:]}",
-                    pytrace=False,
+                    f"mlflow server did not start:\n{log.read_text()[-3000:]}", pytrace=False
                 )
             time.sleep(0.5)
-    yield SimpleNamespace(uri=uri, artifacts=artifacts, backend=postgres_uri)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        # Its workers wait for idle keep-alive connections; the data is thrown away anyway.
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
+        yield uri
+    finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            # Its workers wait for idle keep-alive connections; the data is thrown away anyway.
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def team_mlflow_server(postgres_uri, tmp_path_factory):
+    """A real `mlflow server` as a team runs it: runs in PostgreSQL, artifacts uploaded to and
+    served by the server (`--artifacts-destination`). Yields ``uri``, ``artifacts`` (the folder
+    the server writes them to) and ``backend`` (the PostgreSQL URI)."""
+    folder = tmp_path_factory.mktemp("team-server")
+    with running_mlflow_server(postgres_uri, folder) as uri:
+        yield SimpleNamespace(uri=uri, artifacts=folder / "artifacts", backend=postgres_uri)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import running_mlflow_server
 
 from vogflow import tracking
 from vogflow.tracking.record import compose, outputs
@@ -301,48 +302,14 @@ def test_concurrent_audits_on_a_fresh_store_lose_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{folder}/server.db",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            tracking.check_reachable(uri, timeout=1)
-            break
-        except tracking.TrackingError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("mlflow server did not start") from None
-            time.sleep(0.5)
-    yield uri, proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_mlflow_server(f"sqlite:///{folder}/server.db", folder, startup=90) as uri:
+        yield uri
 
 
 def test_an_audit_logs_to_a_real_server_over_http(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    uri, _ = mlflow_server
+    uri = mlflow_server
     folder = workspace(tmp_path / "p")
     run_id, new = log(folder, uri)
     assert new
