@@ -219,10 +219,35 @@ def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
     assert (
         len(client.search_runs([parent.info.experiment_id], "tags.`vogflow.kind` = 'audit'")) == 1
     )
-    # Another state is another audit.
+    # Another state is another audit; stages that did not run again say so.
     workspace(folder, accuracy=0.8)
+    stale = json.loads((folder / ".vogflow/timings/train@main.json").read_text())
+    stale.update(
+        start=stale["start"] - 3600, body_start=stale["body_start"] - 3600, end=stale["end"] - 3600
+    )
+    (folder / ".vogflow/timings/train@main.json").write_text(json.dumps(stale))
+    (folder / ".vogflow/timings/score@main.json").write_text(
+        json.dumps(
+            {
+                "stage": "score@main",
+                "start": time.time(),
+                "body_start": time.time(),
+                "end": time.time() + 1,
+            }
+        )
+    )
     third, new = log(folder, uri)
     assert new and third != run_id
+    kids = {
+        c.info.run_name: c
+        for c in client.search_runs(
+            [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{third}'"
+        )
+    }
+    assert kids["train@main"].data.tags["vogflow.reran"] == "false"
+    assert kids["score@main"].data.tags["vogflow.reran"] == "true"
+    # The audit spans the stages that ran for it, not the reused ones.
+    assert client.get_run(third).info.start_time >= kids["score@main"].info.start_time
 
 
 def test_runs_an_interrupted_attempt_left_running_are_closed_by_the_next(tmp_path):

@@ -72,6 +72,17 @@ def find_audit(client: Any, experiment: str, key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def _last_audit_end(client: Any, experiment: str) -> float:
+    """When the latest audit in the store ended (epoch seconds; 0 if none)."""
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{KIND_TAG}` = 'audit' and attributes.status = 'FINISHED'",
+        order_by=["attributes.end_time DESC"],
+        max_results=1,
+    )
+    return (found[0].info.end_time or 0) / 1000 if found else 0.0
+
+
 def _close_abandoned(client: Any, experiment: str, key: str) -> None:
     """Mark FAILED the runs an earlier attempt at this state left RUNNING (its store went away
     mid-way, so it could not close them), so no audit stays RUNNING for ever."""
@@ -110,7 +121,13 @@ def log_pipeline_audit(
         if done:
             return done, False
         _close_abandoned(client, exp, record.key)
-        started = [c.start for c in record.children if c.start is not None]
+        # Stages reused from an earlier state ran before the last logged audit: the audit's own
+        # span starts with the first stage that ran for this state.
+        since = _last_audit_end(client, exp)
+        ran = {c.name for c in record.children if c.start is not None and c.start > since}
+        started = [c.start for c in record.children if c.name in ran] or [
+            c.start for c in record.children if c.start is not None
+        ]
         parent = client.create_run(
             exp,
             run_name=record.name,
@@ -129,7 +146,12 @@ def log_pipeline_audit(
                     exp,
                     run_name=child.name,
                     start_time=_ms(child.start),
-                    tags={**child.tags, PARENT_TAG: parent_id, AUDIT_RUN_TAG: parent_id},
+                    tags={
+                        **child.tags,
+                        PARENT_TAG: parent_id,
+                        AUDIT_RUN_TAG: parent_id,
+                        "vogflow.reran": str(child.name in ran).lower(),
+                    },
                 )
                 created.append(run.info.run_id)
                 _log_values(client, run.info.run_id, params=child.params, metrics=child.metrics)
