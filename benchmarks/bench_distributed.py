@@ -40,8 +40,8 @@ def worker(args: argparse.Namespace) -> None:
     """One process of one configuration; rank 0 writes its timings to ``args.out``."""
     import torch
 
-    from vogflow.api import run_extraction
     from vogflow.distributed import assemble, rank, shard_rows, sharded
+    from vogflow.engine import run_extraction
     from vogflow.models import LeNet
 
     torch.set_num_threads(args.threads)

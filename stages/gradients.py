@@ -36,7 +36,7 @@ def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
 
 def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
     """The split's :class:`Extraction`; None on ranks other than 0 under torchrun."""
-    from vogflow.api import run_extraction
+    from vogflow.engine import run_extraction
 
     return run_extraction(
         models,

@@ -19,8 +19,8 @@ import yaml
 from conftest import SmallCNN, models_from, perturbed_checkpoints
 from torch.utils.data import TensorDataset
 
-from vogflow.api import run_extraction
 from vogflow.distributed import assemble, shard_rows
+from vogflow.engine import run_extraction
 from vogflow.gradients import GradientError, Health, check_health
 from vogflow.io import read_npz, write_npz
 

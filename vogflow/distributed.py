@@ -1,7 +1,7 @@
 """Sharded extraction under ``torchrun``: each rank scores a contiguous range, rank 0 assembles.
 
 ``torchrun --nproc_per_node=N stages/gradients.py ...`` (or any script calling
-:func:`vogflow.api.run_extraction` on every rank) splits a split into N contiguous index ranges
+:func:`vogflow.engine.run_extraction` on every rank) splits a split into N contiguous index ranges
 whose sizes differ by at most 1: no sampler padding, no reordering, so rank 0 rebuilds exactly the
 rows a single process would give. Gloo carries the exchange on the CPU; on a GPU the default group
 is ``cpu:gloo,cuda:nccl``, so the host-side results still travel over gloo with no device copies.

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vogflow.api import run_extraction
 from vogflow.config import OodConfig
 from vogflow.data import Dataset
+from vogflow.engine import run_extraction
 from vogflow.vog import class_normalise
 
 MAX_DETECTOR_TRAIN = 1000  # detectors are fit on at most this many clean training examples

@@ -15,8 +15,8 @@ from vogflow.data.builtin import toy_points
 def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
     """Train with a checkpoint every epoch; return points, VoG, distances and the margin grid."""
 
-    from vogflow.api import run_extraction
     from vogflow.checkpoints import load_run_models
+    from vogflow.engine import run_extraction
     from vogflow.paper.toy import boundary_distance, margin
     from vogflow.train import train_run
     from vogflow.vog import class_normalise
