@@ -40,14 +40,14 @@ def main() -> None:
 
     with stage("scorecard", params_path=args.params) as ctx:
         from vogflow.analysis.scorecard import exclusion, scorecard
-        from vogflow.rankings import read
+        from vogflow.rankings import check_aligned, read
 
         prm = ctx.params
         runs_dir = Path(args.runs)
         seed_runs = list(prm.stability.seed_runs)
         main_run = seed_runs[0]
         tables = {r: read(runs_dir / r / "rankings" / f"{SPLIT}.parquet") for r in seed_runs}
-        _check_aligned(tables)
+        check_aligned(tables)
         shuffled = read(runs_dir / prm.memorization.run / "rankings" / "train.parquet")
         noisy = shuffled["noisy"].to_numpy().astype(bool)
         if not noisy.any() or noisy.all():
@@ -320,14 +320,6 @@ def _write_figure(
         title=f"Scorecard: {card['n']} test examples, {len(card['runs'])} seed runs; best first",
     )
     figures.save(fig, path, dpi=dpi)
-
-
-def _check_aligned(tables: dict) -> None:
-    """Seed runs must score the same examples with the same labels, or agreement means nothing."""
-    first_name, first = next(iter(tables.items()))
-    for name, table in tables.items():
-        if len(table) != len(first) or not np.array_equal(table["true_label"], first["true_label"]):
-            raise SystemExit(f"scorecard: runs {first_name} and {name} scored different examples")
 
 
 if __name__ == "__main__":

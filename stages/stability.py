@@ -27,7 +27,7 @@ def main() -> None:
 
         from vogflow.io import write_text
         from vogflow.paper.stability import stability_report
-        from vogflow.rankings import read
+        from vogflow.rankings import check_aligned, read
 
         prm, cfg = ctx.params, ctx.params.stability
         column = f"vog_{cfg.window}_label"
@@ -36,7 +36,7 @@ def main() -> None:
             tables = {
                 r: read(Path(args.runs) / r / "rankings" / f"{cfg.split}.parquet") for r in runs
             }
-            _check_aligned(tables)
+            check_aligned(tables)
             report = stability_report(
                 {r: t[column].to_numpy() for r, t in tables.items()},
                 {r: t["correct"].to_numpy() for r, t in tables.items()},
@@ -76,14 +76,6 @@ def _headline(report: dict) -> dict:
         "top_overlap": headline(report["top_overlap"]["claim"]),
         "top_overlap_chance": report["top_overlap"]["chance"],
     }
-
-
-def _check_aligned(tables: dict) -> None:
-    """Runs must score the same examples with the same labels, or the comparison is meaningless."""
-    first_name, first = next(iter(tables.items()))
-    for name, table in tables.items():
-        if len(table) != len(first) or not np.array_equal(table["true_label"], first["true_label"]):
-            raise SystemExit(f"stability: runs {first_name} and {name} scored different examples")
 
 
 if __name__ == "__main__":

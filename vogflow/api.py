@@ -6,6 +6,7 @@ The same engine the pipeline runs (:func:`vogflow.engine.run_extraction`) and th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,73 +117,61 @@ def audit(
     """
     from vogflow import rankings
 
-    if isinstance(checkpoints, str | Path):
-        from vogflow import sources
+    with contextlib.ExitStack() as stack:
+        if isinstance(checkpoints, str | Path):
+            from vogflow import sources
 
-        with sources.resolve(checkpoints) as source:
-            return audit(
-                model if model is not None else source.build_model(),
-                source.for_audit(),
-                data,
-                windows=windows,
-                window_size=window_size,
-                label_modes=label_modes,
-                normalise=normalise,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                progress=progress,
-                track=track,
+            # A downloaded runs:/ folder lives until the table is built.
+            source = stack.enter_context(sources.resolve(checkpoints))
+            model = model if model is not None else source.build_model()
+            checkpoints = source.for_audit()
+        if model is None:
+            from vogflow.checkpoints import CheckpointError
+
+            raise CheckpointError(
+                "audit: model is None; pass the nn.Module, or a checkpoint folder "
+                "whose manifest names a built-in architecture"
+            )
+        check_audit(
+            checkpoints,
+            windows=windows,
+            window_size=window_size,
+            label_modes=label_modes,
+            normalise=normalise,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            track=track,
+        )
+        models = load_checkpoints(model, checkpoints)
+        extraction = run_extraction(
+            models,
+            data,
+            windows=windows,
+            window_size=window_size,
+            label_modes=label_modes,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            progress=progress,
+        )
+        if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
+            return None
+        table = rankings.build(extraction, normalise=normalise)
+        if track:
+            from vogflow import tracking
+
+            tracking.log_audit(
+                table,
+                params={
+                    "checkpoints": len(models),
+                    "windows": ",".join(windows),
+                    "window_size": window_size,
+                    "label_modes": ",".join(label_modes),
+                    "normalise": normalise,
+                    "model": type(model).__name__,
+                },
                 run_name=run_name,
                 experiment=experiment,
             )
-    if model is None:
-        from vogflow.checkpoints import CheckpointError
-
-        raise CheckpointError(
-            "audit: model is None; pass the nn.Module, or a checkpoint folder "
-            "whose manifest names a built-in architecture"
-        )
-    check_audit(
-        checkpoints,
-        windows=windows,
-        window_size=window_size,
-        label_modes=label_modes,
-        normalise=normalise,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        track=track,
-    )
-    models = load_checkpoints(model, checkpoints)
-    extraction = run_extraction(
-        models,
-        data,
-        windows=windows,
-        window_size=window_size,
-        label_modes=label_modes,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-        progress=progress,
-    )
-    if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
-        return None
-    table = rankings.build(extraction, normalise=normalise)
-    if track:
-        from vogflow import tracking
-
-        tracking.log_audit(
-            table,
-            params={
-                "checkpoints": len(models),
-                "windows": ",".join(windows),
-                "window_size": window_size,
-                "label_modes": ",".join(label_modes),
-                "normalise": normalise,
-                "model": type(model).__name__,
-            },
-            run_name=run_name,
-            experiment=experiment,
-        )
-    return table
+        return table

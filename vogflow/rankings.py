@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vogflow.analysis.hardness import BASELINES, baseline_scores, likely_mislabeled
+from vogflow.errors import VogflowError
 from vogflow.extraction import Extraction
 from vogflow.io import write_text, write_with
 from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
@@ -111,6 +112,19 @@ def build(
     table["likely_mislabeled"] = flagged
     table["suggested_label"] = np.where(flagged, pred, label)
     return pd.DataFrame(table)
+
+
+class RankingsError(VogflowError, ValueError):
+    """Rankings tables that cannot be compared or read."""
+
+
+def check_aligned(tables: dict[str, pd.DataFrame]) -> None:
+    """Runs compared example by example must have scored the same examples with the same clean
+    labels, or agreement between them means nothing."""
+    first_name, first = next(iter(tables.items()))
+    for name, table in tables.items():
+        if len(table) != len(first) or not np.array_equal(table["true_label"], first["true_label"]):
+            raise RankingsError(f"runs {first_name} and {name} scored different examples")
 
 
 def top_bottom(table: pd.DataFrame, column: str, k: int) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,18 @@ def _log_values(
     client: Any,
     run_id: str,
     *,
-    params: Mapping[str, str] = {},
-    metrics: Mapping[str, float] = {},
-    step: int = 0,
-) -> None:  # noqa: B006
+    params: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    steps: Iterable[tuple[int, Mapping[str, float]]] = (),
+) -> None:
+    """``params``, ``metrics`` at step 0 and ``steps`` (step, values) pairs, in batches of 100
+    (one request per batch, not per value)."""
     from mlflow.entities import Metric, Param
 
     now = int(time.time() * 1000)
-    items = [Param(k, v) for k, v in params.items()]
-    batch = [Metric(k, v, now, step) for k, v in metrics.items()]
+    items = [Param(k, v) for k, v in (params or {}).items()]
+    batch = [Metric(k, v, now, 0) for k, v in (metrics or {}).items()]
+    batch += [Metric(k, v, now, step) for step, values in steps for k, v in values.items()]
     for i in range(0, max(len(items), len(batch)), 100):
         client.log_batch(run_id, params=items[i : i + 100], metrics=batch[i : i + 100])
 
@@ -154,14 +157,13 @@ def log_pipeline_audit(
                     },
                 )
                 created.append(run.info.run_id)
-                _log_values(client, run.info.run_id, params=child.params, metrics=child.metrics)
-                for step in child.steps:
-                    _log_values(
-                        client,
-                        run.info.run_id,
-                        metrics=numbers(step),
-                        step=int(step.get("epoch", 0)),
-                    )
+                _log_values(
+                    client,
+                    run.info.run_id,
+                    params=child.params,
+                    metrics=child.metrics,
+                    steps=[(int(step.get("epoch", 0)), numbers(step)) for step in child.steps],
+                )
                 _log_artifacts(client, run.info.run_id, child.artifacts)
                 client.set_terminated(run.info.run_id, "FINISHED", end_time=_ms(child.end))
             if model_dir is not None:
@@ -306,10 +308,14 @@ def log_compare(
     """
     tags = {KIND_TAG: "compare", "vogflow.compare.a": a, "vogflow.compare.b": b, **(tags or {})}
     with _standalone_run(experiment, run_name, tags) as (client, run_id):
-        _log_values(client, run_id, params=_params(params), metrics=numbers(dict(metrics)))
-        for name, values in (curves or {}).items():
-            for step, value in enumerate(values):
-                _log_values(client, run_id, metrics=numbers({name: value}), step=step)
+        steps = [
+            (step, numbers({name: value}))
+            for name, values in (curves or {}).items()
+            for step, value in enumerate(values)
+        ]
+        _log_values(
+            client, run_id, params=_params(params), metrics=numbers(dict(metrics)), steps=steps
+        )
         client.log_artifacts(run_id, str(folder))
     return run_id
 
