@@ -46,6 +46,7 @@ def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
         batch_size=prm.gradients.batch_size,
         device=prm.gradients.device,
         precision=prm.gradients.precision,
+        channels_last=prm.gradients.channels_last,
     )
 
 

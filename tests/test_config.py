@@ -404,6 +404,13 @@ def test_nan_learning_rate_is_refused(shipped):
     )
 
 
+@pytest.mark.parametrize("value", ["true", 1, None])
+def test_a_switch_takes_true_or_false_only(shipped, value):
+    assert error_of(broken(shipped, "gradients.channels_last", value)) == (
+        f"gradients.channels_last: {value!r} is not allowed; expected true or false"
+    )
+
+
 def test_bf16_on_the_cpu_is_refused(shipped):
     raw = broken(broken(shipped, "gradients.precision", "bf16"), "gradients.device", "cpu")
     assert pipeline_error_of(raw) == (

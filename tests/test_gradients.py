@@ -445,3 +445,23 @@ def test_num_examples_must_match_the_batches(small_cnn_setup):
         extract(models, tensor_batches(x, y, 8), num_examples=10, progress=False, device="cpu")
     with pytest.raises(GradientError, match="held 23 examples, not num_examples=30"):
         extract(models, tensor_batches(x, y, 8), num_examples=30, progress=False, device="cpu")
+
+
+def test_channels_last_gives_the_same_scores_and_leaves_the_model_as_it_was(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    models = models_from(factory, states)
+    plain = run(models, x, y)
+    fast = run(models, x, y, channels_last=True)
+    for key, value in plain.vog_raw.items():
+        # Another layout sums in another order: equal to float rounding, not bit for bit.
+        np.testing.assert_allclose(fast.vog_raw[key], value, rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(fast.pred, plain.pred)
+    for model in models:
+        conv = next(p for p in model.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(), "the caller's model keeps its own memory layout"
+    # Point inputs have no layout to change: the option is a no-op there.
+    points = [nn.Linear(5, 3) for _ in range(4)]
+    xp, yp = torch.randn(9, 5), torch.randint(0, 3, (9,))
+    a, b = run(points, xp, yp), run(points, xp, yp, channels_last=True)
+    for key, value in a.vog_raw.items():
+        np.testing.assert_array_equal(b.vog_raw[key], value)

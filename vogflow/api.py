@@ -88,6 +88,7 @@ def audit(
     batch_size: int = 256,
     device: str = "auto",
     precision: str = "fp32",
+    channels_last: bool = False,
     progress: bool = True,
     track: bool = False,
     run_name: str = "audit",
@@ -103,6 +104,8 @@ def audit(
             or where they are (:func:`vogflow.sources.resolve`): a checkpoint folder, a
             ``runs:/`` URI, a Hugging Face output folder, a glob.
         data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
+        precision, channels_last: speed options for a GPU (see
+            :func:`vogflow.gradients.extract`).
         track: also log the audit (params, rankings, top-k table) to MLflow.
 
     Everything checkable is refused before extraction, in one line: the options and the
@@ -153,6 +156,7 @@ def audit(
             batch_size=batch_size,
             device=device,
             precision=precision,
+            channels_last=channels_last,
             progress=progress,
         )
         if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once

@@ -357,6 +357,8 @@ def _audit(
             normalise=args.normalise,
             batch_size=args.batch_size,
             device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
             progress=not args.quiet,
         )
     except RuntimeError as err:
@@ -654,6 +656,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="vogflow", help="MLflow experiment (with --track)")
     p.add_argument("--batch-size", type=_positive, default=256, help="examples per batch")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "tf32", "bf16"),
+        help="fp32 (default, exact); tf32 or bf16 trade exactness for speed on a GPU",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="image models and batches in the channels-last layout (faster on recent GPUs)",
+    )
     p.add_argument(
         "--window-size",
         type=_window,

@@ -194,6 +194,7 @@ class GradientsConfig:
     device: str = "auto"
     label_modes: tuple[str, ...] = LABEL_MODES
     precision: str = field(default="fp32", metadata=_choice("fp32", "tf32", "bf16"))
+    channels_last: bool = False
 
     def validate(self, prefix: str) -> None:
         _check_subset(f"{prefix}.splits", self.splits, SPLITS)
@@ -399,6 +400,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: {value!r} is not allowed; expected an integer")
+        return value
+    if annotation is bool:
+        # YAML reads `yes`/`no` as booleans too; a quoted "true" or a 1 is refused, not guessed.
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: {value!r} is not allowed; expected true or false")
         return value
     if annotation is str:
         if not isinstance(value, str):

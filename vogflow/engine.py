@@ -114,6 +114,7 @@ def run_extraction(
     batch_size: int = 256,
     device: str = "auto",
     precision: str = "fp32",
+    channels_last: bool = False,
     progress: bool = True,
 ) -> Extraction | None:
     """Raw VoG and per-checkpoint statistics of every example of ``data``
@@ -136,6 +137,7 @@ def run_extraction(
             label_modes=label_modes,
             device=device,
             precision=precision,
+            channels_last=channels_last,
             progress=progress,
         )
     _, _, total = batches_of(data, batch_size)
@@ -153,6 +155,7 @@ def run_extraction(
             label_modes=label_modes,
             device=dev,
             precision=precision,
+            channels_last=channels_last,
             # One bar for the job: rank 0's range is as long as any other's, give or take a row.
             progress=progress and distributed.rank() == 0,
             offset=rows.start,

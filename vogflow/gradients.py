@@ -327,6 +327,7 @@ def extract(
     label_modes: Sequence[str] = LABEL_MODES,
     device: str | torch.device = "auto",
     precision: str = "fp32",
+    channels_last: bool = False,
     progress: bool = True,
 ) -> Extraction:
     """Raw VoG of every example for each window and label mode, in one streaming pass.
@@ -344,6 +345,9 @@ def extract(
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         precision: ``fp32``; ``tf32`` or ``bf16`` trade exactness for speed on a GPU (bf16 is
             refused on the CPU; tf32 there runs fp32 with a warning).
+        channels_last: run image models and ``(N, C, H, W)`` batches in the channels-last memory
+            layout, which cuDNN's fastest convolutions use on recent GPUs; the same values in
+            another layout, so scores agree with the default to float rounding.
 
     Refused as degenerate (:class:`GradientError`): see :func:`check_models`; labels that are
     not whole numbers; a model whose input gradients are all zero (its output ignores its
@@ -359,6 +363,7 @@ def extract(
         label_modes=label_modes,
         device=device,
         precision=precision,
+        channels_last=channels_last,
         progress=progress,
     )
     check_health(health)
@@ -376,6 +381,7 @@ def stream(
     label_modes: Sequence[str] = LABEL_MODES,
     device: str | torch.device = "auto",
     precision: str = "fp32",
+    channels_last: bool = False,
     progress: bool = True,
     offset: int = 0,
 ) -> tuple[Extraction, Health]:
@@ -415,13 +421,18 @@ def stream(
     bar = Progress(num_batches or 0, "gradients", unit="batch", enabled=progress)
     try:
         for model in models:
-            model.to(dev)
+            if channels_last:
+                model.to(dev, memory_format=torch.channels_last)
+            else:
+                model.to(dev)
         # enable_grad: a caller inside `torch.no_grad()` would otherwise get no input gradients.
         with frozen_eval(models), _tf32(precision == "tf32"), torch.enable_grad():
             for x, y in batches:
                 y = torch.as_tensor(y)
                 check_label_values(y, offset=offset + seen)
                 x = x.to(dev, non_blocking=True).float()
+                if channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 y = y.to(dev, non_blocking=True).long()
                 b = len(x)
                 if b == 0:
@@ -484,7 +495,11 @@ def stream(
     finally:
         bar.close()
         for model, original in zip(models, originals, strict=True):
-            model.to(original)
+            # The caller's model goes back to its device and, if it was changed, its layout.
+            if channels_last:
+                model.to(original, memory_format=torch.contiguous_format)
+            else:
+                model.to(original)
     if seen != n:
         raise GradientError(f"the batches held {seen} examples, not num_examples={n}")
     extraction = Extraction(
