@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -304,28 +305,36 @@ def download_model(mlflow_client: Any, ref: str, dst: str | Path, *, uri: str) -
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
     by_id = MODEL_ID_URI.fullmatch(ref)
-    if by_id:
+    model_id = by_id.group(1) if by_id else model_version(mlflow_client, ref, uri).model_id
+    if model_id is None:
+        # A version registered from a run's artifacts (as MLflow 2 did) names no logged model.
+        source = model_version(mlflow_client, ref, uri).source
+        if source.startswith("runs:/"):
+            run_id, _, path = source[len("runs:/") :].partition("/")
+            fetch = partial(mlflow_client.download_artifacts, run_id, path, str(dst))
+            return _download(ref, uri, fetch)
+        location = source
+    else:
         try:
-            mlflow_client.get_logged_model(by_id.group(1))
+            location = mlflow_client.get_logged_model(model_id).artifact_location
         except MlflowException as err:
             raise TrackingError(
-                f"{ref}: no logged model {by_id.group(1)!r} in {uri}; check the model id (or "
-                "write models:/<name>/<version> for a registered model)"
+                f"{ref}: no logged model {model_id!r} in {uri}; check the model id (or write "
+                "models:/<name>/<version> for a registered model)"
             ) from err
-        source = ref
-    else:
-        mv = model_version(mlflow_client, ref, uri)
-        # A version registered from a logged model names it; an older one, its run's artifacts.
-        source = f"{MODELS_PREFIX}{mv.model_id}" if getattr(mv, "model_id", None) else mv.source
-    Path(dst).mkdir(parents=True, exist_ok=True)
+    # The location itself, not models:/<id>: MLflow resolves that URI in the default store,
+    # whatever tracking_uri says.
+    fetch = partial(download_artifacts, artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
+    return _download(ref, uri, fetch)
+
+
+def _download(ref: str, uri: str, fetch: Callable[[], str]) -> Path:
     try:
         with quiet_downloads():
-            return Path(
-                download_artifacts(
-                    artifact_uri=source, dst_path=str(dst), tracking_uri=uri, registry_uri=uri
-                )
-            )
+            return Path(fetch())
     except Exception as err:  # MlflowException or the artifact store's own OSError
         raise TrackingError(
             f"{ref}: cannot download its artifacts from {uri} ({type(err).__name__}: "
@@ -336,13 +345,12 @@ def download_model(mlflow_client: Any, ref: str, dst: str | Path, *, uri: str) -
 def logged_checkpoints(mlflow_client: Any, run_id: str, *, recorded_by: str) -> list[str]:
     """The ids of the checkpoints ``recorded_by`` logged as models of run ``run_id``, in epoch
     order; an epoch logged twice (a resumed loop replays epochs) counts once, the latest."""
+    from mlflow.entities import LoggedModelStatus
+
     from vogflow.tracking.write import EPOCH_PARAM, RECORDED_BY_TAG
 
     experiment = mlflow_client.get_run(run_id).info.experiment_id
-    query = (
-        f"source_run_id = '{run_id}' AND tags.`{RECORDED_BY_TAG}` = '{recorded_by}' "
-        "AND status = 'READY'"
-    )
+    query = f"source_run_id = '{run_id}' AND tags.`{RECORDED_BY_TAG}` = '{recorded_by}'"
     found, token = [], None
     while True:
         page = mlflow_client.search_logged_models(
@@ -353,6 +361,8 @@ def logged_checkpoints(mlflow_client: Any, run_id: str, *, recorded_by: str) -> 
         if not token:
             break
     latest: dict[int, Any] = {}
-    for model in sorted(found, key=lambda m: m.creation_timestamp):
+    # A half-logged checkpoint (FAILED, or PENDING while another process logs it) is not one.
+    ready = [m for m in found if m.status == LoggedModelStatus.READY]
+    for model in sorted(ready, key=lambda m: m.creation_timestamp):
         latest[int(model.params[EPOCH_PARAM])] = model
     return [latest[epoch].model_id for epoch in sorted(latest)]
