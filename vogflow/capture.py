@@ -71,7 +71,8 @@ class CheckpointRecorder:
         data_fingerprint: identity of the training data, e.g. :func:`fingerprint` of the arrays.
         normalisation: ``{"mean": [...], "std": [...]}`` per channel when the loop standardises
             inputs in [0, 1]; ``vogflow audit`` then standardises its data the same way.
-        mlflow_run_id: also log every file as an artifact under ``checkpoints/`` of this run.
+        mlflow_run_id: also log every file as an artifact under ``checkpoints/`` of this run
+            (or, with ``log_models``, as models of it).
         tracking_uri: the store of that run (default: :func:`vogflow.tracking.tracking_uri`;
             pass ``mlflow.get_tracking_uri()`` when the loop set one in code).
         log_models: log each checkpoint as an MLflow logged model of that run (its state dict
@@ -214,28 +215,28 @@ class CheckpointRecorder:
             self._log(self.out_dir / ck.MANIFEST)
         return path
 
-    def _tracking(self) -> Any:
-        from vogflow import tracking
-
+    def _mlflow(self) -> Any:
         if self._client is None:
+            from vogflow import tracking
+
             # A plain client, not open_store: the run is the user's, in a store vogflow does not
             # own, so its artifact locations are not vogflow's to rebase.
             self._client = tracking.client(self.tracking_uri or tracking.tracking_uri())
-        return tracking
+        return self._client
 
     def _log(self, path: Path) -> None:
         if self.mlflow_run_id is None or self.log_models:
             return
-        self._tracking()
-        self._client.log_artifact(self.mlflow_run_id, str(path), ARTIFACT_PATH)
+        self._mlflow().log_artifact(self.mlflow_run_id, str(path), ARTIFACT_PATH)
 
     def _log_model(self, path: Path, entry: dict[str, Any]) -> None:
         """The checkpoint and a manifest naming only it: the model is a checkpoint folder."""
-        tracking = self._tracking()
+        from vogflow import tracking
+
         with tempfile.TemporaryDirectory(prefix="vogflow-model-") as tmp:
             ck.write_manifest(tmp, {**self.manifest, "checkpoints": [entry]})
             tracking.log_checkpoint_model(
-                self._client,
+                self._mlflow(),
                 self.mlflow_run_id,
                 [path, Path(tmp) / ck.MANIFEST],
                 name=path.stem,
