@@ -8,7 +8,7 @@
 - ``runs:/<run_id>/<artifact_path>``: a folder of checkpoint files in an MLflow run, downloaded
   through the tracking client and then read as a folder; ``runs:/<run_id>`` alone reads
   ``checkpoints/``, else the checkpoints a recorder logged as models of the run, in epoch order;
-- ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``models:/<model_id>``: ONE
+- ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``models:/<model_id>``: one
   checkpoint each (a logged model's state dict), so a list of them, in training order;
 - a Hugging Face ``Trainer`` output folder (``checkpoint-<step>/model.safetensors``, sorted by
   step), or a quoted glob of such folders;
@@ -386,17 +386,19 @@ def _model_checkpoint(uri: str, local: Path) -> tuple[Checkpoint, dict[str, Any]
     return Checkpoint(files[0], f"{uri} ({files[0].relative_to(local)})"), None
 
 
-IDENTITY = ("architecture", "model_class", "num_classes", "input_shape", "normalisation")
+# What a manifest says about the model itself (not about one checkpoint of it).
+SAME_MODEL = ("architecture", "model_class", "num_classes", "input_shape", "normalisation")
 
 
 def _joined(
     manifests: Sequence[dict[str, Any] | None], chosen: Sequence[Checkpoint]
 ) -> dict[str, Any] | None:
     """One manifest for checkpoints from several models, when they all describe one model."""
-    if not manifests or any(m is None for m in manifests):
+    known = [m for m in manifests if m is not None]
+    if not known or len(known) < len(manifests):
         return None
-    last = manifests[-1] or {}
-    if any((m or {}).get(k) != last.get(k) for m in manifests for k in IDENTITY):
+    last = known[-1]
+    if any(m.get(k) != last.get(k) for m in known for k in SAME_MODEL):
         return None
     entries = [{"file": c.path.name, "epoch": c.epoch, "sha256": c.sha256} for c in chosen]
     return {**last, "checkpoints": entries}
