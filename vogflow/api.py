@@ -102,7 +102,8 @@ def audit(
         checkpoints: ordered paths or state dicts (bare, or under ``model``/``state_dict``/
             ``model_state_dict``; a DataParallel ``module.`` prefix is fine), the last "final";
             or where they are (:func:`vogflow.sources.resolve`): a checkpoint folder, a
-            ``runs:/`` URI, a Hugging Face output folder, a glob.
+            ``runs:/`` URI, a Hugging Face output folder, a glob; or a list of ``models:/``
+            URIs (one checkpoint each), in training order.
         data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
         precision, channels_last: speed options for a GPU (see
             :func:`vogflow.gradients.extract`).
@@ -118,13 +119,11 @@ def audit(
         Higher VoG = harder. Under ``torchrun``, rank 0 returns it and the other ranks None
         (see :func:`run_extraction`).
     """
-    from vogflow import rankings
+    from vogflow import rankings, sources
 
     with contextlib.ExitStack() as stack:
-        if isinstance(checkpoints, str | Path):
-            from vogflow import sources
-
-            # A downloaded runs:/ folder lives until the table is built.
+        if isinstance(checkpoints, str | Path) or any(map(sources.is_model_uri, checkpoints)):
+            # A downloaded runs:/ folder or models:/ list lives until the table is built.
             source = stack.enter_context(sources.resolve(checkpoints))
             model = model if model is not None else source.build_model()
             checkpoints = source.for_audit()

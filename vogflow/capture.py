@@ -5,16 +5,19 @@ Call ``recorder.epoch_end(epoch, model)`` once per finished epoch; on the pipeli
 ``manifest.json``, so the folder is the same kind the pipeline's ``train`` stage writes and
 ``vogflow audit --checkpoints <folder>`` (or :mod:`vogflow.sources`) reads it in training order,
 verifying every file's sha256. With ``mlflow_run_id`` each file also goes to that run's artifacts
-under ``checkpoints/``, so ``runs:/<run_id>/checkpoints`` finds them again.
+under ``checkpoints/``, so ``runs:/<run_id>/checkpoints`` finds them again; with ``log_models``
+each checkpoint is instead an MLflow logged model of the run (``models:/<model_id>``, or
+registered ``models:/<name>/<version>``), and ``runs:/<run_id>`` finds them in epoch order.
 
-Framework callbacks are meant to be thin adapters over the recorder, holding no logic of their
-own: a Lightning ``Callback`` calls ``epoch_end(trainer.current_epoch + 1, pl_module)`` from
-``on_train_epoch_end``, a Hugging Face ``TrainerCallback`` calls ``epoch_end(round(state.epoch),
-model)`` from ``on_epoch_end``. They are not shipped, because neither package is a dependency.
+The framework callbacks are thin adapters over the recorder, holding no logic of their own:
+:class:`vogflow.integrations.lightning.VogCheckpoints` (a Lightning ``Callback``) and
+:class:`vogflow.integrations.hf.VogCheckpoints` (a Hugging Face ``TrainerCallback``). They live
+apart, so that neither framework is imported unless its callback is used.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,9 +71,13 @@ class CheckpointRecorder:
         data_fingerprint: identity of the training data, e.g. :func:`fingerprint` of the arrays.
         normalisation: ``{"mean": [...], "std": [...]}`` per channel when the loop standardises
             inputs in [0, 1]; ``vogflow audit`` then standardises its data the same way.
-        mlflow_run_id: also log every file as an artifact under ``checkpoints/`` of this run.
+        mlflow_run_id: also log every file as an artifact under ``checkpoints/`` of this run
+            (or, with ``log_models``, as models of it).
         tracking_uri: the store of that run (default: :func:`vogflow.tracking.tracking_uri`;
             pass ``mlflow.get_tracking_uri()`` when the loop set one in code).
+        log_models: log each checkpoint as an MLflow logged model of that run (its state dict
+            and manifest; the epoch as a param) instead of as run artifacts: models can be
+            registered, and ``models:/`` URIs audit them.
 
     ``epoch_end`` takes 1-based epochs (the number of epochs finished); the folder is complete
     after epoch ``epochs``.
@@ -94,6 +101,7 @@ class CheckpointRecorder:
         normalisation: Mapping[str, Sequence[float]] | None = None,
         mlflow_run_id: str | None = None,
         tracking_uri: str | None = None,
+        log_models: bool = False,
     ) -> None:
         for name, value, low in (
             ("epochs", epochs, 1),
@@ -106,8 +114,11 @@ class CheckpointRecorder:
         self.out_dir = Path(out_dir)
         self.epochs = epochs
         self.schedule = ck.schedule(epochs, early=early, every=every, late=late)
+        if log_models and mlflow_run_id is None:
+            raise ValueError("log_models: True needs mlflow_run_id, the run the models belong to")
         self.mlflow_run_id = mlflow_run_id
         self.tracking_uri = tracking_uri
+        self.log_models = log_models
         self._client: Any = None
         if num_classes is None and classes is not None:
             num_classes = len(classes)
@@ -197,18 +208,38 @@ class CheckpointRecorder:
         self.manifest["complete"] = epoch == self.epochs
         if path is not None or self.manifest["complete"]:
             ck.write_manifest(self.out_dir, self.manifest)
-            if path is not None:
+            if path is not None and self.log_models:
+                self._log_model(path, entries[-1])
+            elif path is not None:
                 self._log(path)
             self._log(self.out_dir / ck.MANIFEST)
         return path
 
-    def _log(self, path: Path) -> None:
-        if self.mlflow_run_id is None:
-            return
-        from vogflow import tracking
-
+    def _mlflow(self) -> Any:
         if self._client is None:
+            from vogflow import tracking
+
             # A plain client, not open_store: the run is the user's, in a store vogflow does not
             # own, so its artifact locations are not vogflow's to rebase.
             self._client = tracking.client(self.tracking_uri or tracking.tracking_uri())
-        self._client.log_artifact(self.mlflow_run_id, str(path), ARTIFACT_PATH)
+        return self._client
+
+    def _log(self, path: Path) -> None:
+        if self.mlflow_run_id is None or self.log_models:
+            return
+        self._mlflow().log_artifact(self.mlflow_run_id, str(path), ARTIFACT_PATH)
+
+    def _log_model(self, path: Path, entry: dict[str, Any]) -> None:
+        """The checkpoint and a manifest naming only it: the model is a checkpoint folder."""
+        from vogflow import tracking
+
+        with tempfile.TemporaryDirectory(prefix="vogflow-model-") as tmp:
+            ck.write_manifest(tmp, {**self.manifest, "checkpoints": [entry]})
+            tracking.log_checkpoint_model(
+                self._mlflow(),
+                self.mlflow_run_id,
+                [path, Path(tmp) / ck.MANIFEST],
+                name=path.stem,
+                epoch=entry["epoch"],
+                recorded_by=RECORDER,
+            )

@@ -150,12 +150,16 @@ def resolve_model(spec: str | None, num_classes: int | None, source: Any) -> tup
 def resolve_checkpoints(items: Sequence[str]) -> tuple[Any, str | None]:
     """The checkpoint source of ``--checkpoints``, and a note when a given order looks unintended.
 
-    One ``runs:/`` URI, vogflow checkpoint folder (manifest.json) or Hugging Face output folder is
-    resolved by :mod:`vogflow.sources`; globs, plain folders and file lists as before.
+    One ``runs:/`` URI, vogflow checkpoint folder (manifest.json) or Hugging Face output folder,
+    or ``models:/`` URIs (one checkpoint each), are resolved by :mod:`vogflow.sources`; globs,
+    plain folders and file lists as before.
     """
     from vogflow import sources
 
-    if len(items) == 1 and sources.is_source(items[0]):
+    if any(map(sources.is_model_uri, items)):
+        # One checkpoint per models:/ URI: several of them, in the order given.
+        source, note = sources.resolve(items), None
+    elif len(items) == 1 and sources.is_source(items[0]):
         source, note = sources.resolve(items[0]), None
     else:
         paths, note = checkpoint_paths(items)
@@ -165,7 +169,7 @@ def resolve_checkpoints(items: Sequence[str]) -> tuple[Any, str | None]:
         raise UsageError(
             f"--checkpoints: found {len(source.checkpoints)} checkpoint "
             f"({', '.join(source.names)}); VoG is a spread over training and needs at least 2; "
-            "pass a glob or several files"
+            "pass a glob, several files or several models:/ URIs"
         )
     return source, note
 
@@ -549,9 +553,13 @@ Where checkpoints already are: a vogflow checkpoint folder (manifest.json, from
 the pipeline or vogflow.capture.CheckpointRecorder: the manifest's order, each
 file checked against its sha256; --model may be left out for a built-in
 architecture, and inputs are standardised as the manifest records), an MLflow
-runs:/<run_id>/<path> folder, a Hugging Face output folder (checkpoint-*/ with
-model.safetensors; needs `pip install safetensors`), or Lightning .ckpt files
-(their state_dict, less a model. prefix). --model torchvision:<name> builds an
+runs:/<run_id>/<path> folder (runs:/<run_id> alone: checkpoints/, else the
+checkpoints a recorder logged as models of the run), MLflow models, one
+checkpoint each (models:/<name>/<version>, models:/<name>@<alias>,
+models:/<model_id>, several in training order; an exported .pt2 model is
+refused: loading it can run pickled code), a Hugging Face output folder
+(checkpoint-*/ with model.safetensors; needs `pip install safetensors`), or
+Lightning .ckpt files (their state_dict, less a model. prefix). --model torchvision:<name> builds an
 untrained torchvision model (weights=None) with --num-classes outputs."""
 
 AUDIT_EPILOG = """\
@@ -566,6 +574,8 @@ examples:
       --out r.parquet
   vogflow audit --model torchvision:resnet18 --num-classes 10 \\
       --checkpoints runs:/3f2a9c.../checkpoints --data npz:cifar.npz --out r.csv
+  vogflow audit --model mynets:build --checkpoints models:/mynet/1 models:/mynet/2 \\
+      models:/mynet/3 --data npz:data.npz --out r.parquet
 
 data kinds: npz:PATH (arrays x_train, y_train, x_test, y_test; images uint8 or
 float in [0, 1]) and imagefolder:PATH (PATH/{train,test}/<class>/*.png|jpg)."""
@@ -641,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="PATH",
         help="a quoted glob, a folder (a vogflow checkpoint folder with manifest.json, a Hugging "
-        "Face output folder of checkpoint-*/), runs:/<run_id>/<path>, or files in training order",
+        "Face output folder of checkpoint-*/), runs:/<run_id>[/<path>], or files or models:/ "
+        "URIs in training order",
     )
     p.add_argument(
         "--data", required=True, metavar="KIND:PATH", help="npz:PATH or imagefolder:PATH"

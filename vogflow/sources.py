@@ -6,14 +6,20 @@
   :class:`vogflow.capture.CheckpointRecorder`): the manifest's order, every file checked against
   its sha256; a built-in architecture rebuilds the model from the manifest (no factory needed);
 - ``runs:/<run_id>/<artifact_path>``: a folder of checkpoint files in an MLflow run, downloaded
-  through the tracking client and then read as a folder;
+  through the tracking client and then read as a folder; ``runs:/<run_id>`` alone reads
+  ``checkpoints/``, else the checkpoints a recorder logged as models of the run, in epoch order;
+- ``models:/<name>/<version>``, ``models:/<name>@<alias>``, ``models:/<model_id>``: one
+  checkpoint each (a logged model's state dict), so a list of them, in training order;
 - a Hugging Face ``Trainer`` output folder (``checkpoint-<step>/model.safetensors``, sorted by
   step), or a quoted glob of such folders;
 - PyTorch Lightning ``.ckpt`` files (their ``state_dict``, less a ``model.`` prefix on every key);
 - plain ``state_dict`` files: a folder or glob (sorted by the number in the name) or a list.
 
 Nothing here runs code from a file: torch files load with ``weights_only=True``
-(:func:`vogflow.checkpoints.load_file`), safetensors files with the ``safetensors`` package.
+(:func:`vogflow.checkpoints.load_file`), safetensors files with the ``safetensors`` package. An
+MLflow model exported with ``torch.export`` (``.pt2``, as the pipeline registers its audited
+model) is refused: ``torch.export.load`` unpickles parts of the archive with
+``weights_only=False``, so a crafted file runs code.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from torch import nn
 from vogflow import checkpoints as ck
 
 RUNS_PREFIX = "runs:/"
+MODELS_PREFIX = "models:/"
 DEFAULT_ARTIFACT_PATH = "checkpoints"
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SUFFIXES = (*TORCH_SUFFIXES, ".safetensors")
@@ -41,6 +48,10 @@ HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_mode
 LIGHTNING_PREFIX = "model."
 SAFETENSORS_HINT = "pip install safetensors"
 RECORD_FIX = "rerun the training that wrote the folder (`dvc repro` or a CheckpointRecorder)"
+EXPORTED_FIX = (
+    "audit the checkpoints it was trained from instead (runs/<run>/checkpoints, or a "
+    "CheckpointRecorder(log_models=True) run's models)"
+)
 
 
 @dataclass(frozen=True)
@@ -239,12 +250,17 @@ def _hf_folders(folder: Path) -> list[Path]:
     return [p for p in folder.glob(f"{HF_PREFIX}*") if p.is_dir() and hf_weights(p) is not None]
 
 
+def is_model_uri(item: Any) -> bool:
+    """Whether ``item`` is a ``models:/`` URI (one checkpoint, read through MLflow)."""
+    return isinstance(item, str) and item.startswith(MODELS_PREFIX)
+
+
 def is_source(item: str | Path) -> bool:
     """Whether ``item`` needs :func:`resolve` rather than a plain list of state dict files: a
-    ``runs:/`` URI, a folder with a manifest or with Hugging Face checkpoint folders, a glob
-    matching such folders, or a file that needs more than ``torch.load``."""
+    ``runs:/`` or ``models:/`` URI, a folder with a manifest or with Hugging Face checkpoint
+    folders, a glob matching such folders, or a file that needs more than ``torch.load``."""
     text = str(item)
-    if text.startswith(RUNS_PREFIX):
+    if text.startswith((RUNS_PREFIX, MODELS_PREFIX)):
         return True
     if _has_magic(text):
         found = (Path(p) for p in glob.glob(text, recursive=True))
@@ -310,9 +326,112 @@ def _from_folder(where: str, folder: Path, *, names_from: str | None = None) -> 
     return _from_files(where, ck.natural_sort(found), names_from=names_from)
 
 
-def _from_run(uri: str, *, download_dir: str | Path | None, tracking_uri: str | None) -> Source:
+def _store_client(where: str, tracking_uri: str | None) -> tuple[Any, str]:
+    """A client on the store of ``where`` (default: the configured one), checked first."""
     from vogflow import tracking
     from vogflow.tracking.store import sqlite_path
+
+    store = tracking_uri or tracking.tracking_uri()
+    db = sqlite_path(store)
+    if db is not None and not db.exists():
+        # Opening a missing SQLite store would create an empty one instead of finding the run.
+        raise tracking.TrackingError(
+            f"{where}: the tracking store {store} does not exist; point MLFLOW_TRACKING_URI at "
+            "the store that holds it"
+        )
+    tracking.check_reachable(store)
+    return tracking.client(store), store
+
+
+def _download_dir(download_dir: str | Path | None) -> tuple[Any, Path]:
+    """Where downloads go: ``download_dir``, else a temporary folder (returned to clean up)."""
+    tmp = None
+    if download_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="vogflow-ckpts-")
+        download_dir = tmp.name
+    Path(download_dir).mkdir(parents=True, exist_ok=True)
+    return tmp, Path(download_dir)
+
+
+def _model_checkpoint(uri: str, local: Path) -> tuple[Checkpoint, dict[str, Any] | None]:
+    """The one checkpoint in a downloaded model, and its manifest when a recorder logged it."""
+    exported = sorted(local.rglob("*.pt2"))
+    if exported:
+        raise ck.CheckpointError(
+            f"{uri} is an exported program ({exported[0].relative_to(local)}), which "
+            "torch.export.load partly unpickles (weights_only=False), so vogflow does not open "
+            f"it; {EXPORTED_FIX}"
+        )
+    if (local / ck.MANIFEST).is_file():
+        found = _from_manifest(uri, local)
+        if len(found.checkpoints) != 1:
+            raise ck.CheckpointError(
+                f"{uri} holds {len(found.checkpoints)} checkpoints; a models:/ URI names one "
+                "(log each checkpoint as its own model: CheckpointRecorder(log_models=True))"
+            )
+        one = found.checkpoints[0]
+        named = Checkpoint(one.path, f"{uri} ({one.path.name})", one.sha256, one.epoch)
+        return named, found.manifest
+    files = [
+        p for p in local.rglob("*") if p.is_file() and p.name.endswith(".safetensors.index.json")
+    ]
+    # The shards of an index are read through it, not as checkpoints of their own.
+    files = files or [p for p in local.rglob("*") if p.is_file() and p.suffix in SUFFIXES]
+    if len(files) != 1:
+        what = ", ".join(str(p.relative_to(local)) for p in files) or "none"
+        raise ck.CheckpointError(
+            f"{uri}: expected one state dict file ({'/'.join(SUFFIXES)}) in the model, found "
+            f"{what}; log one checkpoint per model"
+        )
+    return Checkpoint(files[0], f"{uri} ({files[0].relative_to(local)})"), None
+
+
+# What a manifest says about the model itself (not about one checkpoint of it).
+SAME_MODEL = ("architecture", "model_class", "num_classes", "input_shape", "normalisation")
+
+
+def _joined(
+    manifests: Sequence[dict[str, Any] | None], chosen: Sequence[Checkpoint]
+) -> dict[str, Any] | None:
+    """One manifest for checkpoints from several models, when they all describe one model."""
+    known = [m for m in manifests if m is not None]
+    if not known or len(known) < len(manifests):
+        return None
+    last = known[-1]
+    if any(m.get(k) != last.get(k) for m in known for k in SAME_MODEL):
+        return None
+    entries = [{"file": c.path.name, "epoch": c.epoch, "sha256": c.sha256} for c in chosen]
+    return {**last, "checkpoints": entries}
+
+
+def _from_models(
+    where: str,
+    uris: Sequence[str],
+    *,
+    download_dir: str | Path | None,
+    tracking_uri: str | None,
+    store: tuple[Any, str] | None = None,
+) -> Source:
+    from vogflow import tracking
+
+    mlflow_client, uri = store or _store_client(where, tracking_uri)
+    tmp, folder = _download_dir(download_dir)
+    chosen, manifests = [], []
+    try:
+        for i, ref in enumerate(uris, 1):
+            local = tracking.download_model(mlflow_client, ref, folder / f"model_{i}", uri=uri)
+            checkpoint, manifest = _model_checkpoint(ref, local)
+            chosen.append(checkpoint)
+            manifests.append(manifest)
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    return Source(where, "models", chosen, manifest=_joined(manifests, chosen), _tmp=tmp)
+
+
+def _from_run(uri: str, *, download_dir: str | Path | None, tracking_uri: str | None) -> Source:
+    from vogflow import tracking
 
     rest = uri[len(RUNS_PREFIX) :].strip("/")
     run_id, _, artifact_path = rest.partition("/")
@@ -321,17 +440,7 @@ def _from_run(uri: str, *, download_dir: str | Path | None, tracking_uri: str | 
             f"{uri!r} names no run; write runs:/<run_id>/<artifact_path> (the recorder logs to "
             f"runs:/<run_id>/{DEFAULT_ARTIFACT_PATH})"
         )
-    artifact_path = artifact_path or DEFAULT_ARTIFACT_PATH
-    store = tracking_uri or tracking.tracking_uri()
-    db = sqlite_path(store)
-    if db is not None and not db.exists():
-        # Opening a missing SQLite store would create an empty one instead of finding the run.
-        raise tracking.TrackingError(
-            f"{uri}: the tracking store {store} does not exist; point MLFLOW_TRACKING_URI at "
-            "the store that holds the run"
-        )
-    tracking.check_reachable(store)
-    client = tracking.client(store)
+    client, store = _store_client(uri, tracking_uri)
     try:
         client.get_run(run_id)
     except Exception as err:  # MlflowException; its message is one line of the store's answer
@@ -340,11 +449,22 @@ def _from_run(uri: str, *, download_dir: str | Path | None, tracking_uri: str | 
             f"{uri}: no such run in the tracking store {store} ({first}); check the run id and "
             "MLFLOW_TRACKING_URI"
         ) from err
-    tmp = None
-    if download_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="vogflow-ckpts-")
-        download_dir = tmp.name
-    Path(download_dir).mkdir(parents=True, exist_ok=True)
+    if not artifact_path and not client.list_artifacts(run_id, DEFAULT_ARTIFACT_PATH):
+        from vogflow.capture import RECORDER
+
+        models = tracking.logged_checkpoints(client, run_id, recorded_by=RECORDER)
+        if not models:
+            raise ck.CheckpointError(
+                f"{uri}: the run has no {DEFAULT_ARTIFACT_PATH}/ artifacts and no checkpoints "
+                "logged as models; name the artifact folder (runs:/<run_id>/<path>) or record "
+                "with CheckpointRecorder(mlflow_run_id=...)"
+            )
+        refs = [f"{MODELS_PREFIX}{m}" for m in models]
+        return _from_models(
+            uri, refs, download_dir=download_dir, tracking_uri=None, store=(client, store)
+        )
+    artifact_path = artifact_path or DEFAULT_ARTIFACT_PATH
+    tmp, download_dir = _download_dir(download_dir)
     try:
         local = Path(client.download_artifacts(run_id, artifact_path, str(download_dir)))
         if not local.exists():
@@ -375,12 +495,22 @@ def resolve(
 ) -> Source:
     """The checkpoints at ``where``, in training order (see the module docstring for the kinds).
 
-    Several paths are used in the order given. ``download_dir`` keeps a ``runs:/`` download
-    (default: a temporary folder, removed by :meth:`Source.close`); ``tracking_uri`` is the
-    store of that run (default: :func:`vogflow.tracking.tracking_uri`).
+    Several paths, or several ``models:/`` URIs, are used in the order given. ``download_dir``
+    keeps a ``runs:/`` or ``models:/`` download (default: a temporary folder, removed by
+    :meth:`Source.close`); ``tracking_uri`` is the store of that run or model (default:
+    :func:`vogflow.tracking.tracking_uri`).
     """
     if not isinstance(where, str | Path):
         items = list(where)
+        if any(is_model_uri(i) for i in items):
+            shown = ", ".join(map(str, items))
+            others = [str(i) for i in items if not is_model_uri(i)]
+            if others:
+                raise ck.CheckpointError(
+                    f"{others[0]}: a list with models:/ URIs takes only models:/ URIs ({shown}); "
+                    "log every checkpoint as a model, or pass files only"
+                )
+            return _from_models(shown, items, download_dir=download_dir, tracking_uri=tracking_uri)
         if len(items) == 1:
             return resolve(items[0], download_dir=download_dir, tracking_uri=tracking_uri)
         parts = [resolve(i) for i in items]
@@ -395,6 +525,8 @@ def resolve(
     text = str(where)
     if text.startswith(RUNS_PREFIX):
         return _from_run(text, download_dir=download_dir, tracking_uri=tracking_uri)
+    if is_model_uri(text):
+        return _from_models(text, [text], download_dir=download_dir, tracking_uri=tracking_uri)
     if _has_magic(text):
         found = [Path(p) for p in glob.glob(text, recursive=True)]
         folders = [p for p in found if p.is_dir() and hf_weights(p) is not None]
