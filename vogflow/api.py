@@ -102,7 +102,12 @@ def audit(
             ``model_state_dict``; a DataParallel ``module.`` prefix is fine), the last "final";
             or where they are (:func:`vogflow.sources.resolve`): a checkpoint folder, a
             ``runs:/`` URI, a Hugging Face output folder, a glob.
-        data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
+        data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, an ``(x, y)`` pair (``x``
+            images ``(N, C, H, W)`` or tabular features ``(N, D)``), or text: a
+            :class:`vogflow.text.TextData`, or a DataLoader of tokenised dict batches
+            (``input_ids``, ``attention_mask``, ``labels``). Text is scored on the gradient
+            w.r.t. the input embeddings (:mod:`vogflow.inputs`); with a Hugging Face checkpoint
+            folder, ``model`` may be None (built from its ``config.json``).
         track: also log the audit (params, rankings, top-k table) to MLflow.
 
     Everything checkable is refused before extraction, in one line: the options and the
@@ -110,8 +115,9 @@ def audit(
     distinct: :func:`vogflow.gradients.check_models`) and the labels of an ``(x, y)`` pair.
 
     Returns:
-        The rankings table (pandas): ``index, label, true_label, noisy, pred, correct`` and, per
-        window and label mode, ``vog_{w}_{m}_raw`` and class-normalised ``vog_{w}_{m}``.
+        The rankings table (pandas): ``index`` (then ``text`` for TextData), ``label,
+        true_label, noisy, pred, correct`` and, per window and label mode, ``vog_{w}_{m}_raw``
+        and class-normalised ``vog_{w}_{m}``.
         Higher VoG = harder. Under ``torchrun``, rank 0 returns it and the other ranks None
         (see :func:`run_extraction`).
     """
@@ -123,7 +129,8 @@ def audit(
 
             # A downloaded runs:/ folder lives until the table is built.
             source = stack.enter_context(sources.resolve(checkpoints))
-            model = model if model is not None else source.build_model()
+            if model is None:
+                model = _model_of(source, data)
             checkpoints = source.for_audit()
         if model is None:
             from vogflow.checkpoints import CheckpointError
@@ -157,7 +164,7 @@ def audit(
         )
         if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
             return None
-        table = rankings.build(extraction, normalise=normalise)
+        table = rankings.build(extraction, normalise=normalise, text=_texts(data))
         if track:
             from vogflow import tracking
 
@@ -175,3 +182,23 @@ def audit(
                 experiment=experiment,
             )
         return table
+
+
+def _is_text(data: Data) -> bool:
+    from vogflow.text import TextData  # cheap: transformers is imported only to build models
+
+    return isinstance(data, TextData)
+
+
+def _texts(data: Data) -> list[str] | None:
+    return data.texts if _is_text(data) else None
+
+
+def _model_of(source: Any, data: Data) -> nn.Module:
+    """The untrained model a checkpoint source describes: its manifest's built-in architecture,
+    or for text, a Hugging Face folder's ``config.json``."""
+    if _is_text(data) and source.kind == "huggingface":
+        from vogflow import text
+
+        return text.build_model(text.checkpoint_folders(source)[-1])
+    return source.build_model()
