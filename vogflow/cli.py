@@ -635,7 +635,14 @@ architecture, and inputs are standardised as the manifest records), an MLflow
 runs:/<run_id>/<path> folder, a Hugging Face output folder (checkpoint-*/ with
 model.safetensors; needs `pip install safetensors`), or Lightning .ckpt files
 (their state_dict, less a model. prefix). --model torchvision:<name> builds an
-untrained torchvision model (weights=None) with --num-classes outputs."""
+untrained torchvision model (weights=None) with --num-classes outputs.
+
+Text: --data text:PATH (a .csv or .jsonl with text and label columns; labels are
+class indices or the class names of the model's config) with Hugging Face
+checkpoints: the model is built from the final checkpoint's config.json (or
+--model), the tokenizer read from that folder, the output folder or --tokenizer.
+VoG is taken w.r.t. the input embeddings, over real tokens only (padding never
+counts); the table gets a text column."""
 
 AUDIT_EPILOG = """\
 examples:
@@ -649,9 +656,12 @@ examples:
       --out r.parquet
   vogflow audit --model torchvision:resnet18 --num-classes 10 \\
       --checkpoints runs:/3f2a9c.../checkpoints --data npz:cifar.npz --out r.csv
+  vogflow audit --checkpoints out/ --data text:dev.csv --out dev.parquet
 
 data kinds: npz:PATH (arrays x_train, y_train, x_test, y_test; images uint8 or
-float in [0, 1]) and imagefolder:PATH (PATH/{train,test}/<class>/*.png|jpg)."""
+float in [0, 1], or tabular features (N, D) of any scale), imagefolder:PATH
+(PATH/{train,test}/<class>/*.png|jpg) and text:PATH (one split: .csv or .jsonl
+with text and label columns)."""
 
 COMPARE_DESCRIPTION = """\
 Compare the audits of two model versions on the same data. A and B are

@@ -124,7 +124,8 @@ class Tokens:
                 f"nn.Embedding (a Hugging Face model); {type(model).__name__} has none"
             )
         ids = x["input_ids"]
-        low, high = int(ids.min()), int(ids.max())
+        low, high = torch.aminmax(ids)
+        low, high = int(low), int(high)
         if low < 0 or high >= table.num_embeddings:
             raise InputError(
                 f"token ids range over [{low}, {high}] but the model embeds "

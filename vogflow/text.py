@@ -64,7 +64,7 @@ class TextData:
         from vogflow.gradients import check_label_values
 
         self.texts = [str(t) for t in texts]
-        labels_t = torch.as_tensor(np.asarray(labels))
+        labels_t = torch.as_tensor(np.array(labels))  # a copy: pandas may hand a read-only view
         if len(labels_t) != len(self.texts):
             raise TextError(
                 f"{len(self.texts)} texts but {len(labels_t)} labels; pass one label per text"
