@@ -6,6 +6,7 @@ from scratch; every score is pinned against the paper's equation written out wit
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -207,6 +208,34 @@ def test_bad_token_inputs_fail_in_one_line(bert):
     empty = {"input_ids": torch.tensor([[2, 3]]), "attention_mask": torch.tensor([[0, 0]])}
     with pytest.raises(InputError, match=r"no token with attention_mask=1 \(indices 0\)"):
         extract(models, [(empty, torch.tensor([0]))], num_examples=1, progress=False)
+
+
+def test_a_shard_of_text_data_is_the_same_rows_padded_alone(bert):
+    data = text_data(bert)
+    whole = run_extract(bert["models"], data, batch_size=4)
+    batches, num_batches, n = data.batches(4, rows=range(5, 14))
+    assert (num_batches, n) == (3, 9)
+    first, labels = next(batches)
+    assert first["input_ids"].shape[1] == max(len(bert["tokenizer"](t)["input_ids"]) for t in
+                                              bert["texts"][5:9])  # fmt: skip
+    assert labels.tolist() == bert["labels"][5:9].tolist()
+    batches, num_batches, n = data.batches(4, rows=range(5, 14))
+    part = extract(bert["models"], batches, num_examples=n, device="cpu", progress=False)
+    for key, value in part.vog_raw.items():
+        np.testing.assert_allclose(value, whole.vog_raw[key][5:14], rtol=1e-5)
+
+
+def test_text_files_read_as_csv_or_jsonl_with_named_classes(bert, tmp_path):
+    from vogflow.text import TextError, read_table
+
+    rows = [{"text": "good movie", "label": "pos"}, {"text": "awful", "label": "neg"}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    texts, labels = read_table(tmp_path / "d.jsonl", label2id=bert["config"].label2id)
+    assert texts == ["good movie", "awful"] and labels.tolist() == [2, 0]
+    with pytest.raises(TextError, match="labels 'neg', 'pos' are not class indices"):
+        read_table(tmp_path / "d.jsonl")
+    with pytest.raises(TextError, match="unknown format '.txt'"):
+        read_table(tmp_path / "d.txt")
 
 
 def save_hf_series(bert, out):

@@ -137,7 +137,8 @@ def audit(
 
             raise CheckpointError(
                 "audit: model is None; pass the nn.Module, or a checkpoint folder "
-                "whose manifest names a built-in architecture"
+                "whose manifest names a built-in architecture (for text, a Hugging Face "
+                "output folder with config.json)"
             )
         check_audit(
             checkpoints,
