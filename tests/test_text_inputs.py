@@ -174,6 +174,41 @@ def test_padding_and_neighbours_do_not_change_a_score(bert):
         np.testing.assert_allclose(other, scores[0], rtol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["distilbert", "roberta"])
+def test_padding_never_counts_for_other_encoders(arch):
+    # RoBERTa numbers positions from its padding id and DistilBERT has no token types: right
+    # padding keeps every real token where it was in both.
+    common = {"vocab_size": 40, "num_labels": 3}
+    config = {
+        "distilbert": lambda: transformers.DistilBertConfig(
+            dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=40, **common
+        ),
+        "roberta": lambda: transformers.RobertaConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=44,
+            pad_token_id=1,
+            **common,
+        ),  # fmt: skip
+    }[arch]()
+    torch.manual_seed(5)
+    models = [transformers.AutoModelForSequenceClassification.from_config(config) for _ in "abc"]
+    ids = [0, 5, 7, 9, 11, 2]
+    scores = []
+    for extra in (0, 4, 13):
+        batch = {
+            "input_ids": torch.tensor([ids + [1] * extra]),
+            "attention_mask": torch.tensor([[1] * len(ids) + [0] * extra]),
+        }
+        got = extract(models, [(batch, torch.tensor([1]))], num_examples=1, window_size=2,
+                      windows=("all",), device="cpu", progress=False)  # fmt: skip
+        scores.append([got.vog_raw[k][0] for k in sorted(got.vog_raw)])
+    assert min(scores[0]) > 1e-4
+    np.testing.assert_allclose(scores[1:], [scores[0]] * 2, rtol=1e-5)
+
+
 def test_a_hugging_face_collator_loader_gives_the_same_scores(bert):
     from torch.utils.data import DataLoader
 
