@@ -421,6 +421,17 @@ def test_npz_nchw_float_kept_as_is(tmp_path):
     assert raw.y_train.dtype == np.int64 and raw.classes == ("0", "1", "2")
 
 
+def test_npz_tabular_features_load_as_they_are(tmp_path):
+    # (N, D) is a table, not an image: any scale, no division by 255, no channel axis added.
+    x_train = np.array([[-3.5, 1e4], [0.0, 2.0], [7.0, -1.0]])
+    x_test = np.array([[1, 250]], dtype=np.uint8)
+    cfg = _npz(tmp_path / "t.npz", x_train=x_train, y_train=np.array([0, 1, 1]), x_test=x_test,
+               y_test=np.array([1]))  # fmt: skip
+    raw = load_npz(cfg, tmp_path)
+    np.testing.assert_array_equal(raw.x_train, x_train.astype(np.float32))
+    np.testing.assert_array_equal(raw.x_test, [[1.0, 250.0]])
+
+
 def _good() -> dict[str, np.ndarray]:
     return {
         "x_train": np.zeros((3, 4, 4), np.uint8),
@@ -450,7 +461,8 @@ def test_npz_missing_keys_lists_what_is_there(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("x_train", np.zeros((3, 16), np.uint8), "2 dimensions"),
+        ("x_train", np.zeros(3, np.uint8), "1 dimensions"),
+        ("x_train", np.full((3, 16), np.inf), "NaN or infinite"),
         ("x_test", np.zeros((2, 1, 1, 4, 4), np.uint8), "5 dimensions"),
         ("x_train", np.zeros((3, 4, 4), np.int32), "dtype int32"),
         ("y_train", np.array([0, 1]), "x_train has 3 examples but y_train has 2"),

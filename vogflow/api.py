@@ -104,7 +104,12 @@ def audit(
             or where they are (:func:`vogflow.sources.resolve`): a checkpoint folder, a
             ``runs:/`` URI, a Hugging Face output folder, a glob; or a list of ``models:/``
             URIs (one checkpoint each), in training order.
-        data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, or an ``(x, y)`` pair.
+        data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, an ``(x, y)`` pair (``x``
+            images ``(N, C, H, W)`` or tabular features ``(N, D)``), or text: a
+            :class:`vogflow.text.TextData`, or a DataLoader of tokenised dict batches
+            (``input_ids``, ``attention_mask``, ``labels``). Text is scored on the gradient
+            w.r.t. the input embeddings (:mod:`vogflow.inputs`); with a Hugging Face checkpoint
+            folder, ``model`` may be None (built from its ``config.json``).
         precision, channels_last: speed options for a GPU (see
             :func:`vogflow.gradients.extract`).
         track: also log the audit (params, rankings, top-k table) to MLflow.
@@ -114,8 +119,9 @@ def audit(
     distinct: :func:`vogflow.gradients.check_models`) and the labels of an ``(x, y)`` pair.
 
     Returns:
-        The rankings table (pandas): ``index, label, true_label, noisy, pred, correct`` and, per
-        window and label mode, ``vog_{w}_{m}_raw`` and class-normalised ``vog_{w}_{m}``.
+        The rankings table (pandas): ``index`` (then ``text`` for TextData), ``label,
+        true_label, noisy, pred, correct`` and, per window and label mode, ``vog_{w}_{m}_raw``
+        and class-normalised ``vog_{w}_{m}``.
         Higher VoG = harder. Under ``torchrun``, rank 0 returns it and the other ranks None
         (see :func:`run_extraction`).
     """
@@ -125,14 +131,16 @@ def audit(
         if isinstance(checkpoints, str | Path) or any(map(sources.is_model_uri, checkpoints)):
             # A downloaded runs:/ folder or models:/ list lives until the table is built.
             source = stack.enter_context(sources.resolve(checkpoints))
-            model = model if model is not None else source.build_model()
+            if model is None:
+                model = _model_of(source, data)
             checkpoints = source.for_audit()
         if model is None:
             from vogflow.checkpoints import CheckpointError
 
             raise CheckpointError(
                 "audit: model is None; pass the nn.Module, or a checkpoint folder "
-                "whose manifest names a built-in architecture"
+                "whose manifest names a built-in architecture (for text, a Hugging Face "
+                "output folder with config.json)"
             )
         check_audit(
             checkpoints,
@@ -160,7 +168,7 @@ def audit(
         )
         if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
             return None
-        table = rankings.build(extraction, normalise=normalise)
+        table = rankings.build(extraction, normalise=normalise, text=_texts(data))
         if track:
             from vogflow import tracking
 
@@ -178,3 +186,23 @@ def audit(
                 experiment=experiment,
             )
         return table
+
+
+def _is_text(data: Data) -> bool:
+    from vogflow.text import TextData  # cheap: transformers is imported only to build models
+
+    return isinstance(data, TextData)
+
+
+def _texts(data: Data) -> list[str] | None:
+    return data.texts if _is_text(data) else None
+
+
+def _model_of(source: Any, data: Data) -> nn.Module:
+    """The untrained model a checkpoint source describes: its manifest's built-in architecture,
+    or for text, a Hugging Face folder's ``config.json``."""
+    if _is_text(data) and source.kind == "huggingface":
+        from vogflow import text
+
+        return text.build_model(text.checkpoint_folders(source)[-1])
+    return source.build_model()

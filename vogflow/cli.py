@@ -19,7 +19,9 @@ from typing import Any
 from vogflow.errors import VogflowError
 
 PROG = "vogflow"
-DATA_KINDS = ("npz", "imagefolder")
+DATA_KINDS = ("npz", "imagefolder", "text")
+# Data kinds that hold one split per file: --split cannot choose among them.
+ONE_SPLIT_KINDS = ("text",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 TORCHVISION = "torchvision:"
 
@@ -233,12 +235,13 @@ def checkpoint_paths(items: Sequence[str]) -> tuple[list[Path], str | None]:
 
 
 def parse_data(spec: str) -> tuple[str, str]:
-    """``npz:PATH`` or ``imagefolder:PATH`` -> ``(kind, path)``."""
+    """``npz:PATH``, ``imagefolder:PATH`` or ``text:PATH`` -> ``(kind, path)``."""
     kind, sep, path = spec.partition(":")
     if not sep:
         raise UsageError(
             f"--data {spec!r} names no kind; write npz:PATH (an .npz with x_train, y_train, "
-            "x_test, y_test) or imagefolder:PATH (PATH/{train,test}/<class>/*.png)"
+            "x_test, y_test), imagefolder:PATH (PATH/{train,test}/<class>/*.png) or text:PATH "
+            "(a .csv/.jsonl with text and label columns)"
         )
     if kind not in DATA_KINDS:
         raise UsageError(
@@ -297,10 +300,98 @@ def check_out_file(value: str) -> Path:
     return out
 
 
+def check_text_options(args: argparse.Namespace, kind: str) -> None:
+    """Refuse options that do not apply to the data kind, before any work."""
+    if kind in ONE_SPLIT_KINDS and args.split is not None:
+        raise UsageError(
+            f"--split {args.split}: a {kind}: file holds one split (the examples to rank); drop "
+            "--split, or point --data at the split's file"
+        )
+    text_only = {
+        "--tokenizer": args.tokenizer is not None,
+        "--text-column": args.text_column != "text",
+        "--label-column": args.label_column != "label",
+    }
+    given = [name for name, set_ in text_only.items() if set_]
+    if kind != "text" and given:
+        raise UsageError(f"{', '.join(given)} apply to --data text:PATH only; drop them")
+
+
+def array_data(kind: str, data_path: str, split: str, source: Any) -> tuple[Any, Any]:
+    """``(x, y)`` of one split of an ``npz``/``imagefolder`` dataset, as the model was fed."""
+    from vogflow.config import DataConfig
+    from vogflow.data import load_raw
+
+    # As loaded (images in [0, 1]), not standardised with the training split's statistics: the
+    # user's model was trained on its own inputs, and vogflow.audit() on the same arrays agrees.
+    raw = load_raw(DataConfig(name=kind, path=data_path), Path.cwd())
+    x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
+    normalisation = (source.manifest or {}).get("normalisation")
+    if normalisation:
+        # Except when the manifest records what the model was fed: the pipeline's runs (and a
+        # recorder told so) trained on inputs standardised with these statistics.
+        x = _standardise(x, normalisation)
+        print(
+            f"inputs standardised with the manifest's mean {normalisation['mean']} and std "
+            f"{normalisation['std']}"
+        )
+    return x, y
+
+
+def text_model(spec: str | None, source: Any) -> tuple[Any, str]:
+    """The sequence classifier of a text audit: the factory's, or one built from the final
+    Hugging Face checkpoint folder's ``config.json`` (no weights downloaded)."""
+    if spec is not None:
+        if spec.startswith(TORCHVISION):
+            raise UsageError(f"--model {spec!r} builds an image model; text needs a text model")
+        return load_factory_model(spec), spec
+    from vogflow import text
+
+    if source.kind != "huggingface":
+        raise UsageError(
+            f"--model is needed: {source.where} is not a Hugging Face output folder "
+            "(checkpoint-*/ with config.json); pass --model package.module:factory"
+        )
+    folder = text.checkpoint_folders(source)[-1]
+    model = text.build_model(folder)
+    return model, f"{type(model).__name__} (from {folder / text.CONFIG})"
+
+
+def text_data(args: argparse.Namespace, data_path: str, source: Any, model: Any) -> Any:
+    """The texts of ``--data text:PATH``, tokenised by ``--tokenizer`` or the tokenizer saved
+    with the checkpoints (the final checkpoint's folder, then the output folder)."""
+    from vogflow import text
+
+    if args.tokenizer is not None:
+        folder = Path(args.tokenizer)
+    else:
+        last = text.checkpoint_folders(source)[-1]
+        folder = text.find_tokenizer([last, last.parent])
+    print(f"tokenizer: {folder}")
+    config = getattr(model, "config", None)
+    # Never longer than the model's position embeddings, whatever the tokenizer allows.
+    positions = getattr(config, "max_position_embeddings", None)
+    tokenizer = text.load_tokenizer(folder)
+    limit = getattr(tokenizer, "model_max_length", None)
+    limits = [v for v in (positions, limit) if isinstance(v, int) and v < text.NO_LIMIT]
+    return text.TextData.from_file(
+        data_path,
+        tokenizer,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        label2id=text.named_labels(config),
+        max_length=min(limits) if limits else None,
+    )
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     out_path = check_out_file(args.out)
     kind, data_path = parse_data(args.data)
-    check_model_spec(args.model, args.num_classes)
+    check_text_options(args, kind)
+    if kind != "text":
+        check_model_spec(args.model, args.num_classes)
+    elif args.num_classes is not None:
+        raise UsageError("--num-classes applies to --model torchvision:<name> only; drop it")
     source, note = resolve_checkpoints(args.checkpoints)
     try:
         return _audit(args, out_path, kind, data_path, source, note)
@@ -327,36 +418,31 @@ def _audit(
     if track:
         # Fail before the heavy work when the store cannot take the result.
         tracking.check_reachable(tracking.tracking_uri())
-    model, model_name = resolve_model(args.model, args.num_classes, source)
+    if kind == "text":
+        model, model_name = text_model(args.model, source)
+    else:
+        model, model_name = resolve_model(args.model, args.num_classes, source)
     if args.model is None:
         print(f"model: {model_name}")
 
     from vogflow import sources
     from vogflow.api import audit
-    from vogflow.config import DataConfig
-    from vogflow.data import load_raw
     from vogflow.rankings import preferred_score, write_csv, write_parquet
 
     items = source.for_audit()
     sources.check_fit(model, items, source.names)
-    # As loaded (images in [0, 1]), not standardised with the training split's statistics: the
-    # user's model was trained on its own inputs, and vogflow.audit() on the same arrays agrees.
-    raw = load_raw(DataConfig(name=kind, path=data_path), Path.cwd())
-    x, y = (raw.x_train, raw.y_train) if args.split == "train" else (raw.x_test, raw.y_test)
-    normalisation = (source.manifest or {}).get("normalisation")
-    if normalisation:
-        # Except when the manifest records what the model was fed: the pipeline's runs (and a
-        # recorder told so) trained on inputs standardised with these statistics.
-        x = _standardise(x, normalisation)
-        print(
-            f"inputs standardised with the manifest's mean {normalisation['mean']} and std "
-            f"{normalisation['std']}"
-        )
+    split = Path(data_path).name if kind in ONE_SPLIT_KINDS else args.split or "test"
+    if kind == "text":
+        data = text_data(args, data_path, source, model)
+        inputs = f"{len(data)} texts"
+    else:
+        data = array_data(kind, data_path, split, source)
+        inputs = f"inputs of shape {tuple(data[0].shape[1:])}"
     try:
         table = audit(
             model,
             items,
-            (x, y),
+            data,
             window_size=args.window_size,
             normalise=args.normalise,
             batch_size=args.batch_size,
@@ -368,15 +454,14 @@ def _audit(
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            f"the model failed on the {args.split} inputs of shape {tuple(x.shape[1:])} "
-            f"({first}); check that --model builds the architecture the checkpoints and "
-            "--data were made for"
+            f"the model failed on the {split} {inputs} ({first}); check that --model builds "
+            "the architecture the checkpoints and --data were made for"
         ) from err
     write = write_csv if out_path.suffix.lower() == ".csv" else write_parquet
     out = write(table, out_path)
     error = float(1 - table["correct"].mean())
     print(
-        f"audited {len(table)} {args.split} examples of {args.data} with {n} "
+        f"audited {len(table)} {split} examples of {args.data} with {n} "
         f"checkpoints; final-model error {error:.3f}"
     )
     print(f"wrote {out} ({len(table)} rows, {len(table.columns)} columns)")
@@ -387,7 +472,7 @@ def _audit(
                 "model": model_name,
                 "checkpoints": ",".join(c.short for c in source.checkpoints),
                 "data": {"name": kind, "path": str(Path(data_path).resolve())},
-                "split": args.split,
+                "split": split,
                 "window_size": args.window_size,
                 "normalise": args.normalise,
             },
@@ -560,7 +645,14 @@ models:/<model_id>, several in training order; an exported .pt2 model is
 refused: loading it can run pickled code), a Hugging Face output folder
 (checkpoint-*/ with model.safetensors; needs `pip install safetensors`), or
 Lightning .ckpt files (their state_dict, less a model. prefix). --model torchvision:<name> builds an
-untrained torchvision model (weights=None) with --num-classes outputs."""
+untrained torchvision model (weights=None) with --num-classes outputs.
+
+Text: --data text:PATH (a .csv or .jsonl with text and label columns; labels are
+class indices or the class names of the model's config) with Hugging Face
+checkpoints: the model is built from the final checkpoint's config.json (or
+--model), the tokenizer read from that folder, the output folder or --tokenizer.
+VoG is taken w.r.t. the input embeddings, over real tokens only (padding never
+counts); the table gets a text column."""
 
 AUDIT_EPILOG = """\
 examples:
@@ -576,9 +668,12 @@ examples:
       --checkpoints runs:/3f2a9c.../checkpoints --data npz:cifar.npz --out r.csv
   vogflow audit --model mynets:build --checkpoints models:/mynet/1 models:/mynet/2 \\
       models:/mynet/3 --data npz:data.npz --out r.parquet
+  vogflow audit --checkpoints out/ --data text:dev.csv --out dev.parquet
 
 data kinds: npz:PATH (arrays x_train, y_train, x_test, y_test; images uint8 or
-float in [0, 1]) and imagefolder:PATH (PATH/{train,test}/<class>/*.png|jpg)."""
+float in [0, 1], or tabular features (N, D) of any scale), imagefolder:PATH
+(PATH/{train,test}/<class>/*.png|jpg) and text:PATH (one split: .csv or .jsonl
+with text and label columns)."""
 
 COMPARE_DESCRIPTION = """\
 Compare the audits of two model versions on the same data. A and B are
@@ -655,11 +750,25 @@ def build_parser() -> argparse.ArgumentParser:
         "URIs in training order",
     )
     p.add_argument(
-        "--data", required=True, metavar="KIND:PATH", help="npz:PATH or imagefolder:PATH"
+        "--data",
+        required=True,
+        metavar="KIND:PATH",
+        help="npz:PATH, imagefolder:PATH or text:PATH (.csv/.jsonl with text and label columns)",
     )
     p.add_argument(
-        "--split", default="test", choices=("train", "test"), help="split to rank (default: test)"
+        "--split",
+        default=None,
+        choices=("train", "test"),
+        help="split of an npz/imagefolder dataset to rank (default: test)",
     )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="FOLDER",
+        help="text: the tokenizer's folder (default: the one saved with the checkpoints)",
+    )
+    p.add_argument("--text-column", default="text", help="text: the column of the texts")
+    p.add_argument("--label-column", default="label", help="text: the column of the labels")
     p.add_argument(
         "--out", required=True, help="rankings table to write (.parquet, or .csv for a text table)"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,8 +32,17 @@ from vogflow.gradients import (
 from vogflow.runtime import resolve_device
 from vogflow.vog import LABEL_MODES, WINDOWS
 
+
+@runtime_checkable
+class Batched(Protocol):
+    """Data that makes its own in-order batches (:class:`vogflow.text.TextData`): the same
+    answer as :func:`batches_of`."""
+
+    def batches(self, batch_size: int, rows: range | None = None) -> tuple[Any, int, int]: ...
+
+
 Checkpoint = str | Path | Mapping[str, Any]
-Data = Dataset | DataLoader | tuple[Any, Any]
+Data = Dataset | DataLoader | tuple[Any, Any] | Batched
 
 
 def load_checkpoints(model: nn.Module, checkpoints: Sequence[Checkpoint]) -> list[nn.Module]:
@@ -55,10 +64,24 @@ def load_checkpoints(model: nn.Module, checkpoints: Sequence[Checkpoint]) -> lis
     return models
 
 
-def _loader_batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+LABEL_KEYS = ("labels", "label")
+
+
+def _loader_batches(loader: DataLoader) -> Iterator[tuple[Any, torch.Tensor]]:
     for batch in loader:
+        if isinstance(batch, Mapping):
+            # A tokenised batch (a Hugging Face collator's dict): the labels ride along with the
+            # token ids; everything else stays for vogflow.inputs.Tokens to pick from.
+            key = next((k for k in LABEL_KEYS if k in batch), None)
+            if key is None:
+                raise GradientError(
+                    f"a dict batch has no labels (keys: {', '.join(map(str, batch))}); add "
+                    "'labels' to each example, as a Hugging Face Trainer dataset has"
+                )
+            yield {k: v for k, v in batch.items() if k != key}, batch[key]
+            continue
         if not isinstance(batch, list | tuple) or len(batch) < 2:
-            raise GradientError("each batch must be (inputs, labels, ...)")
+            raise GradientError("each batch must be (inputs, labels, ...) or a dict with labels")
         yield batch[0], batch[1]
 
 
@@ -68,6 +91,8 @@ def batches_of(data: Data, batch_size: int, rows: range | None = None) -> tuple[
     ``rows``: only that contiguous range of the dataset (a shard), in order; ``num_examples`` is
     then the range's length. A DataLoader's shard keeps its batch size, workers and collate.
     """
+    if isinstance(data, Batched) and not isinstance(data, Dataset | DataLoader):
+        return data.batches(batch_size, rows)
     if isinstance(data, DataLoader):
         sampler = data.batch_sampler.sampler if data.batch_sampler is not None else data.sampler
         if not isinstance(sampler, SequentialSampler):
@@ -100,7 +125,8 @@ def batches_of(data: Data, batch_size: int, rows: range | None = None) -> tuple[
             x, y = x[rows.start : rows.stop], y[rows.start : rows.stop]
         return tensor_batches(x, y, batch_size), -(-len(y) // batch_size), len(y)
     raise GradientError(
-        f"data must be a torch Dataset, a DataLoader or an (x, y) pair, got {type(data).__name__}"
+        f"data must be a torch Dataset, a DataLoader, an (x, y) pair or vogflow.text.TextData, "
+        f"got {type(data).__name__}"
     )
 
 

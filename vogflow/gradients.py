@@ -13,6 +13,7 @@ import contextlib
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from vogflow.errors import VogflowError
 from vogflow.extraction import STATS, Extraction
+from vogflow.inputs import Pixels, Tokens, kind_of
 from vogflow.progress import Progress
 from vogflow.runtime import resolve_device
 from vogflow.vog import LABEL_MODES, WINDOWS, window_indices
@@ -201,13 +203,6 @@ def _per_checkpoint_stats(logits: torch.Tensor, y: torch.Tensor) -> dict[str, to
     }
 
 
-def _reduce_pixels(grad: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W) -> (B, H*W)``: the signed channel mean; point inputs ``(B, D)`` unchanged."""
-    if grad.dim() == 4:
-        grad = grad.mean(1)
-    return grad.reshape(grad.shape[0], -1)
-
-
 def _precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -225,9 +220,16 @@ def _tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def _logits(model: nn.Module, xi: torch.Tensor, precision: str, dev: torch.device) -> torch.Tensor:
+def _logits(
+    kind: Pixels | Tokens,
+    model: nn.Module,
+    leaf: torch.Tensor,
+    x: Any,
+    precision: str,
+    dev: torch.device,
+) -> torch.Tensor:
     with _precision_context(precision, dev):
-        logits = model(xi)
+        logits = kind.forward(model, leaf, x)
     if logits.dim() != 2:
         raise GradientError(f"model output must be (batch, classes), got {tuple(logits.shape)}")
     if not logits.requires_grad:
@@ -240,29 +242,42 @@ def _logits(model: nn.Module, xi: torch.Tensor, precision: str, dev: torch.devic
 
 
 def _input_grad(
-    logits: torch.Tensor, xi: torch.Tensor, target: torch.Tensor, *, retain: bool
+    kind: Pixels | Tokens,
+    logits: torch.Tensor,
+    leaf: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    retain: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's gradient of its ``target`` logit w.r.t. its input: ``(B,)`` whether it is
-    nonzero anywhere, and ``(B, P)`` its channel mean.
+    """Each row's gradient of its ``target`` logit w.r.t. its input (``leaf``): ``(B,)`` whether
+    it is nonzero anywhere, and ``(B, P)`` its map (``kind.reduce``: the channel mean of an
+    image, the embedding mean of each token).
 
     One backward for the whole batch: rows are independent in eval mode, so the gradient of the
     sum of the gathered logits is every row's own gradient.
     """
     selected = logits.gather(1, target[:, None]).sum()
-    (grad,) = torch.autograd.grad(selected, xi, retain_graph=retain)
-    return grad.reshape(len(grad), -1).ne(0).any(dim=1), _reduce_pixels(grad.float())
+    (grad,) = torch.autograd.grad(selected, leaf, retain_graph=retain)
+    return grad.reshape(len(grad), -1).ne(0).any(dim=1), kind.reduce(grad.float())
 
 
-def _window_vog(maps: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def _window_vog(
+    maps: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """``(K, B, P)`` maps -> ``(B,)`` raw VoG over the checkpoints ``idx``.
 
-    Population std per pixel (divide by K), then the mean over pixels. Shifting by the window's
-    first map keeps identical checkpoints exactly 0; the explicit form is many times faster than
-    ``std`` on the CPU.
+    Population std per pixel (divide by K), then the mean over pixels; with ``mask`` ``(B, L)``
+    (token inputs: each of the ``L`` positions spans ``P / L`` consecutive columns, its embedding
+    coordinates), the mean over the positions where the mask is 1 only, so padding never counts.
+    Shifting by the window's first map keeps identical checkpoints exactly 0; the explicit form
+    is many times faster than ``std`` on the CPU.
     """
     part = maps[idx] - maps[idx[:1]]
     spread = (part - part.mean(0)).square_().mean(0).sqrt_()
-    return spread.mean(dim=1)
+    if mask is None:
+        return spread.mean(dim=1)
+    per_token = spread.reshape(*mask.shape, -1).mean(dim=2)
+    return (per_token * mask).sum(dim=1) / mask.sum(dim=1)
 
 
 @dataclass
@@ -318,7 +333,7 @@ def check_health(health: Health) -> None:
 
 def extract(
     models: Sequence[nn.Module],
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[Any, torch.Tensor]],
     *,
     num_examples: int,
     num_batches: int | None = None,
@@ -334,8 +349,10 @@ def extract(
 
     Args:
         models: the ``K`` checkpoints of one run, in training order (the last is "final").
-        batches: ``(x, y)`` tensors in dataset order, never shuffled or augmented; ``x`` as fed to
-            the model (normalised), ``y`` the labels for ``label`` mode and the statistics.
+        batches: ``(x, y)`` in dataset order, never shuffled or augmented; ``x`` a tensor as fed
+            to the model (normalised), or a mapping of token ids (``input_ids``,
+            ``attention_mask``; the gradient is then taken w.r.t. the input embeddings: see
+            :mod:`vogflow.inputs`); ``y`` the labels for ``label`` mode and the statistics.
         num_examples: how many examples the batches hold (the outputs are allocated once).
         windows, window_size: the checkpoints each score uses (see ``vog.window_indices``).
         label_modes: ``label`` (gradient of the given label's logit) and/or ``pred`` (of the class
@@ -372,7 +389,7 @@ def extract(
 
 def stream(
     models: Sequence[nn.Module],
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[Any, torch.Tensor]],
     *,
     num_examples: int,
     num_batches: int | None = None,
@@ -430,22 +447,24 @@ def stream(
             for x, y in batches:
                 y = torch.as_tensor(y)
                 check_label_values(y, offset=offset + seen)
-                x = x.to(dev, non_blocking=True).float()
-                if channels_last and x.dim() == 4:
+                kind = kind_of(x)
+                x = kind.prepare(x, dev, offset + seen)
+                if channels_last and torch.is_tensor(x) and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = y.to(dev, non_blocking=True).long()
-                b = len(x)
+                b = kind.count(x)
                 if b == 0:
                     continue
                 if seen + b > n:
                     raise GradientError(f"the batches hold more than num_examples={n} examples")
                 rows = slice(seen, seen + b)
-                bad_inputs[rows] = ~torch.isfinite(x.reshape(b, -1)).all(dim=1)
+                bad_inputs[rows] = kind.nonfinite(x)
+                mask = kind.mask(x)
                 maps = {m: torch.empty(0) for m in label_modes}
                 final_pred, own, differ = None, list(label_modes), []
                 for t in order:
-                    xi = x.detach().requires_grad_(True)
-                    logits = _logits(models[t], xi, precision, dev)
+                    xi = kind.leaf(models[t], x)
+                    logits = _logits(kind, models[t], xi, x, precision, dev)
                     if t == k - 1:
                         _check_labels(y, logits.shape[1])
                         final_pred = logits.detach().argmax(1)
@@ -461,7 +480,7 @@ def stream(
                     targets = {"label": y, "pred": final_pred}
                     for j, mode in enumerate(own):
                         nonzero, pixels = _input_grad(
-                            logits, xi, targets[mode], retain=j < len(own) - 1
+                            kind, logits, xi, targets[mode], retain=j < len(own) - 1
                         )
                         if t == order[0]:
                             maps[mode] = torch.empty(k, *pixels.shape, device=dev)
@@ -469,10 +488,11 @@ def stream(
                         moved[rows] |= nonzero
                         bad_grads[rows] |= ~torch.isfinite(pixels).all(dim=1)
                     if len(differ):
-                        xs = x[differ].detach().requires_grad_(True)
-                        sub_logits = _logits(models[t], xs, precision, dev)
+                        sub = kind.take(x, differ)
+                        xs = kind.leaf(models[t], sub)
+                        sub_logits = _logits(kind, models[t], xs, sub, precision, dev)
                         nonzero, pixels = _input_grad(
-                            sub_logits, xs, final_pred[differ], retain=False
+                            kind, sub_logits, xs, final_pred[differ], retain=False
                         )
                         if t == order[0]:
                             maps["pred"] = torch.empty(k, *pixels.shape, device=dev)
@@ -482,12 +502,15 @@ def stream(
                         bad_grads[at] |= ~torch.isfinite(pixels).all(dim=1)
                 for mode in own:
                     for w, idx in window_idx.items():
-                        vog[f"{w}_{mode}"][rows] = _window_vog(maps[mode], idx)
+                        vog[f"{w}_{mode}"][rows] = _window_vog(maps[mode], idx, mask)
                 if share and "pred" not in own:
+                    sub_mask = None if mask is None or not len(differ) else mask[differ]
                     for w, idx in window_idx.items():
                         vog[f"{w}_pred"][rows] = vog[f"{w}_label"][rows]
                         if len(differ):
-                            vog[f"{w}_pred"][differ + seen] = _window_vog(maps["pred"], idx)
+                            vog[f"{w}_pred"][differ + seen] = _window_vog(
+                                maps["pred"], idx, sub_mask
+                            )
                 labels[rows] = y
                 preds[rows] = final_pred
                 seen += b

@@ -6,12 +6,13 @@ for each window ``w`` and label mode ``m`` computed, ``vog_{w}_{m}_raw`` and ``v
 each name of ``analysis.hardness.BASELINES`` whose statistic the extraction has (every one
 oriented higher = harder: ``hard_margin``, ``hard_msp``, ``hard_aum`` and
 ``hard_datamap_confidence`` are negated); then ``likely_mislabeled`` and ``suggested_label``
-(see :func:`build`). Higher VoG = harder.
+(see :func:`build`). Higher VoG = harder. A text audit also has ``text`` after ``index``: the
+example as a person reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from vogflow.io import write_text, write_with
 from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
 
 BASE_COLUMNS = ("index", "label", "true_label", "noisy", "pred", "correct")
+# What lets a person find an example besides its index, shown wherever the hardest are listed.
+IDENTIFIERS = ("path", "text")
 BASELINE_PREFIX = "hard_"
 BASELINE_COLUMNS = tuple(f"{BASELINE_PREFIX}{name}" for name in BASELINES)
 FLAG_COLUMNS = ("likely_mislabeled", "suggested_label")
@@ -64,6 +67,7 @@ def build(
     normalise: str = "z",
     flag_by: str = "hard_loss",
     share: float = 0.1,
+    text: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The rankings table of one split from an extraction.
 
@@ -78,15 +82,18 @@ def build(
     (``analysis.hardness.likely_mislabeled``). ``flag_by`` defaults to the final loss, since loss
     found shuffled labels better than any VoG variant on the data measured so far (DESIGN §7);
     pass the score the scorecard chose on yours. ``suggested_label``: ``pred`` where flagged,
-    else ``label``.
+    else ``label``. ``text``: each example's text (a ``text`` column after ``index``).
     """
     n = len(extraction.label)
     label = np.asarray(extraction.label, dtype=np.int64)
     true_label = label if true_label is None else np.asarray(true_label, dtype=np.int64)
     noisy = np.zeros(n, dtype=bool) if noisy is None else np.asarray(noisy, dtype=bool)
     pred = np.asarray(extraction.pred, dtype=np.int64)
+    if text is not None and len(text) != n:
+        raise ValueError(f"{len(text)} texts for {n} examples")
     table = {
         "index": np.arange(n, dtype=np.int64),
+        **({} if text is None else {"text": list(text)}),
         "label": label,
         "true_label": true_label,
         "noisy": noisy,
@@ -132,8 +139,9 @@ def top_bottom(table: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
     order = table[column].rank(ascending=False, method="first").astype(int)
     ranked = table.assign(rank=order).sort_values("rank")
     picked = pd.concat([ranked.head(k).assign(end="hardest"), ranked.tail(k).assign(end="easiest")])
-    keep = ["end", "rank", "index", "label", "true_label", "pred", "correct", "noisy", column]
-    return picked[keep].reset_index(drop=True)
+    traced = [c for c in IDENTIFIERS if c in table.columns]
+    keep = ["end", "rank", "index", *traced, "label", "true_label", "pred", "correct", "noisy"]
+    return picked[[*keep, column]].reset_index(drop=True)
 
 
 def write_parquet(table: pd.DataFrame, path: str | Path) -> Path:

@@ -187,7 +187,25 @@ def load_imagefolder(cfg: DataConfig, root: Path) -> RawSplits:
 # NumPy archives
 
 
+def _npz_features(key: str, x: np.ndarray, path: Path) -> np.ndarray:
+    """Tabular features ``(N, D)``: any finite numbers (unlike images, they have no range)."""
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} has dtype {x.dtype}; tabular features must be "
+            "numbers (encode categories as numbers before saving)"
+        )
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} holds NaN or infinite values; impute or drop "
+            "them before saving"
+        )
+    return x
+
+
 def _npz_images(key: str, x: np.ndarray, path: Path) -> np.ndarray:
+    if x.ndim == 2:
+        return _npz_features(key, x, path)
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255.0)
     elif np.issubdtype(x.dtype, np.floating):
@@ -222,7 +240,7 @@ def _npz_images(key: str, x: np.ndarray, path: Path) -> np.ndarray:
         return np.ascontiguousarray(x)
     raise ConfigError(
         f"data.path: {key} in {str(path)!r} has shape {x.shape} ({x.ndim} dimensions); "
-        f"expected images as (N, H, W), (N, H, W, C) or (N, C, H, W)"
+        f"expected images as (N, H, W), (N, H, W, C) or (N, C, H, W), or features as (N, D)"
     )
 
 
@@ -304,7 +322,8 @@ def _span(values: np.ndarray) -> str:
 def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
     """One ``.npz`` with ``x_train, y_train, x_test, y_test``; classes are ``0..K-1``.
 
-    Images: uint8 (scaled by 1/255) or float in [0, 1] (kept as is), laid out NHW, NHWC or NCHW.
+    Images: uint8 (scaled by 1/255) or float in [0, 1] (kept as is), laid out NHW, NHWC or NCHW;
+    or tabular features ``(N, D)``: any finite numbers, kept as they are.
     Labels: integers (or whole-number floats) ``0..K-1``, each class present in ``y_train``.
     """
     path = _resolve(cfg, root)

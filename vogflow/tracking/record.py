@@ -231,7 +231,7 @@ def hardest(table: Any, column: str, k: int) -> Any:
     """The ``k`` hardest rows by ``column`` with what a person needs to find them."""
     keep = [
         c
-        for c in ("index", "path", "label", "true_label", "pred", "correct", "noisy")
+        for c in ("index", "path", "text", "label", "true_label", "pred", "correct", "noisy")
         if c in table.columns
     ]
     top = table.nlargest(k, column)[[*keep, column]].reset_index(drop=True)
