@@ -37,8 +37,6 @@ def processes_to_start(args: Any) -> int:
 
 def peer(args: Any) -> None:
     """A rank other than 0: trains its share of every batch and writes nothing."""
-    import torch.distributed as dist
-
     from vogflow.data import load_dataset
     from vogflow.train import train_run
 
@@ -46,11 +44,11 @@ def peer(args: Any) -> None:
         prm = load_params(args.params)
         dataset = load_dataset(prm.data, project_root())
         train_run(dataset, prm.model, prm.run_train(args.run), prm.checkpoints, args.out)
-    except (VogflowError, dist.DistError):
-        # A refusal here is rank 0's too (same params, same data), which reports it; a lost
-        # contact means another rank failed, and that rank reports.
+    except VogflowError:  # the same params and data refuse on rank 0 too, which reports it
         sys.exit(2)
     except Exception as err:
+        if procgroup.lost_contact(err):  # another rank failed, and that rank reports
+            sys.exit(2)
         traceback.print_exc()
         where = f"rank {procgroup.rank()} of {procgroup.world_size()}"
         print(f"train@{args.run}: {where} failed: {procgroup.one_line(err)}", file=sys.stderr)
@@ -72,8 +70,6 @@ def main() -> None:
         return
 
     with stage(f"train@{args.run}", params_path=args.params, run=args.run) as ctx:
-        import torch.distributed as dist
-
         from vogflow.data import load_dataset
         from vogflow.ddp import PeerError
         from vogflow.train import train_run
@@ -92,10 +88,12 @@ def main() -> None:
                 args.out,
                 log=lambda metrics, epoch: history.append({"epoch": epoch, **metrics}),
             )
-        except dist.DistError as err:
+        except Exception as err:
+            if not procgroup.lost_contact(err):
+                raise
+            world = procgroup.world_size()
             raise PeerError(
-                f"stopped: another rank left the job (its own line says why; "
-                f"{procgroup.one_line(err)})"
+                f"rank 0 of {world} stopped: another rank left (its line says why)"
             ) from err
         write_json(
             args.metrics,

@@ -73,6 +73,17 @@ def one_line(err: BaseException) -> str:
     return text if isinstance(err, VogflowError) else f"{type(err).__name__}: {text}"
 
 
+def lost_contact(err: BaseException) -> bool:
+    """Whether ``err`` says another rank went away (it failed, or torchrun stopped it), not that
+    this rank failed: NCCL raises a ``DistError``, while gloo, inside DDP's gradient all-reduce,
+    raises a plain ``RuntimeError`` naming the closed connection."""
+    if isinstance(err, dist.DistError):
+        return True
+    return isinstance(err, RuntimeError) and any(
+        words in str(err) for words in ("Connection closed by peer", "Connection reset by peer")
+    )
+
+
 def settle(
     failure: Exception | None,
     payload: Any = None,
