@@ -1,7 +1,7 @@
 """DDP training throughput: one process against N processes under torchrun, on the CPU.
 
 Run from the repository root (about 30 s on a 2-core CPU with the defaults: LeNet on the digits
-upsampled to 1x28x28, 1437 training images, batch 64, lr 0.01, 5 epochs, 1 thread per process)::
+upsampled to 1x28x28, 1438 training images, batch 64, lr 0.01, 5 epochs, 1 thread per process)::
 
     python benchmarks/bench_train_ddp.py
     python benchmarks/bench_train_ddp.py --procs 1 2 4 --epochs 8 --batch-size 128 --size 32

@@ -7,7 +7,10 @@ differ in size by at most one example. Each rank's loss is its share's summed lo
 ``world / batch``, so DDP's mean of the ranks' gradients is the gradient of the global batch's
 mean loss, as in one process, even for uneven shares. What differs from one process is only the
 float summation order (per-rank sums, then the all-reduce), so checkpoints agree to float
-tolerance, not bit for bit; the same world size reproduces its own bits.
+tolerance (1e-7 after 4 epochs of the tests' recipe), not bit for bit; the same world size
+reproduces its own bits. A recipe that amplifies float-order differences drifts apart as much as
+it does between 1 and 2 torch threads in one process. Layer randomness (dropout; none in the
+built-in models) would draw the same stream on every rank, not one stream over the whole batch.
 
 BatchNorm would see each rank's share alone; the faithful choice is SyncBatchNorm (statistics
 over the global batch), which torch provides on GPUs only, so a BatchNorm model under DDP on the
