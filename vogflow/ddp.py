@@ -60,16 +60,20 @@ class Ranks:
         synced across ranks). ``model`` keeps the weights that checkpoints save."""
         if self.world == 1:
             return model
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            if device.type != "cuda":
-                raise ConfigError(
-                    f"model.name: this model has BatchNorm, whose statistics each of the "
-                    f"{self.world} CPU processes would take over its share of the batch alone "
-                    "(torch syncs them on GPUs only); train it with one process on the CPU"
-                )
+        self.check(model, device)
+        if _has_batchnorm(model):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def check(self, model: nn.Module, device: torch.device) -> None:
+        """Refuse a model these processes cannot train to the one-process recipe."""
+        if self.world > 1 and device.type != "cuda" and _has_batchnorm(model):
+            raise ConfigError(
+                f"model.name: this model has BatchNorm, whose statistics each of the "
+                f"{self.world} CPU processes would take over its share of the batch alone "
+                "(torch syncs them on GPUs only); train it with one process on the CPU"
+            )
 
     def take(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's contiguous rows of a global batch (all of them for one process)."""
@@ -111,6 +115,10 @@ class Ranks:
             except Exception as err:  # handed to every rank by settle, then re-raised there
                 failure = err
         return procgroup.settle(failure, result, error=PeerError)[0]
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def join(device: str) -> tuple[Ranks, torch.device]:

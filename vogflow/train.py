@@ -29,6 +29,7 @@ from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig, section_d
 from vogflow.data import Dataset, shuffle_labels
 from vogflow.errors import VogflowError
 from vogflow.io import read_npz, sha256_bytes, write_npz, write_with
+from vogflow.models import build_model
 from vogflow.progress import Progress, format_seconds
 from vogflow.runtime import (
     derived_seed,
@@ -341,6 +342,8 @@ def _train_run(
             manifest["platform"] = current_platform
         return manifest, resume, previous, False
 
+    if ranks.world > 1:  # before rank 0 touches the folder
+        ranks.check(build_model(model_cfg.name, dataset.input_shape, dataset.num_classes), device)
     # Rank 0 alone reads and repairs the folder; the others start from what it decided.
     manifest, resume, previous, finished = ranks.from_writer(decide_start)
     if finished:
