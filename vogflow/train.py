@@ -214,6 +214,11 @@ def train_run(
     replays from the last state that is still good. A checkpoint holds no optimizer state, so
     that is the resume state when it precedes every bad checkpoint, and the start otherwise.
     Another configuration starts afresh (clearing ``out_dir``). Returns the manifest.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank calls it with the same arguments and the
+    processes train the run together with DDP (:mod:`vogflow.ddp`): rank 0 alone reads and
+    writes ``out_dir``, reports and logs the metrics summed over the ranks; every rank returns
+    the manifest once rank 0 has written the complete run.
     """
     threads = cfg.threads
     with pinned_threads(threads):
