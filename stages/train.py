@@ -1,12 +1,58 @@
 """Train one named run with its checkpoint schedule.
 
 python stages/train.py --run main --out runs/main/checkpoints --metrics runs/main/train.json
+
+With ``train.processes: N`` (N > 1) the stage starts itself on N processes that train the run
+together with DDP (gloo on the CPU, one GPU per process on a GPU machine); by hand, the same:
+
+    torchrun --nproc_per_node=N -- stages/train.py --run main ...
+
+(the ``--`` keeps torchrun from reading ``--run`` as its own ``--run-path``.) Rank 0 writes every
+file and reports; a rank that fails alone prints one line naming itself.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+from typing import Any
+
+from vogflow import procgroup
+from vogflow.config import load_params
+from vogflow.errors import VogflowError
 from vogflow.io import write_json
-from vogflow.stagekit import parser, stage
+from vogflow.stagekit import parser, project_root, stage
+
+
+def processes_to_start(args: Any) -> int:
+    """``train.processes`` when this process was started alone, else 1 (torchrun started it)."""
+    if "WORLD_SIZE" in os.environ:
+        return 1
+    try:
+        return load_params(args.params).run_train(args.run).processes
+    except VogflowError:  # the stage reports it
+        return 1
+
+
+def peer(args: Any) -> None:
+    """A rank other than 0: trains its share of every batch and writes nothing."""
+    from vogflow.data import load_dataset
+    from vogflow.train import train_run
+
+    try:
+        prm = load_params(args.params)
+        dataset = load_dataset(prm.data, project_root())
+        train_run(dataset, prm.model, prm.run_train(args.run), prm.checkpoints, args.out)
+    except VogflowError:  # the same params and data refuse on rank 0 too, which reports it
+        sys.exit(2)
+    except Exception as err:
+        if procgroup.lost_contact(err):  # another rank failed, and that rank reports
+            sys.exit(2)
+        traceback.print_exc()
+        where = f"rank {procgroup.rank()} of {procgroup.world_size()}"
+        print(f"train@{args.run}: {where} failed: {procgroup.one_line(err)}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main() -> None:
@@ -15,23 +61,40 @@ def main() -> None:
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     args = p.parse_args()
+    processes = processes_to_start(args)
+    if processes > 1:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        os.execv(sys.executable, [*torchrun, f"--nproc_per_node={processes}", "--", *sys.argv])
+    if procgroup.rank() != 0:
+        peer(args)
+        return
 
     with stage(f"train@{args.run}", params_path=args.params, run=args.run) as ctx:
         from vogflow.data import load_dataset
+        from vogflow.ddp import PeerError
         from vogflow.train import train_run
 
         prm = ctx.params
         cfg = prm.run_train(args.run)
         dataset = load_dataset(prm.data, ctx.root)
         history = ctx.timings.setdefault("history", [])
-        manifest = train_run(
-            dataset,
-            prm.model,
-            cfg,
-            prm.checkpoints,
-            args.out,
-            log=lambda metrics, epoch: history.append({"epoch": epoch, **metrics}),
-        )
+        ctx.timings["processes"] = procgroup.world_size()
+        try:
+            manifest = train_run(
+                dataset,
+                prm.model,
+                cfg,
+                prm.checkpoints,
+                args.out,
+                log=lambda metrics, epoch: history.append({"epoch": epoch, **metrics}),
+            )
+        except Exception as err:
+            if not procgroup.lost_contact(err):
+                raise
+            world = procgroup.world_size()
+            raise PeerError(
+                f"rank 0 of {world} stopped: another rank left (its line says why)"
+            ) from err
         write_json(
             args.metrics,
             {

@@ -145,10 +145,14 @@ class TrainConfig:
     # CPU kernels split their sums by thread: each count trains other bits. A fixed count keeps
     # the same params giving the same checkpoints on machines with any number of cores.
     threads: int = 1
+    # Processes that train the run together with DDP (one per GPU on a GPU machine): the train
+    # stage starts them with torchrun. Each count sums gradients in another order.
+    processes: int = 1
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
         _check(self.threads >= 1, f"{prefix}.threads", self.threads, "an integer >= 1")
+        _check(self.processes >= 1, f"{prefix}.processes", self.processes, "an integer >= 1")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
         _positive(f"{prefix}.lr", self.lr)
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "a number in [0, 1)")

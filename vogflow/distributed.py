@@ -16,8 +16,6 @@ A rank that dies outright is torchrun's to handle: it stops the others, and the 
 
 from __future__ import annotations
 
-import atexit
-import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -27,60 +25,29 @@ import torch.distributed as dist
 from vogflow.extraction import Extraction
 from vogflow.gradients import GradientError, Health, check_health
 
+# The process-group basics live in vogflow.procgroup (DDP training shares them); they are named
+# here too, since callers of sharded extraction ask this module which rank they are.
+from vogflow.procgroup import (
+    ensure_group,
+    rank,
+    settle,
+    shard_device,
+    shard_rows,
+    sharded,
+    world_size,
+)
 
-def world_size() -> int:
-    """How many processes share the work (``WORLD_SIZE`` set by torchrun; 1 without it)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank() -> int:
-    """This process's rank (``RANK``; 0 without torchrun). Only rank 0 writes outputs."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def sharded() -> bool:
-    """Whether extraction is split across processes (more than one rank)."""
-    return world_size() > 1
-
-
-def shard_rows(num_examples: int, rank: int, world: int) -> range:
-    """Rank ``rank``'s contiguous rows of ``num_examples``: the first ``num_examples % world``
-    ranks get one row more, so sizes differ by at most 1 and the ranges tile ``[0, N)`` in order.
-    """
-    base, extra = divmod(int(num_examples), int(world))
-    start = rank * base + min(rank, extra)
-    return range(start, start + base + (1 if rank < extra else 0))
-
-
-def shard_device(device: str) -> str:
-    """Each rank its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``; anything else unchanged."""
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
-def ensure_group(device: torch.device) -> None:
-    """Join the torchrun process group once per process (``env://``); left at exit."""
-    if dist.is_initialized():
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        backend = "cpu:gloo,cuda:nccl"
-    else:
-        backend = "gloo"
-    dist.init_process_group(backend=backend)
-    atexit.register(_leave)
-
-
-def _leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    # A refusal's message stands alone; a bug's type says what kind it was.
-    return text if isinstance(err, GradientError) else f"{type(err).__name__}: {text}"
+__all__ = [
+    "ShardError",
+    "assemble",
+    "ensure_group",
+    "rank",
+    "run_sharded",
+    "shard_device",
+    "shard_rows",
+    "sharded",
+    "world_size",
+]
 
 
 # A GradientError, so callers treat a peer's failure like their own refusal: one line, no
@@ -120,24 +87,15 @@ def run_sharded(
     failure: Exception | None = None
     try:
         result = part(shard_rows(num_examples, me, world))
-    except Exception as err:  # handed to every rank below, then re-raised here
+    except Exception as err:  # handed to every rank by settle, then re-raised there
         failure = err
-    message = None if failure is None else _one_line(failure)
-    status = (message, None if result is None else result[1])
-    statuses: list = [None] * world
-    dist.all_gather_object(statuses, status)
-    if failure is not None:
-        raise failure
-    failed = [(r, message) for r, (message, _) in enumerate(statuses) if message is not None]
-    if failed:
-        r, message = failed[0]
+
+    def where(r: int) -> str:
         rows = shard_rows(num_examples, r, world)
-        others = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
-        raise ShardError(
-            f"rank {r} of {world} failed on examples {rows.start}-{rows.stop - 1}{others}: "
-            f"{message}"
-        )
-    check_health(Health.merge([health for _, health in statuses]))
+        return f" on examples {rows.start}-{rows.stop - 1}"
+
+    healths = settle(failure, None if result is None else result[1], error=ShardError, where=where)
+    check_health(Health.merge(healths))
     parts: list | None = [None] * world if me == 0 else None
     # Objects, not padded tensors: a rank's arrays have their own sizes and dtypes, pickling
     # numpy arrays is a memory copy, and the gather is a small share of the extraction's time

@@ -24,20 +24,27 @@ import torch
 from torch import nn
 
 from vogflow import checkpoints as ck
+from vogflow import ddp
 from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig, section_dict
 from vogflow.data import Dataset, shuffle_labels
+from vogflow.errors import VogflowError
 from vogflow.io import read_npz, sha256_bytes, write_npz, write_with
+from vogflow.models import build_model
 from vogflow.progress import Progress, format_seconds
 from vogflow.runtime import (
     derived_seed,
     pinned_threads,
     platform_record,
-    resolve_device,
 )
 
 RESUME = "resume.pt"
 LABELS = "labels.npz"
 MetricsLogger = Callable[[dict[str, float], int], None]
+
+
+# Also a FloatingPointError, which callers of the loop caught before it was a refusal.
+class DivergedError(VogflowError, FloatingPointError):
+    """The training loss stopped being finite: the recipe diverges."""
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -91,13 +98,18 @@ def _run_config(
     return {
         "data": {"name": dataset.name, "fingerprint": data_fingerprint(dataset)},
         "model": section_dict(model_cfg),
-        "train": {k: v for k, v in section_dict(cfg).items() if k != "device"},
+        # Where it runs, not what it computes: checkpoints differ there only in float order.
+        "train": {k: v for k, v in section_dict(cfg).items() if k not in ("device", "processes")},
         "checkpoints": section_dict(ckpt_cfg),
     }
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def _quiet(line: str) -> None:
+    pass
 
 
 def _read_manifest(out: Path, config_hash: str, warn: Callable[[str], None]) -> dict | None:
@@ -202,6 +214,11 @@ def train_run(
     replays from the last state that is still good. A checkpoint holds no optimizer state, so
     that is the resume state when it precedes every bad checkpoint, and the start otherwise.
     Another configuration starts afresh (clearing ``out_dir``). Returns the manifest.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank calls it with the same arguments and the
+    processes train the run together with DDP (:mod:`vogflow.ddp`): rank 0 alone reads and
+    writes ``out_dir``, reports and logs the metrics summed over the ranks; every rank returns
+    the manifest once rank 0 has written the complete run.
     """
     threads = cfg.threads
     with pinned_threads(threads):
@@ -230,8 +247,13 @@ def _train_run(
     warn: Callable[[str], None],
     threads: int,
 ) -> dict[str, Any]:
-    device = resolve_device(cfg.device)
+    ranks, device = ddp.join(cfg.device)
+    if not ranks.writer:  # rank 0 reports for the job
+        log, echo, warn = None, _quiet, _quiet
     current_platform = platform_record(device, threads)
+    if ranks.world > 1:
+        # Absent for one process, so the records of runs trained before DDP still match.
+        current_platform["world_size"] = ranks.world
     run_config = _run_config(dataset, model_cfg, cfg, ckpt_cfg)
     config_hash = sha256_bytes(json.dumps(run_config, sort_keys=True).encode())
     save_at = ck.schedule(
@@ -239,75 +261,98 @@ def _train_run(
     )
 
     noisy, noisy_mask = shuffle_labels(dataset.train.y, cfg.label_noise, seed=cfg.noise_seed)
-    manifest = _read_manifest(out, config_hash, warn)
-    resume, previous = None, {}
-    if manifest is not None:
-        previous = {c["file"]: c["sha256"] for c in manifest["checkpoints"]}
-        bad = _first_bad_epoch(out, manifest, warn)
-        labels_ok = _labels_match(out / LABELS, noisy, dataset.train.y, noisy_mask)
-        if not labels_ok:
-            warn(f"warning: {out / LABELS} is unreadable or does not match the configured labels")
-        done = [c["epoch"] for c in manifest["checkpoints"]] == save_at and "final" in manifest
-        if manifest.get("complete") and done and bad is None:
-            if not labels_ok:  # derived from the config alone: no training needed
-                write_npz(out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask)
-            (out / RESUME).unlink(missing_ok=True)
-            echo(f"{out}: already trained with this configuration; nothing to do")
-            return manifest
-        had_resume = (out / RESUME).exists()
-        resume = _load_resume(out, cfg.epochs, warn)
-        # Checkpoints listed past the resume state are replayed anyway; one before it cannot be.
-        usable = resume is not None and labels_ok and (bad is None or bad > resume["epoch"])
-        if not usable and (bad is not None or not labels_ok or had_resume):
-            warn(
-                f"warning: retraining {out} from scratch (a checkpoint holds no optimizer "
-                "state, so the start is the last state that can be trusted)"
+
+    def decide_start() -> tuple[dict[str, Any], dict | None, dict[str, str], bool]:
+        """The manifest to continue, the resume state, the recorded digests, whether done."""
+        # A process killed mid-write leaves its temporary file behind (torchrun stops the other
+        # ranks of a failed job that way); it is never part of the run.
+        for stray in out.glob(".*.tmp"):
+            stray.unlink()
+        manifest = _read_manifest(out, config_hash, warn)
+        resume, previous = None, {}
+        if manifest is not None:
+            previous = {c["file"]: c["sha256"] for c in manifest["checkpoints"]}
+            bad = _first_bad_epoch(out, manifest, warn)
+            labels_ok = _labels_match(out / LABELS, noisy, dataset.train.y, noisy_mask)
+            if not labels_ok:
+                warn(
+                    f"warning: {out / LABELS} is unreadable or does not match the configured labels"
+                )
+            done = [c["epoch"] for c in manifest["checkpoints"]] == save_at and "final" in manifest
+            if manifest.get("complete") and done and bad is None:
+                if not labels_ok:  # derived from the config alone: no training needed
+                    write_npz(
+                        out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask
+                    )
+                (out / RESUME).unlink(missing_ok=True)
+                echo(f"{out}: already trained with this configuration; nothing to do")
+                return manifest, None, previous, True
+            had_resume = (out / RESUME).exists()
+            resume = _load_resume(out, cfg.epochs, warn)
+            # Checkpoints listed past the resume state are replayed anyway; one before it cannot be.
+            usable = resume is not None and labels_ok and (bad is None or bad > resume["epoch"])
+            if not usable and (bad is not None or not labels_ok or had_resume):
+                warn(
+                    f"warning: retraining {out} from scratch (a checkpoint holds no optimizer "
+                    "state, so the start is the last state that can be trusted)"
+                )
+            if not usable:
+                manifest, resume = None, None
+        if manifest is None:
+            if out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True)
+            write_npz(out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask)
+            manifest = {
+                "architecture": model_cfg.name,
+                "model_options": {"hidden": model_cfg.hidden} if model_cfg.name == "mlp" else {},
+                "num_classes": dataset.num_classes,
+                "classes": list(dataset.classes),
+                "input_shape": list(dataset.input_shape),
+                "dataset": dataset.name,
+                "data_fingerprint": run_config["data"]["fingerprint"],
+                "normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
+                "augment": dataset.augment,
+                "label_noise": {
+                    "fraction": cfg.label_noise,
+                    "seed": cfg.noise_seed,
+                    "n_noisy": int(noisy_mask.sum()),
+                },
+                "train": run_config["train"],
+                "schedule": save_at,
+                "config_hash": config_hash,
+                "platform": current_platform,
+                "checkpoints": [],
+                "complete": False,
+            }
+            ck.write_manifest(out, manifest)
+        elif manifest.get("platform") != current_platform:
+            # The weights so far came from the recorded platform and the rest will come from this
+            # one: keep both, since neither alone reproduces these bits.
+            earlier = manifest.get("platform")
+            earlier_keys = earlier.keys() if isinstance(earlier, dict) else []
+            changed = sorted(
+                k
+                for k in {*current_platform, *earlier_keys}
+                if not isinstance(earlier, dict) or earlier.get(k) != current_platform.get(k)
             )
-        if not usable:
-            manifest, resume = None, None
-    if manifest is None:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        write_npz(out / LABELS, label=noisy, true_label=dataset.train.y, noisy=noisy_mask)
-        manifest = {
-            "architecture": model_cfg.name,
-            "model_options": {"hidden": model_cfg.hidden} if model_cfg.name == "mlp" else {},
-            "num_classes": dataset.num_classes,
-            "classes": list(dataset.classes),
-            "input_shape": list(dataset.input_shape),
-            "dataset": dataset.name,
-            "data_fingerprint": run_config["data"]["fingerprint"],
-            "normalisation": {"mean": list(dataset.mean), "std": list(dataset.std)},
-            "augment": dataset.augment,
-            "label_noise": {
-                "fraction": cfg.label_noise,
-                "seed": cfg.noise_seed,
-                "n_noisy": int(noisy_mask.sum()),
-            },
-            "train": run_config["train"],
-            "schedule": save_at,
-            "config_hash": config_hash,
-            "platform": current_platform,
-            "checkpoints": [],
-            "complete": False,
-        }
-        ck.write_manifest(out, manifest)
-    elif manifest.get("platform") != current_platform:
-        # The weights so far came from the recorded platform and the rest will come from this
-        # one: keep both, since neither alone reproduces these bits.
-        earlier = manifest.get("platform")
-        changed = sorted(
-            k
-            for k in current_platform
-            if not isinstance(earlier, dict) or earlier.get(k) != current_platform[k]
-        )
-        warn(
-            f"warning: resuming {out} on another platform ({', '.join(changed)} changed): the "
-            "checkpoints will not match an uninterrupted run on either"
-        )
-        manifest["platform_before_resume"] = [*manifest.get("platform_before_resume", []), earlier]
-        manifest["platform"] = current_platform
+            warn(
+                f"warning: resuming {out} on another platform ({', '.join(changed)} changed): the "
+                "checkpoints will not match an uninterrupted run on either"
+            )
+            manifest["platform_before_resume"] = [
+                *manifest.get("platform_before_resume", []),
+                earlier,
+            ]
+            manifest["platform"] = current_platform
+        return manifest, resume, previous, False
+
+    if ranks.world > 1:  # before rank 0 touches the folder
+        ranks.check(build_model(model_cfg.name, dataset.input_shape, dataset.num_classes), device)
+    # Rank 0 alone reads and repairs the folder; the others start from what it decided.
+    manifest, resume, previous, finished = ranks.from_writer(decide_start)
+    if finished:
+        return manifest
 
     torch.manual_seed(cfg.seed)
     model = ck.build_from_manifest(manifest).to(device)
@@ -323,12 +368,12 @@ def _train_run(
         # replayed epoch lists it again, so forget entries past the resume point first.
         manifest["checkpoints"] = [c for c in manifest["checkpoints"] if c["epoch"] < start_epoch]
         echo(f"resuming {out} after epoch {start_epoch - 1}")
+    net = ranks.wrap(model, device)
 
     x_train = torch.from_numpy(dataset.train.x)
     y_train = torch.from_numpy(noisy)
     x_test = torch.from_numpy(dataset.test.x)
     y_test = torch.from_numpy(dataset.test.y)
-    loss_fn = nn.CrossEntropyLoss()
     n = len(y_train)
     started = time.perf_counter()
 
@@ -346,24 +391,29 @@ def _train_run(
         total_correct = torch.zeros((), device=device, dtype=torch.long)
         # A live bar within the epoch on a terminal only; logs get the one line per epoch.
         bar = Progress(
-            -(-n // cfg.batch_size), f"epoch {epoch}", unit="step", enabled=sys.stderr.isatty()
+            -(-n // cfg.batch_size),
+            f"epoch {epoch}",
+            unit="step",
+            enabled=sys.stderr.isatty() and ranks.writer,
         )
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             xb = augment_batch(x_train[idx], dataset.augment, generator).to(device)
             yb = y_train[idx].to(device)
+            xb, yb = ranks.take(xb, yb)
             optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
+            logits = net(xb)
+            loss, summed = ranks.loss(logits, yb, len(idx))
             loss.backward()
             optimizer.step()
             step += 1
-            total_loss += loss.detach() * len(idx)
+            total_loss += summed
             total_correct += (logits.argmax(1) == yb).sum()
             bar.update()
         bar.close()
+        total_loss, total_correct = ranks.total(total_loss, total_correct)
         if not torch.isfinite(total_loss):
-            raise FloatingPointError(
+            raise DivergedError(
                 f"training loss became {total_loss.item()} during epoch {epoch}: lower train.lr"
             )
         total_loss, total_correct = total_loss.item(), int(total_correct)
@@ -378,7 +428,9 @@ def _train_run(
             f"acc {metrics['train_accuracy']:.3f}  lr {lr:.4g}  "
             f"{format_seconds(metrics['epoch_seconds'])}"
         )
-        if epoch in save_at:
+        # Rank 0 alone evaluates and writes; the others go on to the next epoch's first step,
+        # where DDP waits for it.
+        if epoch in save_at and ranks.writer:
             test_acc = float((predict(model, x_test) == y_test).float().mean())
             metrics["test_accuracy"] = test_acc
             name = ck.checkpoint_name(epoch)
@@ -397,37 +449,43 @@ def _train_run(
             line += f"  test {test_acc:.3f}  [saved {name}]"
         # The resume state is written after the checkpoint so a kill between the two replays
         # this epoch and rewrites the same checkpoint bits.
-        _save_resume(out / RESUME, model, optimizer, epoch, step)
+        if ranks.writer:
+            _save_resume(out / RESUME, model, optimizer, epoch, step)
         per_epoch = (time.perf_counter() - started) / (epoch - start_epoch + 1)
         line += f"  eta {format_seconds(per_epoch * (cfg.epochs - epoch))}"
         echo(line)
         if log is not None:
             log(metrics, epoch)
 
-    train_pred = predict(model, x_train)
-    manifest["final"] = {
-        # On the labels it was trained on, noisy ones included: 1.0 means the noise was memorised.
-        "train_accuracy": float((train_pred == y_train).float().mean()),
-        "train_accuracy_clean": float(
-            (train_pred == torch.from_numpy(dataset.train.y)).float().mean()
-        ),
-        "test_accuracy": manifest["checkpoints"][-1]["test_accuracy"],
-    }
-    manifest["complete"] = True
-    ck.write_manifest(out, manifest)
-    (out / RESUME).unlink(missing_ok=True)
-    differ = [
-        c["file"]
-        for c in manifest["checkpoints"]
-        if previous.get(c["file"], c["sha256"]) != c["sha256"]
-    ]
-    if differ:
-        warn(
-            f"warning: rebuilt {', '.join(differ)} in {out} differ from the recorded sha256: "
-            f"training on {device} is not bit-reproducible, so later stages will see new "
-            "weights"
-        )
-    return manifest
+    def finish() -> dict[str, Any]:
+        train_pred = predict(model, x_train)
+        manifest["final"] = {
+            # On the labels it was trained on, noisy ones included: 1.0 means the noise was
+            # memorised.
+            "train_accuracy": float((train_pred == y_train).float().mean()),
+            "train_accuracy_clean": float(
+                (train_pred == torch.from_numpy(dataset.train.y)).float().mean()
+            ),
+            "test_accuracy": manifest["checkpoints"][-1]["test_accuracy"],
+        }
+        manifest["complete"] = True
+        ck.write_manifest(out, manifest)
+        (out / RESUME).unlink(missing_ok=True)
+        differ = [
+            c["file"]
+            for c in manifest["checkpoints"]
+            if previous.get(c["file"], c["sha256"]) != c["sha256"]
+        ]
+        if differ:
+            warn(
+                f"warning: rebuilt {', '.join(differ)} in {out} differ from the recorded sha256: "
+                f"training on {device} is not bit-reproducible, so later stages will see new "
+                "weights"
+            )
+        return manifest
+
+    # Every rank returns once rank 0 has written the complete run, so none reads it half done.
+    return ranks.from_writer(finish)
 
 
 def _save_resume(

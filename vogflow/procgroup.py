@@ -1,0 +1,112 @@
+"""The processes of one ``torchrun`` job: which one this is, their process group, and how they
+settle a failure so that no rank waits on a peer that will never send.
+
+Shared by sharded extraction (:mod:`vogflow.distributed`) and DDP training (:mod:`vogflow.ddp`);
+it imports neither, so each stage's DVC deps hold only the half it runs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from vogflow.errors import VogflowError
+
+
+def world_size() -> int:
+    """How many processes share the work (``WORLD_SIZE`` set by torchrun; 1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    """This process's rank (``RANK``; 0 without torchrun). Only rank 0 writes outputs."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def sharded() -> bool:
+    """Whether the work is split across processes (more than one rank)."""
+    return world_size() > 1
+
+
+def shard_rows(num_examples: int, rank: int, world: int) -> range:
+    """Rank ``rank``'s contiguous rows of ``num_examples``: the first ``num_examples % world``
+    ranks get one row more, so sizes differ by at most 1 and the ranges tile ``[0, N)`` in order.
+    """
+    base, extra = divmod(int(num_examples), int(world))
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+def shard_device(device: str) -> str:
+    """Each rank its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``; anything else unchanged."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def ensure_group(device: torch.device) -> None:
+    """Join the torchrun process group once per process (``env://``); left at exit."""
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        backend = "cpu:gloo,cuda:nccl"
+    else:
+        backend = "gloo"
+    dist.init_process_group(backend=backend)
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: a refusal's message stands alone, a bug's type says what it was."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return text if isinstance(err, VogflowError) else f"{type(err).__name__}: {text}"
+
+
+def lost_contact(err: BaseException) -> bool:
+    """Whether ``err`` says another rank went away (it failed, or torchrun stopped it), not that
+    this rank failed: NCCL raises a ``DistError``, while gloo, inside DDP's gradient all-reduce,
+    raises a plain ``RuntimeError`` naming the closed connection."""
+    if isinstance(err, dist.DistError):
+        return True
+    return isinstance(err, RuntimeError) and any(
+        words in str(err) for words in ("Connection closed by peer", "Connection reset by peer")
+    )
+
+
+def settle(
+    failure: Exception | None,
+    payload: Any = None,
+    *,
+    error: Callable[[str], Exception],
+    where: Callable[[int], str] = lambda r: "",
+) -> list[Any]:
+    """Every rank's ``payload``, once every rank has reached this point.
+
+    Each rank says whether it failed (one line) along with its payload. A failed rank re-raises
+    its own ``failure``; the others raise ``error(message)`` naming the first failed rank (and
+    ``where(rank)``, e.g. its rows), so every rank stops at the same point. Every rank must call
+    it, in the same order as its other collectives.
+    """
+    world = dist.get_world_size()
+    message = None if failure is None else one_line(failure)
+    statuses: list = [None] * world
+    dist.all_gather_object(statuses, (message, payload))
+    if failure is not None:
+        raise failure
+    failed = [(r, m) for r, (m, _) in enumerate(statuses) if m is not None]
+    if failed:
+        r, message = failed[0]
+        others = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
+        raise error(f"rank {r} of {world} failed{where(r)}{others}: {message}")
+    return [p for _, p in statuses]
