@@ -8,17 +8,19 @@ where one process's do):
 
     torchrun --nproc_per_node=N -- stages/gradients.py --run main ...
 
-(the ``--`` keeps torchrun from reading ``--run`` as its own ``--run-path``.)
+(the ``--`` keeps torchrun from reading ``--run`` as its own ``--run-path``), or with
+``gradients.processes: N`` in params.yaml, which makes the stage start itself that way.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from vogflow import distributed
+from vogflow import distributed, procgroup
 from vogflow.config import Params, load_params
 from vogflow.errors import VogflowError
 from vogflow.io import write_json, write_npz
@@ -50,6 +52,16 @@ def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
     )
 
 
+def processes_to_start(args: Any) -> int:
+    """``gradients.processes`` when this process was started alone, else 1 (torchrun did)."""
+    if "WORLD_SIZE" in os.environ:
+        return 1
+    try:
+        return load_params(args.params).gradients.processes
+    except VogflowError:  # the stage reports it
+        return 1
+
+
 def peer(args: Any) -> None:
     """A rank other than 0: score its share of every split and write nothing (no outputs, no
     timings); rank 0 validates the params and reports every failure in one line."""
@@ -69,6 +81,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for <split>.npz")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     args = p.parse_args()
+    procgroup.start_processes(processes_to_start(args))
     if distributed.rank() != 0:
         peer(args)
         return

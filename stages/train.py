@@ -61,10 +61,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     args = p.parse_args()
-    processes = processes_to_start(args)
-    if processes > 1:
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        os.execv(sys.executable, [*torchrun, f"--nproc_per_node={processes}", "--", *sys.argv])
+    procgroup.start_processes(processes_to_start(args))
     if procgroup.rank() != 0:
         peer(args)
         return

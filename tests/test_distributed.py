@@ -7,6 +7,7 @@ The file is also the workers' script: ``torchrun ... tests/test_distributed.py <
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -263,6 +264,47 @@ def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained):
                 np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     one = (trained / "one/gradients.json").read_text()
     assert (trained / "two/gradients.json").read_text() == one
+
+
+def test_gradients_processes_starts_the_stage_under_torchrun_itself(trained, tmp_path):
+    """`gradients.processes: 2` with the plain command dvc.yaml runs: the sharded outputs."""
+    project = tmp_path / "project"
+    shutil.copytree(trained, project, ignore=shutil.ignore_patterns("one", "two", "dead"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gradients"]["processes"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        [sys.executable, *stage_args("self")],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 processes" in done.stdout
+    assert done.stdout.count("== gradients@main") == 1
+    one = trained / "one/gradients"
+    if not one.exists():  # this test alone: the one-process outputs to compare with
+        single = subprocess.run(
+            [sys.executable, *stage_args("one")],
+            cwd=trained,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert single.returncode == 0, single.stderr[-3000:]
+    for split in ("train", "test"):
+        want = read_npz(one / f"{split}.npz")
+        got = read_npz(project / "self/gradients" / f"{split}.npz")
+        for key in want:
+            if np.issubdtype(want[key].dtype, np.floating):
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
+            else:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 @pytest.mark.parametrize("death", ["raise", "exit"])

@@ -199,8 +199,11 @@ class GradientsConfig:
     label_modes: tuple[str, ...] = LABEL_MODES
     precision: str = field(default="fp32", metadata=_choice("fp32", "tf32", "bf16"))
     channels_last: bool = False
+    # Processes sharing each split's extraction under torchrun (contiguous row ranges).
+    processes: int = 1
 
     def validate(self, prefix: str) -> None:
+        _check(self.processes >= 1, f"{prefix}.processes", self.processes, "an integer >= 1")
         _check_subset(f"{prefix}.splits", self.splits, SPLITS)
         _check_subset(f"{prefix}.label_modes", self.label_modes, LABEL_MODES)
         _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")

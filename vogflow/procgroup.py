@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,23 @@ def rank() -> int:
 def sharded() -> bool:
     """Whether the work is split across processes (more than one rank)."""
     return world_size() > 1
+
+
+def start_processes(processes: int) -> None:
+    """Become ``processes`` copies of this command under torchrun, unless torchrun started it.
+
+    A stage's ``*.processes`` param comes through here, so ``dvc.yaml``'s ``cmd`` stays one plain
+    command whatever the count. The process is replaced (``execv``): its exit status is
+    torchrun's, which fails when any rank does. ``--standalone`` rendezvous on this machine;
+    several machines are torchrun's own ``--nnodes``/``--rdzv-endpoint``, by hand.
+    """
+    if processes <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    # The `--` keeps torchrun from reading the stage's `--run` as its own `--run-path`.
+    os.execv(sys.executable, [*torchrun, f"--nproc_per_node={processes}", "--", *sys.argv])
 
 
 def shard_rows(num_examples: int, rank: int, world: int) -> range:
