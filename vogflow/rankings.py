@@ -1,6 +1,7 @@
 """The rankings table: one row per example, the contract every consumer reads.
 
-Columns (row order = dataset order): ``index, label, true_label, noisy, pred, correct``, then
+Columns (row order = dataset order): ``index`` (then ``path``, the example's file relative to
+``data.path``, for image folders), ``label, true_label, noisy, pred, correct``, then
 for each window ``w`` and label mode ``m`` computed, ``vog_{w}_{m}_raw`` and ``vog_{w}_{m}``
 (class-normalised); then the hardness baselines from the same checkpoints, ``hard_<name>`` for
 each name of ``analysis.hardness.BASELINES`` whose statistic the extraction has (every one
@@ -27,6 +28,7 @@ BASE_COLUMNS = ("index", "label", "true_label", "noisy", "pred", "correct")
 BASELINE_PREFIX = "hard_"
 BASELINE_COLUMNS = tuple(f"{BASELINE_PREFIX}{name}" for name in BASELINES)
 FLAG_COLUMNS = ("likely_mislabeled", "suggested_label")
+PATH_COLUMN = "path"
 
 # The score to show when nobody chose one. The paper's score first (late window, true label:
 # Figs. 4, 5), then the whole run in the same mode, then the predicted-label mode that needs no
@@ -51,9 +53,10 @@ def preferred_score(columns: Iterable[str]) -> str | None:
     return next((c for c in (*PREFERRED_SCORES, *normalised, *vog) if c in vog), None)
 
 
-def contract_columns(windows=WINDOWS, modes=LABEL_MODES) -> list[str]:
-    """Every column of a full rankings table, in order."""
-    return [*BASE_COLUMNS, *score_columns(windows, modes), *BASELINE_COLUMNS, *FLAG_COLUMNS]
+def contract_columns(windows=WINDOWS, modes=LABEL_MODES, *, path: bool = False) -> list[str]:
+    """Every column of a full rankings table, in order (``path``: the table of an image folder)."""
+    base = [BASE_COLUMNS[0], *([PATH_COLUMN] if path else []), *BASE_COLUMNS[1:]]
+    return [*base, *score_columns(windows, modes), *BASELINE_COLUMNS, *FLAG_COLUMNS]
 
 
 def build(
@@ -61,6 +64,7 @@ def build(
     *,
     true_label: np.ndarray | None = None,
     noisy: np.ndarray | None = None,
+    path: np.ndarray | None = None,
     normalise: str = "z",
     flag_by: str = "hard_loss",
     share: float = 0.1,
@@ -68,7 +72,8 @@ def build(
     """The rankings table of one split from an extraction.
 
     ``label`` is what the gradients were taken for in ``label`` mode (the trained label);
-    ``true_label`` the clean label (defaults to ``label``); ``noisy`` marks shuffled labels.
+    ``true_label`` the clean label (defaults to ``label``); ``noisy`` marks shuffled labels;
+    ``path`` (image folders) each example's file relative to ``data.path``.
     Each mode is normalised within the class it was taken for: ``label`` within labels, ``pred``
     within the final checkpoint's predicted classes.
 
@@ -85,8 +90,12 @@ def build(
     true_label = label if true_label is None else np.asarray(true_label, dtype=np.int64)
     noisy = np.zeros(n, dtype=bool) if noisy is None else np.asarray(noisy, dtype=bool)
     pred = np.asarray(extraction.pred, dtype=np.int64)
-    table = {
-        "index": np.arange(n, dtype=np.int64),
+    table: dict[str, np.ndarray] = {"index": np.arange(n, dtype=np.int64)}
+    if path is not None:
+        if len(path) != n:
+            raise ValueError(f"path has {len(path)} entries for {n} examples")
+        table[PATH_COLUMN] = np.asarray(path, dtype=object)
+    table |= {
         "label": label,
         "true_label": true_label,
         "noisy": noisy,
@@ -133,6 +142,8 @@ def top_bottom(table: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
     ranked = table.assign(rank=order).sort_values("rank")
     picked = pd.concat([ranked.head(k).assign(end="hardest"), ranked.tail(k).assign(end="easiest")])
     keep = ["end", "rank", "index", "label", "true_label", "pred", "correct", "noisy", column]
+    if PATH_COLUMN in table.columns:
+        keep.insert(3, PATH_COLUMN)
     return picked[keep].reset_index(drop=True)
 
 

@@ -84,7 +84,9 @@ def _to_array(img: Any, grey: bool, size: int) -> np.ndarray:
     if size > 0 and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     x = np.asarray(img, dtype=np.float32) / np.float32(scale)
-    return x[None, :, :] if x.ndim == 2 else x.transpose(2, 0, 1)
+    # Contiguous CHW: a stack of transposed views would be channels-last in memory, and conv
+    # kernels take another path (other bits) on channels-last inputs than on the loaders' batches.
+    return x[None, :, :] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def _image_damage() -> tuple[type[BaseException], ...]:

@@ -57,6 +57,14 @@ def sequential(
     )
 
 
+def extraction_input(x: Any, y: np.ndarray, *, batch_size: int) -> Any:
+    """What :func:`vogflow.engine.run_extraction` reads: the ``(x, y)`` arrays themselves, or an
+    in-order loader of a streamed split with the same batch boundaries (and so the same bits)."""
+    if isinstance(x, np.ndarray | torch.Tensor):
+        return (x, y)
+    return sequential(x, y, batch_size=batch_size)
+
+
 def index_batches(
     x: Any, steps: Iterable[torch.Tensor], *, pin: bool = False
 ) -> Iterator[torch.Tensor]:
