@@ -79,11 +79,11 @@ def child_extract(folder: Path, out: Path, stream: bool, workers: int) -> None:
         )
 
 
-def run_child(kind: str, folder: Path, out: Path, mode: str) -> dict:
+def run_child(kind: str, folder: Path, out: Path, mode: str, env: dict[str, str]) -> dict:
     stream, workers = MODES[mode]
     cmd = [sys.executable, __file__, "--child", kind, "--folder", str(folder), "--out", str(out)]
     cmd += ["--stream", str(int(stream)), "--workers", str(workers)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -94,6 +94,12 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
     p.add_argument("--work", default="/tmp/bench_streaming")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    p.add_argument(
+        "--fixed-mmap-threshold",
+        action="store_true",
+        help="children run with MALLOC_MMAP_THRESHOLD_=131072: glibc's sliding threshold lets "
+        "freed batch-sized buffers fragment the heap, which shows up as RSS that is not data",
+    )
     p.add_argument("--child", choices=["train", "extract"])
     p.add_argument("--folder")
     p.add_argument("--out")
@@ -115,6 +121,9 @@ def main() -> None:
         return
 
     work = Path(args.work)
+    env = dict(os.environ)
+    if args.fixed_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
     print(f"load average at start: {os.getloadavg()}, cpus: {os.cpu_count()}", file=sys.stderr)
     rows = []
     for n in args.sizes:
@@ -126,11 +135,13 @@ def main() -> None:
             shutil.rmtree(out.parent, ignore_errors=True)
             out.parent.mkdir(parents=True)
             for kind in ("train", "extract"):
-                r = run_child(kind, folder, out, mode)
+                r = run_child(kind, folder, out, mode, env)
                 rows.append((n, mode, kind, r))
                 print(n, mode, kind, r, file=sys.stderr, flush=True)
     print(f"load average at end: {os.getloadavg()}", file=sys.stderr)
-    print("| N train (+N/4 test) | mode | stage | peak RSS (MiB) | largest child process (MiB) | s |")
+    print(
+        "| N train (+N/4 test) | mode | stage | peak RSS (MiB) | largest child process (MiB) | s |"
+    )
     print("|---|---|---|---|---|---|")
     for n, mode, kind, r in rows:
         workers = f"{r['workers_rss_mb']:.0f}" if MODES[mode][1] else "-"
