@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-# Rows per chunk hold about this many values: the statistics pass and the materialising pass
-# walk the same chunks, so both modes sum in the same order (and get the same bits).
+# Rows per chunk hold about this many values: the statistics of a stream and of an in-memory
+# array walk the same chunks, so both modes sum in the same order (and get the same bits).
 CHUNK_VALUES = 1 << 20
 # `auto` streams when the decoded splits would take more than this share of available memory:
 # loading holds them once, and the model, the outputs and other processes need the rest.
@@ -163,28 +163,11 @@ class MappedRows:
         return self.fn(self.base[key])
 
 
-def materialise(source: Source) -> np.ndarray:
-    """The split's raw rows as one array, filled chunk by chunk (no list of rows beside it)."""
-    out = np.empty((len(source), *source.item_shape), dtype=np.float32)
-    step = chunk_rows(source.item_shape)
-    for start, raw in zip(range(0, len(source), step), raw_chunks(source), strict=True):
-        out[start : start + len(raw)] = raw
-    return out
-
-
 def array_chunks(x: np.ndarray) -> Iterator[np.ndarray]:
     """Views of ``x`` in the chunks :func:`raw_chunks` reads from a source of the same rows."""
     step = chunk_rows(x.shape[1:])
     for start in range(0, len(x), step):
         yield x[start : start + step]
-
-
-def normalise_in_place(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-    """``x = (x - mean) / std`` chunk by chunk, with the roundings of :class:`StreamedImages`."""
-    m, s = _scale(mean, std)
-    for chunk in array_chunks(x):
-        chunk -= m
-        chunk /= s
 
 
 def fits_in_memory(values: int) -> bool:
