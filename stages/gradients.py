@@ -38,11 +38,12 @@ def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
 
 def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
     """The split's :class:`Extraction`; None on ranks other than 0 under torchrun."""
+    from vogflow.data.loaders import extraction_input
     from vogflow.engine import run_extraction
 
     return run_extraction(
         models,
-        (x, labels["label"]),
+        extraction_input(x, labels["label"], batch_size=prm.gradients.batch_size),
         window_size=prm.vog.window_size,
         label_modes=prm.gradients.label_modes,
         batch_size=prm.gradients.batch_size,
@@ -99,8 +100,7 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             arrays[split] = {
                 **extraction.arrays(),
-                "true_label": labels["true_label"],
-                "noisy": labels["noisy"],
+                **{k: labels[k] for k in ("true_label", "noisy", "path") if k in labels},
             }
             per_ckpt = manifest["checkpoints"]
             # Timings go to MLflow only: a DVC output must be the same bits on every rerun.

@@ -46,6 +46,7 @@ def main() -> None:
                 extraction,
                 true_label=extra["true_label"],
                 noisy=extra["noisy"],
+                path=extra.get("path"),
                 normalise=prm.vog.normalise,
             )
             write_parquet(table, out / f"{split}.parquet")

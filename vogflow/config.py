@@ -29,6 +29,8 @@ DATASETS = (
     "imagefolder",
     "npz",
 )
+# Sources read example by example from disk (data.stream).
+STREAMABLE = ("imagefolder", "npz")
 MODELS = ("mlp", "lenet", "resnet18", "resnet50")
 CORRUPTIONS = (
     "shot_noise",
@@ -101,8 +103,30 @@ class DataConfig:
     split_seed: int = 0
     image_size: int = 0  # imagefolder: resize to this square size (0 = keep)
     augment: str = field(default="auto", metadata=_choice("auto", "none", "crop_flip"))
+    # imagefolder/npz: read examples from disk batch by batch instead of holding the splits in
+    # memory; `auto` streams only data that would not comfortably fit (the bits are the same).
+    stream: bool | str = "auto"
+    workers: int = 2  # loader processes that decode streamed examples (0 = in the main process)
 
     def validate(self, prefix: str) -> None:
+        _check(
+            isinstance(self.stream, bool) or self.stream == "auto",
+            f"{prefix}.stream",
+            self.stream,
+            "auto, true or false",
+        )
+        _check(
+            self.workers >= 0,
+            f"{prefix}.workers",
+            self.workers,
+            "an integer >= 0 (0 decodes in the main process)",
+        )
+        if self.stream is True and self.name not in STREAMABLE:
+            raise ConfigError(
+                f"{prefix}.stream: true is not allowed with {prefix}.name {self.name!r}; only "
+                f"{' and '.join(STREAMABLE)} data streams from disk: set {prefix}.stream to auto "
+                "or false"
+            )
         _check(
             0.0 < self.test_fraction < 1.0,
             f"{prefix}.test_fraction",

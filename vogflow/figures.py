@@ -251,12 +251,12 @@ def lowest_highest(
 ) -> Figure:
     """The ``k`` lowest- and ``k`` highest-VoG examples of the whole set, side by side (Fig. 7).
 
-    images (N,C,H,W) or (N,H,W) in [0,1]; scores (N,), higher VoG = harder; labels (N,) optional
+    images (N,C,H,W) or (N,H,W) in [0,1] (only the rows shown are read: a lazy view of a streamed
+    split will do); scores (N,), higher VoG = harder; labels (N,) optional
     class ids named through ``class_names``. Grids are ``ceil(sqrt(k))`` wide (5x5 for k=25);
     each tile is captioned with its label name (if given) and score. With N < k each grid shows
     all N.
     """
-    hwc = _to_hwc(images)
     lo, hi = lowest_highest_indices(scores, k)
     ncols = max(1, math.ceil(math.sqrt(k)))
     lines = 1 + (labels is not None)
@@ -267,9 +267,9 @@ def lowest_highest(
         [
             (
                 "",
-                hwc[lo],
+                _to_hwc(images[lo]),
                 _captions(lo, scores, labels, class_names),
-                hwc[hi],
+                _to_hwc(images[hi]),
                 _captions(hi, scores, labels, class_names),
             )
         ],
@@ -295,7 +295,6 @@ def per_class_lowest_highest(
     images (N,C,H,W) or (N,H,W) in [0,1]; scores (N,), higher VoG = harder; classes (N,) the
     class id of each example; ``class_names[c]`` names class ``c``. Tiles carry the score.
     """
-    hwc = _to_hwc(images)
     scores = np.asarray(scores, dtype=float)
     classes = np.asarray(classes)
     ncols = max(1, math.ceil(math.sqrt(k)))
@@ -304,7 +303,15 @@ def per_class_lowest_highest(
         members = np.flatnonzero(classes == c)
         lo, hi = (members[i] for i in lowest_highest_indices(scores[members], k))
         name = _name(c, class_names)
-        rows.append((name, hwc[lo], _captions(lo, scores), hwc[hi], _captions(hi, scores)))
+        rows.append(
+            (
+                name,
+                _to_hwc(images[lo]),
+                _captions(lo, scores),
+                _to_hwc(images[hi]),
+                _captions(hi, scores),
+            )
+        )
     # All rows share the height of the fullest grid so they line up; no taller than needed.
     slots = max((len(r[1]) for r in rows), default=1)
     _, w, h = _grid_inches(slots, ncols, 1)

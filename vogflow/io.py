@@ -91,7 +91,7 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+def write_npz(path: str | os.PathLike, /, **arrays: np.ndarray) -> Path:
     # np.savez appends ".npz" to names without it; writing through a file object avoids that.
     def writer(tmp: Path) -> None:
         with open(tmp, "wb") as fh:

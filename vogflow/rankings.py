@@ -1,6 +1,7 @@
 """The rankings table: one row per example, the contract every consumer reads.
 
-Columns (row order = dataset order): ``index, label, true_label, noisy, pred, correct``, then
+Columns (row order = dataset order): ``index`` (then ``path``, the example's file relative to
+``data.path``, for image folders), ``label, true_label, noisy, pred, correct``, then
 for each window ``w`` and label mode ``m`` computed, ``vog_{w}_{m}_raw`` and ``vog_{w}_{m}``
 (class-normalised); then the hardness baselines from the same checkpoints, ``hard_<name>`` for
 each name of ``analysis.hardness.BASELINES`` whose statistic the extraction has (every one
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,7 @@ IDENTIFIERS = ("path", "text")
 BASELINE_PREFIX = "hard_"
 BASELINE_COLUMNS = tuple(f"{BASELINE_PREFIX}{name}" for name in BASELINES)
 FLAG_COLUMNS = ("likely_mislabeled", "suggested_label")
+PATH_COLUMN = "path"
 
 # The score to show when nobody chose one. The paper's score first (late window, true label:
 # Figs. 4, 5), then the whole run in the same mode, then the predicted-label mode that needs no
@@ -54,9 +57,10 @@ def preferred_score(columns: Iterable[str]) -> str | None:
     return next((c for c in (*PREFERRED_SCORES, *normalised, *vog) if c in vog), None)
 
 
-def contract_columns(windows=WINDOWS, modes=LABEL_MODES) -> list[str]:
-    """Every column of a full rankings table, in order."""
-    return [*BASE_COLUMNS, *score_columns(windows, modes), *BASELINE_COLUMNS, *FLAG_COLUMNS]
+def contract_columns(windows=WINDOWS, modes=LABEL_MODES, *, path: bool = False) -> list[str]:
+    """Every column of a full rankings table, in order (``path``: the table of an image folder)."""
+    base = [BASE_COLUMNS[0], *([PATH_COLUMN] if path else []), *BASE_COLUMNS[1:]]
+    return [*base, *score_columns(windows, modes), *BASELINE_COLUMNS, *FLAG_COLUMNS]
 
 
 def build(
@@ -64,6 +68,7 @@ def build(
     *,
     true_label: np.ndarray | None = None,
     noisy: np.ndarray | None = None,
+    path: np.ndarray | None = None,
     normalise: str = "z",
     flag_by: str = "hard_loss",
     share: float = 0.1,
@@ -72,7 +77,8 @@ def build(
     """The rankings table of one split from an extraction.
 
     ``label`` is what the gradients were taken for in ``label`` mode (the trained label);
-    ``true_label`` the clean label (defaults to ``label``); ``noisy`` marks shuffled labels.
+    ``true_label`` the clean label (defaults to ``label``); ``noisy`` marks shuffled labels;
+    ``path`` (image folders) each example's file relative to ``data.path``.
     Each mode is normalised within the class it was taken for: ``label`` within labels, ``pred``
     within the final checkpoint's predicted classes.
 
@@ -91,9 +97,14 @@ def build(
     pred = np.asarray(extraction.pred, dtype=np.int64)
     if text is not None and len(text) != n:
         raise ValueError(f"{len(text)} texts for {n} examples")
-    table = {
-        "index": np.arange(n, dtype=np.int64),
-        **({} if text is None else {"text": list(text)}),
+    table: dict[str, Any] = {"index": np.arange(n, dtype=np.int64)}
+    if path is not None:
+        if len(path) != n:
+            raise ValueError(f"path has {len(path)} entries for {n} examples")
+        table[PATH_COLUMN] = np.asarray(path, dtype=object)
+    if text is not None:
+        table["text"] = list(text)
+    table |= {
         "label": label,
         "true_label": true_label,
         "noisy": noisy,

@@ -26,7 +26,7 @@ from torch import nn
 from vogflow import checkpoints as ck
 from vogflow import ddp
 from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig, section_dict
-from vogflow.data import Dataset, shuffle_labels
+from vogflow.data import Dataset, loaders, shuffle_labels
 from vogflow.errors import VogflowError
 from vogflow.io import read_npz, sha256_bytes, write_npz, write_with
 from vogflow.models import build_model
@@ -71,25 +71,34 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> tor
 
 def data_fingerprint(dataset: Dataset) -> str:
     """sha256 over both splits' inputs and labels: the identity of the data a run saw."""
+    if dataset.train.streamed or dataset.test.streamed:
+        from vogflow.data.stream import dataset_fingerprint
+
+        return dataset_fingerprint(dataset)
     parts = [dataset.train.x, dataset.train.y, dataset.test.x, dataset.test.y]
     return sha256_bytes(b"".join(np.ascontiguousarray(p).tobytes() for p in parts))
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Predicted classes in eval mode (the model's mode is restored)."""
+def predict(model: nn.Module, x: Any, *, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted classes in eval mode (the model's mode is restored); ``x`` a tensor, or a
+    streamed split read in batches of the same size."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if torch.is_tensor(x):
+        batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    else:
+        batches = loaders.sequential(x, None, batch_size=batch_size, pin=device.type == "cuda")
     try:
-        return torch.cat(
-            [
-                model(x[i : i + batch_size].to(device)).argmax(1).cpu()
-                for i in range(0, len(x), batch_size)
-            ]
-        )
+        return torch.cat([model(xb.to(device)).argmax(1).cpu() for xb in batches])
     finally:
         model.train(was_training)
+
+
+def _as_input(x: Any) -> Any:
+    """A split's inputs as the loop indexes them: a tensor view of an array, or the stream."""
+    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
 
 def _run_config(
@@ -370,9 +379,9 @@ def _train_run(
         echo(f"resuming {out} after epoch {start_epoch - 1}")
     net = ranks.wrap(model, device)
 
-    x_train = torch.from_numpy(dataset.train.x)
+    x_train = _as_input(dataset.train.x)
     y_train = torch.from_numpy(noisy)
-    x_test = torch.from_numpy(dataset.test.x)
+    x_test = _as_input(dataset.test.x)
     y_test = torch.from_numpy(dataset.test.y)
     n = len(y_train)
     started = time.perf_counter()
@@ -396,9 +405,10 @@ def _train_run(
             unit="step",
             enabled=sys.stderr.isatty() and ranks.writer,
         )
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            xb = augment_batch(x_train[idx], dataset.augment, generator).to(device)
+        steps = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
+        inputs = loaders.index_batches(x_train, steps, pin=device.type == "cuda")
+        for idx, x_idx in zip(steps, inputs, strict=True):
+            xb = augment_batch(x_idx, dataset.augment, generator).to(device)
             yb = y_train[idx].to(device)
             xb, yb = ranks.take(xb, yb)
             optimizer.zero_grad(set_to_none=True)

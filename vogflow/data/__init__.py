@@ -11,10 +11,11 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vogflow.config import DATASETS, ConfigError, DataConfig
+from vogflow.config import DATASETS, STREAMABLE, ConfigError, DataConfig
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,22 @@ class RawSplits:
     # Fixed per-channel statistics (the published ones); None = computed on the training split.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # Each example's file relative to data.path (image folders), for a person to find it.
+    train_paths: tuple[str, ...] | None = None
+    test_paths: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Split:
-    x: np.ndarray  # (N, *input_shape) float32, normalised
+    # (N, *input_shape) float32, normalised: an array, or a StreamedImages read from disk on
+    # demand (index the rows needed; vogflow.data.loaders iterates it in batches).
+    x: Any
     y: np.ndarray  # (N,) int64
+    paths: tuple[str, ...] | None = None
+
+    @property
+    def streamed(self) -> bool:
+        return not isinstance(self.x, np.ndarray)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -65,7 +76,14 @@ class Dataset:
         return self.train if name == "train" else self.test
 
     def denormalise(self, x: np.ndarray) -> np.ndarray:
-        """Back to [0, 1] images for display. ``(N, C, H, W) -> (N, C, H, W)``."""
+        """Back to [0, 1] images for display. ``(N, C, H, W) -> (N, C, H, W)``.
+
+        A streamed split comes back as a view that converts only the rows indexed.
+        """
+        if not isinstance(x, np.ndarray):
+            from vogflow.data.stream import MappedRows
+
+            return MappedRows(x, self.denormalise)
         if x.ndim != 4:
             return x
         mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -110,14 +128,29 @@ def load_raw(cfg: DataConfig, root: str | Path = ".") -> RawSplits:
 
 
 def load_dataset(cfg: DataConfig, root: str | Path = ".") -> Dataset:
-    """Load the dataset ``cfg.name`` (paths in ``cfg`` are relative to ``root``)."""
+    """Load the dataset ``cfg.name`` (paths in ``cfg`` are relative to ``root``).
+
+    Image folders and .npz archives stream from disk when ``cfg.stream`` says so
+    (:func:`vogflow.data.stream.load_files`): their splits' ``x`` is then read on demand.
+    """
+    if cfg.name in STREAMABLE:
+        from vogflow.data.stream import load_files
+
+        return load_files(cfg, Path(root))
     return normalise(cfg, load_raw(cfg, root))
 
 
 def normalise(cfg: DataConfig, raw: RawSplits) -> Dataset:
     x_train = np.asarray(raw.x_train, dtype=np.float32)
     x_test = np.asarray(raw.x_test, dtype=np.float32)
-    if x_train.ndim == 4:
+    if x_train.ndim == 4 and cfg.name in STREAMABLE and raw.mean is None:
+        from vogflow.data.stream import array_chunks, channel_stats
+
+        # The pass a streamed split makes, so both modes normalise with the same bits.
+        mean, std = channel_stats(array_chunks(x_train))
+        m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+        s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    elif x_train.ndim == 4:
         axes = (0, 2, 3)
         mean = raw.mean or tuple(float(v) for v in x_train.mean(axis=axes))
         std = raw.std or tuple(float(max(v, 1e-6)) for v in x_train.std(axis=axes))
@@ -131,8 +164,14 @@ def normalise(cfg: DataConfig, raw: RawSplits) -> Dataset:
     augment = cfg.augment if cfg.augment != "auto" else AUGMENT_DEFAULT.get(cfg.name, "none")
     return Dataset(
         name=cfg.name,
-        train=Split(((x_train - m) / s).astype(np.float32), np.asarray(raw.y_train, np.int64)),
-        test=Split(((x_test - m) / s).astype(np.float32), np.asarray(raw.y_test, np.int64)),
+        train=Split(
+            ((x_train - m) / s).astype(np.float32),
+            np.asarray(raw.y_train, np.int64),
+            raw.train_paths,
+        ),
+        test=Split(
+            ((x_test - m) / s).astype(np.float32), np.asarray(raw.y_test, np.int64), raw.test_paths
+        ),
         classes=tuple(raw.classes),
         mean=tuple(mean),
         std=tuple(std),

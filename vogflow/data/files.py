@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ def _to_array(img: Any, grey: bool, size: int) -> np.ndarray:
     if size > 0 and img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     x = np.asarray(img, dtype=np.float32) / np.float32(scale)
-    return x[None, :, :] if x.ndim == 2 else x.transpose(2, 0, 1)
+    # Contiguous CHW: a stack of transposed views would be channels-last in memory, and conv
+    # kernels take another path (other bits) on channels-last inputs than on the loaders' batches.
+    return x[None, :, :] if x.ndim == 2 else np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
 def _image_damage() -> tuple[type[BaseException], ...]:
@@ -115,12 +118,26 @@ def _read_images(files: list[Path], grey: bool, size: int) -> np.ndarray:
     return np.stack(arrays).astype(np.float32, copy=False)
 
 
-def load_imagefolder(cfg: DataConfig, root: Path) -> RawSplits:
-    """``PATH/{train,test}/<class>/*.png|jpg``; classes are the sorted folder names.
+@dataclass(frozen=True)
+class Folder:
+    """An image folder as scanned: files and labels per split, and how to decode them."""
 
-    ``val`` stands in for ``test`` when there is no ``test`` folder. Images are RGB, or grey when
-    every image is grey; resized to ``data.image_size`` squares when it is > 0.
-    """
+    path: Path
+    classes: tuple[str, ...]
+    train_files: list[Path]
+    y_train: np.ndarray
+    test_files: list[Path]
+    y_test: np.ndarray
+    grey: bool
+    size: tuple[int, int]  # (H, W) of every decoded image
+
+    def paths(self, files: list[Path]) -> tuple[str, ...]:
+        """``files`` relative to the folder, as a person finds them (``train/cat/001.png``)."""
+        return tuple(f.relative_to(self.path).as_posix() for f in files)
+
+
+def scan_imagefolder(cfg: DataConfig, root: Path) -> Folder:
+    """Check the layout of ``data.path`` and list its images, reading headers only."""
     from PIL import Image
 
     path = _resolve(cfg, root)
@@ -173,14 +190,46 @@ def load_imagefolder(cfg: DataConfig, root: Path) -> RawSplits:
                     f"{first_size[0]}x{first_size[1]}; set data.image_size to a square size "
                     f"(e.g. {max(first_size)}) to resize all images"
                 )
+    # PIL sizes are (width, height); arrays are (H, W).
+    size = (cfg.image_size,) * 2 if cfg.image_size > 0 else (first_size[1], first_size[0])
+    return Folder(path, tuple(classes), train_files, y_train, test_files, y_test, grey, size)
 
+
+def load_imagefolder(cfg: DataConfig, root: Path) -> RawSplits:
+    """``PATH/{train,test}/<class>/*.png|jpg``; classes are the sorted folder names.
+
+    ``val`` stands in for ``test`` when there is no ``test`` folder. Images are RGB, or grey when
+    every image is grey; resized to ``data.image_size`` squares when it is > 0.
+    """
+    return read_imagefolder(scan_imagefolder(cfg, root), cfg)
+
+
+def read_imagefolder(folder: Folder, cfg: DataConfig) -> RawSplits:
+    """Decode every image of a scanned folder into memory."""
     return RawSplits(
-        x_train=_read_images(train_files, grey, cfg.image_size),
-        y_train=y_train,
-        x_test=_read_images(test_files, grey, cfg.image_size),
-        y_test=y_test,
-        classes=tuple(classes),
+        x_train=_read_images(folder.train_files, folder.grey, cfg.image_size),
+        y_train=folder.y_train,
+        x_test=_read_images(folder.test_files, folder.grey, cfg.image_size),
+        y_test=folder.y_test,
+        classes=folder.classes,
+        train_paths=folder.paths(folder.train_files),
+        test_paths=folder.paths(folder.test_files),
     )
+
+
+class ImageFiles:
+    """One split of an image folder as a stream :class:`~vogflow.data.stream.Source`: each row is
+    decoded when read, exactly as :func:`load_imagefolder` decodes it."""
+
+    def __init__(self, files: list[Path], grey: bool, image_size: int, size: tuple[int, int]):
+        self.files, self.grey, self.image_size = files, grey, image_size
+        self.item_shape = (1 if grey else 3, *size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        return _read_images([self.files[i] for i in index], self.grey, self.image_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,42 +255,77 @@ def _npz_features(key: str, x: np.ndarray, path: Path) -> np.ndarray:
 def _npz_images(key: str, x: np.ndarray, path: Path) -> np.ndarray:
     if x.ndim == 2:
         return _npz_features(key, x, path)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / np.float32(255.0)
-    elif np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-        if not np.isfinite(x).all():
-            raise ConfigError(
-                f"data.path: {key} in {str(path)!r} holds NaN or infinite values; "
-                f"replace them before saving"
-            )
-        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-        if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
-            fix = (
-                "divide by 255 (or save uint8) before saving"
-                if lo >= 0 and hi <= 255
-                else "save the raw images scaled to [0, 1] (vogflow standardises them itself)"
-            )
-            raise ConfigError(
-                f"data.path: {key} in {str(path)!r} holds floats in [{lo:.4g}, {hi:.4g}]; float "
-                f"images must lie in [0, 1]: {fix}"
-            )
-    else:
+    _check_image_dtype(key, x.dtype, path)
+    layout = _image_layout(key, x.shape, path)
+    x = _scaled(x)
+    if np.issubdtype(x.dtype, np.floating):
+        finite = bool(np.isfinite(x).all())
+        lo, hi = (float(x.min()), float(x.max())) if x.size and finite else (0.0, 0.0)
+        _check_image_values(key, lo, hi, finite, path)
+    return _laid_out(x, layout)
+
+
+def _check_image_dtype(key: str, dtype: np.dtype, path: Path) -> None:
+    if dtype != np.uint8 and not np.issubdtype(dtype, np.floating):
         raise ConfigError(
-            f"data.path: {key} in {str(path)!r} has dtype {x.dtype}; expected uint8 (0-255) "
+            f"data.path: {key} in {str(path)!r} has dtype {dtype}; expected uint8 (0-255) "
             f"or float (values in [0, 1]); convert it before saving"
         )
-    if x.ndim == 3:
-        return x[:, None, :, :]
-    if x.ndim == 4:
+
+
+def _check_image_values(key: str, lo: float, hi: float, finite: bool, path: Path) -> None:
+    """Float images must be finite and in [0, 1] (``lo``, ``hi``: their extremes)."""
+    if not finite:
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} holds NaN or infinite values; "
+            f"replace them before saving"
+        )
+    if lo < -RANGE_SLACK or hi > 1 + RANGE_SLACK:
+        fix = (
+            "divide by 255 (or save uint8) before saving"
+            if lo >= 0 and hi <= 255
+            else "save the raw images scaled to [0, 1] (vogflow standardises them itself)"
+        )
+        raise ConfigError(
+            f"data.path: {key} in {str(path)!r} holds floats in [{lo:.4g}, {hi:.4g}]; float "
+            f"images must lie in [0, 1]: {fix}"
+        )
+
+
+def _image_layout(key: str, shape: tuple[int, ...], path: Path) -> str:
+    """How stored images become NCHW: ``nhw`` (add a channel), ``nhwc`` (move it) or ``nchw``."""
+    if len(shape) == 3:
+        return "nhw"
+    if len(shape) == 4:
         # Channels last when the last axis looks like channels and axis 1 does not.
-        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x)
+        return "nhwc" if shape[-1] in (1, 3) and shape[1] not in (1, 3) else "nchw"
     raise ConfigError(
-        f"data.path: {key} in {str(path)!r} has shape {x.shape} ({x.ndim} dimensions); "
+        f"data.path: {key} in {str(path)!r} has shape {shape} ({len(shape)} dimensions); "
         f"expected images as (N, H, W), (N, H, W, C) or (N, C, H, W), or features as (N, D)"
     )
+
+
+def _scaled(x: np.ndarray) -> np.ndarray:
+    """Stored images as float32 in [0, 1]: uint8 scaled by 1/255, floats kept as they are."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32)
+
+
+def _laid_out(x: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "nhw":
+        return x[:, None, :, :]
+    if layout == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def _item_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    if layout == "nhw":
+        return (1, *shape[1:])
+    if layout == "nhwc":
+        return (shape[3], shape[1], shape[2])
+    return tuple(shape[1:])
 
 
 def _npz_labels(key: str, y: np.ndarray, path: Path) -> np.ndarray:
@@ -326,6 +410,24 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
     or tabular features ``(N, D)``: any finite numbers, kept as they are.
     Labels: integers (or whole-number floats) ``0..K-1``, each class present in ``y_train``.
     """
+    path = _npz_path(cfg, root)
+    arrays = _read_members(path, NPZ_KEYS)
+    x_train = _npz_images("x_train", arrays["x_train"], path)
+    x_test = _npz_images("x_test", arrays["x_test"], path)
+    y_train = _npz_labels("y_train", arrays["y_train"], path)
+    y_test = _npz_labels("y_test", arrays["y_test"], path)
+    num_classes = _check_npz_splits(path, x_train.shape, x_test.shape, y_train, y_test)
+    return RawSplits(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=tuple(str(c) for c in range(num_classes)),
+    )
+
+
+def _npz_path(cfg: DataConfig, root: Path) -> Path:
+    """``data.path``, once it looks like an .npz archive (its first bytes)."""
     path = _resolve(cfg, root)
     if not path.is_file():
         raise ConfigError(
@@ -346,6 +448,11 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
             f"data.path: {str(path)!r} {what}: it is corrupted or in another format; save the "
             f"arrays {', '.join(NPZ_KEYS)} with np.savez or np.savez_compressed"
         )
+    return path
+
+
+def _read_members(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of the archive, read whole (after checking that all four exist)."""
     try:
         archive = np.load(path, allow_pickle=False)
     except NPZ_DAMAGE as err:
@@ -362,7 +469,7 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
                 f"{', '.join(NPZ_KEYS)}"
             )
         arrays = {}
-        for key in NPZ_KEYS:
+        for key in keys:
             try:
                 arrays[key] = archive[key]
             except ValueError as err:
@@ -375,29 +482,186 @@ def load_npz(cfg: DataConfig, root: Path) -> RawSplits:
                 ) from err
             except NPZ_DAMAGE as err:
                 raise _damaged_member(key, path, err) from err
+    return arrays
 
-    x_train = _npz_images("x_train", arrays["x_train"], path)
-    x_test = _npz_images("x_test", arrays["x_test"], path)
-    y_train = _npz_labels("y_train", arrays["y_train"], path)
-    y_test = _npz_labels("y_test", arrays["y_test"], path)
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if len(x) != len(y):
+
+def _check_npz_splits(
+    path: Path,
+    x_train_shape: tuple[int, ...],
+    x_test_shape: tuple[int, ...],
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+) -> int:
+    """The class count, once both splits have one label per image and the same image shape."""
+    for split, shape, y in (("train", x_train_shape, y_train), ("test", x_test_shape, y_test)):
+        if shape[0] != len(y):
             raise ConfigError(
-                f"data.path: x_{split} has {len(x)} examples but y_{split} has {len(y)} labels "
-                f"in {str(path)!r}; expected one label per image"
+                f"data.path: x_{split} has {shape[0]} examples but y_{split} has {len(y)} "
+                f"labels in {str(path)!r}; expected one label per image"
             )
-        if len(x) == 0:
+        if shape[0] == 0:
             raise ConfigError(f"data.path: x_{split} in {str(path)!r} is empty")
-    if x_train.shape[1:] != x_test.shape[1:]:
+    if tuple(x_train_shape[1:]) != tuple(x_test_shape[1:]):
         raise ConfigError(
-            f"data.path: x_train images are {x_train.shape[1:]} (C, H, W) but x_test images are "
-            f"{x_test.shape[1:]} in {str(path)!r}; both splits need the same image shape"
+            f"data.path: x_train images are {tuple(x_train_shape[1:])} (C, H, W) but x_test "
+            f"images are {tuple(x_test_shape[1:])} in {str(path)!r}; both splits need the same "
+            "image shape"
         )
-    num_classes = check_classes(y_train, y_test, source=f"data.path: {str(path)!r}")
-    return RawSplits(
-        x_train=x_train,
+    return check_classes(y_train, y_test, source=f"data.path: {str(path)!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams: the same examples, read from disk when asked for
+
+
+@dataclass(frozen=True)
+class FileStreams:
+    """Both splits of a file dataset as stream sources, with what is small enough to hold."""
+
+    train: Any  # vogflow.data.stream.Source
+    y_train: np.ndarray
+    test: Any
+    y_test: np.ndarray
+    classes: tuple[str, ...]
+    train_paths: tuple[str, ...] | None
+    test_paths: tuple[str, ...] | None
+    identity: dict[str, Any]  # what the files are, for caching a pass over them
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def stream_imagefolder(folder: Folder, cfg: DataConfig) -> FileStreams:
+    """A scanned image folder as sources that decode each image when it is read."""
+    listing = [
+        [f.relative_to(folder.path).as_posix(), *_stamp(f)]
+        for f in folder.train_files + folder.test_files
+    ]
+    return FileStreams(
+        train=ImageFiles(folder.train_files, folder.grey, cfg.image_size, folder.size),
+        y_train=folder.y_train,
+        test=ImageFiles(folder.test_files, folder.grey, cfg.image_size, folder.size),
+        y_test=folder.y_test,
+        classes=folder.classes,
+        train_paths=folder.paths(folder.train_files),
+        test_paths=folder.paths(folder.test_files),
+        identity={
+            "kind": "imagefolder",
+            "path": str(folder.path.resolve()),
+            "image_size": cfg.image_size,
+            "files": listing,
+        },
+    )
+
+
+class CompressedNpz(ConfigError):
+    """The archive's images are deflated (np.savez_compressed): they cannot be memory-mapped."""
+
+
+class NpzImages:
+    """One image array of an .npz as a stream source: a memory map of the stored member, each
+    row converted when read as :func:`load_npz` converts the whole array."""
+
+    def __init__(self, member: Any, layout: str) -> None:
+        self.member, self.layout = member, layout
+        self.item_shape = _item_shape(member.shape, layout)
+        self._array: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.member.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A map pickles as a full copy of its data: loader processes map the file themselves.
+        return {**self.__dict__, "_array": None}
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        if self._array is None:
+            self._array = self.member.open()
+        return _laid_out(_scaled(np.asarray(self._array[index])), self.layout)
+
+
+def stream_npz(cfg: DataConfig, root: Path) -> FileStreams:
+    """The archive's images memory-mapped in place (labels are read whole: they are small).
+
+    Validated as :func:`load_npz` validates, reading float images once in chunks for their range.
+    Raises :class:`CompressedNpz` when an image array is compressed.
+    """
+    from vogflow.data import npzmap
+
+    path = _npz_path(cfg, root)
+    labels = _read_members(path, ("y_train", "y_test"))
+    y_train = _npz_labels("y_train", labels["y_train"], path)
+    y_test = _npz_labels("y_test", labels["y_test"], path)
+    infos = npzmap.members(path)
+    sources = {}
+    for key in ("x_train", "x_test"):
+        try:
+            shape, dtype, _ = npzmap.header(path, infos[key])
+            if len(shape) == 2:
+                raise ConfigError(
+                    f"data.stream: {key} in {str(path)!r} holds tabular features {shape}, which "
+                    "are read into memory; set data.stream to false (or auto)"
+                )
+            _check_image_dtype(key, dtype, path)
+            layout = _image_layout(key, shape, path)
+            member = npzmap.locate(path, infos[key])
+        except npzmap.CompressedMember as err:
+            raise CompressedNpz(
+                f"data.stream: {key} in {str(path)!r} is compressed (np.savez_compressed), so it "
+                "cannot be read from disk batch by batch; save it again uncompressed: "
+                f"a = np.load({str(path)!r}); np.savez('stored.npz', **a) (and point data.path "
+                "there), or set data.stream to false to load it into memory"
+            ) from err
+        except NPZ_DAMAGE as err:
+            raise _damaged_member(key, path, err) from err
+        sources[key] = NpzImages(member, layout)
+        if np.issubdtype(dtype, np.floating):
+            _check_float_rows(key, sources[key], path)
+    train, test = sources["x_train"], sources["x_test"]
+    num_classes = _check_npz_splits(
+        path, (len(train), *train.item_shape), (len(test), *test.item_shape), y_train, y_test
+    )
+    return FileStreams(
+        train=train,
         y_train=y_train,
-        x_test=x_test,
+        test=test,
         y_test=y_test,
         classes=tuple(str(c) for c in range(num_classes)),
+        train_paths=None,
+        test_paths=None,
+        identity={"kind": "npz", "path": str(path.resolve()), "file": _stamp(path)},
     )
+
+
+def _check_float_rows(key: str, source: NpzImages, path: Path) -> None:
+    from vogflow.data.stream import raw_chunks
+
+    lo, hi, finite = np.inf, -np.inf, True
+    for chunk in raw_chunks(source):
+        if not np.isfinite(chunk).all():
+            finite = False
+            break
+        if chunk.size:
+            lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    if not np.isfinite(lo):
+        lo = hi = 0.0
+    _check_image_values(key, lo, hi, finite, path)
+
+
+def npz_values(cfg: DataConfig, root: Path) -> int:
+    """How many float32 values both image splits of the archive decode to (headers only)."""
+    from vogflow.data import npzmap
+
+    path = _npz_path(cfg, root)
+    try:
+        infos = npzmap.members(path)
+    except NPZ_DAMAGE:
+        return 0  # loading it reports the damage in its own words
+    total = 0
+    for key in ("x_train", "x_test"):
+        if key in infos:
+            shape, _, _ = npzmap.header(path, infos[key])
+            total += int(np.prod(shape))
+    return total

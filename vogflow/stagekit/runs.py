@@ -31,27 +31,32 @@ def load_run_dataset(
 def load_run_data(
     data_cfg: DataConfig, root: Path, run_dir: str | Path, manifest: dict[str, Any]
 ) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """Per split: the inputs and ``label``/``true_label``/``noisy`` exactly as the run saw them."""
+    """Per split: the inputs (an array, or a stream read on demand) and
+    ``label``/``true_label``/``noisy`` exactly as the run saw them, with ``path`` (each example's
+    file relative to ``data.path``) for image folders."""
     from vogflow.io import read_npz
     from vogflow.train import LABELS
 
     dataset = load_run_dataset(data_cfg, root, run_dir, manifest)
     train_labels = read_npz(Path(run_dir) / LABELS)
     test_y = dataset.test.y
-    return {
-        "train": (dataset.train.x, train_labels),
-        "test": (
-            dataset.test.x,
-            {"label": test_y, "true_label": test_y, "noisy": np.zeros(len(test_y), dtype=bool)},
-        ),
+    test_labels = {
+        "label": test_y,
+        "true_label": test_y,
+        "noisy": np.zeros(len(test_y), dtype=bool),
     }
+    for labels, split in ((train_labels, dataset.train), (test_labels, dataset.test)):
+        if split.paths is not None:
+            labels["path"] = np.asarray(split.paths, dtype=str)
+    return {"train": (dataset.train.x, train_labels), "test": (dataset.test.x, test_labels)}
 
 
 def load_extraction(path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:
-    """A gradients-stage ``.npz``: the :class:`Extraction` and ``true_label``/``noisy``."""
+    """A gradients-stage ``.npz``: the :class:`Extraction` and ``true_label``/``noisy`` (and
+    ``path`` when the data is an image folder)."""
     from vogflow.extraction import Extraction
     from vogflow.io import read_npz
 
     arrays = read_npz(path)
-    extra = {k: arrays.pop(k) for k in ("true_label", "noisy")}
+    extra = {k: arrays.pop(k) for k in ("true_label", "noisy", "path") if k in arrays}
     return Extraction.from_arrays(arrays), extra

@@ -1,0 +1,85 @@
+"""Torch loaders over a split's inputs, streamed or in memory: in-order batches for evaluation and
+extraction, and the training loop's own index lists.
+
+Loader processes only read and normalise rows; every random draw (shuffle order, augmentation,
+dropout) stays in the training loop, so a streamed run draws exactly what an in-memory one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+
+class Rows(TorchDataset):
+    """Row ``i`` of ``x`` as a tensor, with its label when ``y`` is given."""
+
+    def __init__(self, x: Any, y: np.ndarray | None = None) -> None:
+        self.x, self.y = x, None if y is None else np.asarray(y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def _item(self, row: np.ndarray, i: int) -> Any:
+        xt = torch.from_numpy(np.ascontiguousarray(row))
+        return xt if self.y is None else (xt, int(self.y[i]))
+
+    def __getitem__(self, i: int) -> Any:
+        return self._item(self.x[i], i)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        # One read per batch: a memory map or an image decoder serves the rows together.
+        rows = self.x[np.asarray(indices, dtype=np.int64)]
+        return [self._item(row, i) for row, i in zip(rows, indices, strict=True)]
+
+
+def workers_of(x: Any) -> int:
+    """The loader processes a streamed split asks for (``data.workers``); 0 for arrays."""
+    return int(getattr(x, "workers", 0))
+
+
+def sequential(
+    x: Any, y: np.ndarray | None, *, batch_size: int, pin: bool | None = None
+) -> DataLoader:
+    """In-order batches of ``x`` (and ``y``): ``(inputs, labels)`` pairs, or inputs alone."""
+    pin = torch.cuda.is_available() if pin is None else pin
+    return DataLoader(
+        Rows(x, y),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers_of(x),
+        pin_memory=pin,
+    )
+
+
+def extraction_input(x: Any, y: np.ndarray, *, batch_size: int) -> Any:
+    """What :func:`vogflow.engine.run_extraction` reads: the ``(x, y)`` arrays themselves, or an
+    in-order loader of a streamed split with the same batch boundaries (and so the same bits)."""
+    if isinstance(x, np.ndarray | torch.Tensor):
+        return (x, y)
+    return sequential(x, y, batch_size=batch_size)
+
+
+def index_batches(
+    x: Any, steps: Iterable[torch.Tensor], *, pin: bool = False
+) -> Iterator[torch.Tensor]:
+    """``x[idx]`` for each ``idx`` of ``steps`` in turn, as ``torch`` tensors.
+
+    An array is indexed directly; a streamed split is read through a loader whose batch sampler
+    is ``steps`` itself, so its workers decode the next batches while the current one trains.
+    """
+    if isinstance(x, np.ndarray | torch.Tensor):
+        xt = torch.as_tensor(x)
+        return (xt[idx] for idx in steps)
+    loader = DataLoader(
+        Rows(x),
+        batch_sampler=[torch.as_tensor(idx).tolist() for idx in steps],
+        num_workers=workers_of(x),
+        pin_memory=pin,
+    )
+    return iter(loader)
