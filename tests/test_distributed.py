@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -305,6 +306,46 @@ def test_gradients_processes_starts_the_stage_under_torchrun_itself(trained, tmp
                 np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
             else:
                 np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_path):
+    """`vogflow audit --processes 2`: torchrun ranks, one report, one file, the same rows."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    np.savez(
+        tmp_path / "d.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:301], y_test=y[200:301]
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+
+    def audit(out: str, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "vogflow.cli", "audit", "--checkpoints"]
+        command += [str(trained / "runs/main/checkpoints"), "--data", f"npz:{tmp_path / 'd.npz'}"]
+        command += ["--out", str(tmp_path / out), "--quiet", "--batch-size", "16", *extra]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    one = audit("one.parquet")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = audit("two.parquet", "--processes", "2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote ") == 1, two.stdout  # rank 0 alone reports and writes
+    want = pd.read_parquet(tmp_path / "one.parquet")
+    got = pd.read_parquet(tmp_path / "two.parquet")
+    assert list(got.columns) == list(want.columns) and len(got) == 101
+    for column in want.columns:
+        if pd.api.types.is_float_dtype(want[column]):
+            np.testing.assert_allclose(got[column], want[column], rtol=1e-5, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(got[column], want[column], err_msg=column)
+    bad = audit("bad.parquet", "--processes", "2", "--window-size", "9")
+    assert bad.returncode != 0
+    # One line, not one per rank, nor the launcher's page of traceback about the same failure.
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert bad.stderr.startswith("vogflow audit: error: window 'early' of size 9"), bad.stderr
+    assert not (tmp_path / "bad.parquet").exists()
 
 
 @pytest.mark.parametrize("death", ["raise", "exit"])

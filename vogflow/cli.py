@@ -9,6 +9,7 @@ code 2 (never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import importlib
 import sys
@@ -385,6 +386,27 @@ def text_data(args: argparse.Namespace, data_path: str, source: Any, model: Any)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    import os
+
+    if args.processes > 1 and "WORLD_SIZE" not in os.environ:
+        from vogflow import procgroup
+
+        check_out_file(args.out)  # before starting N interpreters
+        return procgroup.run_processes(args.processes, "vogflow.cli", args.argv)
+    if _peer_rank():
+        # Rank 0 prints and writes; a peer's lines would repeat them N times.
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _cmd_audit(args)
+    return _cmd_audit(args)
+
+
+def _peer_rank() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) != 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
     out_path = check_out_file(args.out)
     kind, data_path = parse_data(args.data)
     check_text_options(args, kind)
@@ -451,6 +473,8 @@ def _audit(
             channels_last=args.channels_last,
             progress=not args.quiet,
         )
+        if table is None:  # a peer rank under --processes/torchrun: rank 0 holds the table
+            return 0
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
@@ -783,6 +807,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fp32 (default, exact); tf32 or bf16 trade exactness for speed on a GPU",
     )
     p.add_argument(
+        "--processes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="processes sharing the extraction (torchrun, contiguous rows; one GPU each on a "
+        "GPU machine); the same table as one process",
+    )
+    p.add_argument(
         "--channels-last",
         action="store_true",
         help="image models and batches in the channels-last layout (faster on recent GPUs)",
@@ -880,8 +912,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``vogflow`` command; returns the exit code (2 = bad input, with a one-line why)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
+        args.argv = argv
     except SystemExit as exit_:  # --help, --version, or argparse's own usage error
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
     if not getattr(args, "func", None):
@@ -899,6 +933,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except VogflowError as err:
+        if _peer_rank():  # rank 0 reports every rank's failure in its own line
+            return 2
         message = " ".join(str(err).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +34,41 @@ def sharded() -> bool:
     return world_size() > 1
 
 
+def _torchrun(processes: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "vogflow.procgroup",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+    ]
+
+
+def launch(argv: Sequence[str]) -> int:
+    """torchrun with ``argv``, quiet when a rank fails: its exit status, and no more lines.
+
+    The ranks already report a failure in one line (rank 0 names the failed rank); torchrun's
+    own report of the same failure is a page of traceback and log lines, which would bury it.
+    """
+    import logging
+
+    # torchrun sets 1 per rank anyway when unset, with a banner about it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    try:
+        torchrun(list(argv))
+    except ChildFailedError as err:
+        _, first = err.get_first_failure()
+        return first.exitcode if first.exitcode and first.exitcode > 0 else 1
+    return 0
+
+
 def start_processes(processes: int) -> None:
     """Become ``processes`` copies of this command under torchrun, unless torchrun started it.
 
@@ -46,9 +81,17 @@ def start_processes(processes: int) -> None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     # The `--` keeps torchrun from reading the stage's `--run` as its own `--run-path`.
-    os.execv(sys.executable, [*torchrun, f"--nproc_per_node={processes}", "--", *sys.argv])
+    os.execv(sys.executable, [*_torchrun(processes), "--", *sys.argv])
+
+
+def run_processes(processes: int, module: str, args: Sequence[str]) -> int:
+    """``python -m module *args`` on ``processes`` ranks under torchrun, as a child; its exit
+    status. For commands called from Python too (``vogflow.cli.main``), which must not replace
+    their caller's process."""
+    import subprocess
+
+    return subprocess.run([*_torchrun(processes), "-m", module, *args]).returncode
 
 
 def shard_rows(num_examples: int, rank: int, world: int) -> range:
@@ -128,3 +171,7 @@ def settle(
         others = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
         raise error(f"rank {r} of {world} failed{where(r)}{others}: {message}")
     return [p for _, p in statuses]
+
+
+if __name__ == "__main__":
+    sys.exit(launch(sys.argv[1:]))
