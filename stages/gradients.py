@@ -71,8 +71,12 @@ def peer(args: Any) -> None:
         models, _, data = load(prm, project_root(), args)
         for split in prm.gradients.splits:
             extract_split(prm, models, *data[split])
-    except VogflowError:
-        sys.exit(2)
+    except Exception as err:
+        if procgroup.reported_by_rank0(err):
+            procgroup.outlive_rank0()
+        elif not isinstance(err, VogflowError):
+            raise
+        sys.exit(2 if isinstance(err, VogflowError) else 1)
 
 
 def main() -> None:

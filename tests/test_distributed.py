@@ -7,7 +7,6 @@ The file is also the workers' script: ``torchrun ... tests/test_distributed.py <
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -238,24 +237,26 @@ def stage_args(out: str) -> list[str]:
     ]
 
 
-def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained):
+def run_alone(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A script in one plain process (no torchrun variables, whatever the test's environment)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    single = subprocess.run(
-        [sys.executable, *stage_args("one")],
-        cwd=trained,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env.pop("WORLD_SIZE", None)
+    command = [sys.executable, *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def one_process(trained):
+    """The gradients stage's outputs from one process."""
+    single = run_alone(*stage_args("one"), cwd=trained)
     assert single.returncode == 0, single.stderr[-3000:]
-    sharded = torchrun(*stage_args("two"), cwd=trained)
-    assert sharded.returncode == 0, sharded.stderr[-3000:]
-    assert "on 2 processes" in sharded.stdout
-    assert sharded.stdout.count("== gradients@main") == 1  # only rank 0 reports
+    return trained / "one"
+
+
+def assert_same_outputs(got_dir: Path, want_dir: Path) -> None:
     for split in ("train", "test"):
-        want = read_npz(trained / "one/gradients" / f"{split}.npz")
-        got = read_npz(trained / "two/gradients" / f"{split}.npz")
+        want = read_npz(want_dir / "gradients" / f"{split}.npz")
+        got = read_npz(got_dir / "gradients" / f"{split}.npz")
         assert sorted(got) == sorted(want)
         for key in want:
             assert got[key].dtype == want[key].dtype, key
@@ -263,49 +264,27 @@ def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained):
                 np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
             else:
                 np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-    one = (trained / "one/gradients.json").read_text()
-    assert (trained / "two/gradients.json").read_text() == one
+    assert (got_dir / "gradients.json").read_text() == (want_dir / "gradients.json").read_text()
 
 
-def test_gradients_processes_starts_the_stage_under_torchrun_itself(trained, tmp_path):
+def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained, one_process):
+    sharded = torchrun(*stage_args("two"), cwd=trained)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "on 2 processes" in sharded.stdout
+    assert sharded.stdout.count("== gradients@main") == 1  # only rank 0 reports
+    assert_same_outputs(trained / "two", one_process)
+
+
+def test_gradients_processes_starts_the_stage_under_torchrun_itself(trained, one_process):
     """`gradients.processes: 2` with the plain command dvc.yaml runs: the sharded outputs."""
-    project = tmp_path / "project"
-    shutil.copytree(trained, project, ignore=shutil.ignore_patterns("one", "two", "dead"))
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params = yaml.safe_load((trained / "params.yaml").read_text())
     params["gradients"]["processes"] = 2
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    done = subprocess.run(
-        [sys.executable, *stage_args("self")],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    (trained / "self.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    done = run_alone(*stage_args("self"), "--params", "self.yaml", cwd=trained)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 processes" in done.stdout
     assert done.stdout.count("== gradients@main") == 1
-    one = trained / "one/gradients"
-    if not one.exists():  # this test alone: the one-process outputs to compare with
-        single = subprocess.run(
-            [sys.executable, *stage_args("one")],
-            cwd=trained,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert single.returncode == 0, single.stderr[-3000:]
-    for split in ("train", "test"):
-        want = read_npz(one / f"{split}.npz")
-        got = read_npz(project / "self/gradients" / f"{split}.npz")
-        for key in want:
-            if np.issubdtype(want[key].dtype, np.floating):
-                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
-            else:
-                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert_same_outputs(trained / "self", one_process)
 
 
 def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_path):
@@ -318,14 +297,12 @@ def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_pat
     np.savez(
         tmp_path / "d.npz", x_train=x[:200], y_train=y[:200], x_test=x[200:301], y_test=y[200:301]
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
 
     def audit(out: str, *extra: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "vogflow.cli", "audit", "--checkpoints"]
+        command = ["-m", "vogflow.cli", "audit", "--checkpoints"]
         command += [str(trained / "runs/main/checkpoints"), "--data", f"npz:{tmp_path / 'd.npz'}"]
         command += ["--out", str(tmp_path / out), "--quiet", "--batch-size", "16", *extra]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        return run_alone(*command, cwd=tmp_path)
 
     one = audit("one.parquet")
     assert one.returncode == 0, one.stderr[-3000:]

@@ -14,32 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
+from test_sources import states, tiny, xy
 
 from vogflow import cli, sources, tracking
 from vogflow.api import audit
 from vogflow.capture import CheckpointRecorder
 from vogflow.checkpoints import CheckpointError
 from vogflow.rankings import read
-
-
-def tiny() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
-def states(k: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(seed)
-    base = tiny().state_dict()
-    return [
-        {n: v + 0.3 * torch.randn(v.shape, generator=gen) for n, v in base.items()}
-        for _ in range(k)
-    ]
-
-
-def xy(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(7)
-    return torch.rand(n, 1, 8, 8, generator=gen), torch.randint(0, 3, (n,), generator=gen)
 
 
 def run_audit(model, checkpoints, data=None, **kw):

@@ -406,6 +406,15 @@ def _peer_rank() -> bool:
     return int(os.environ.get("RANK", "0")) != 0
 
 
+def _outlive_rank0(err: BaseException) -> None:
+    """A peer whose failure rank 0 reports stays until rank 0 has said it (see procgroup)."""
+    from vogflow import procgroup
+
+    chain = [err, err.__cause__] if err.__cause__ is not None else [err]
+    if any(procgroup.reported_by_rank0(e) for e in chain):
+        procgroup.outlive_rank0()
+
+
 def _cmd_audit(args: argparse.Namespace) -> int:
     out_path = check_out_file(args.out)
     kind, data_path = parse_data(args.data)
@@ -934,6 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except VogflowError as err:
         if _peer_rank():  # rank 0 reports every rank's failure in its own line
+            _outlive_rank0(err)
             return 2
         message = " ".join(str(err).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)

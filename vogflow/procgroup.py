@@ -164,6 +164,8 @@ def settle(
     statuses: list = [None] * world
     dist.all_gather_object(statuses, (message, payload))
     if failure is not None:
+        if dist.get_rank() != 0:
+            failure.reported_by_rank0 = True  # type: ignore[attr-defined]
         raise failure
     failed = [(r, m) for r, (m, _) in enumerate(statuses) if m is not None]
     if failed:
@@ -171,6 +173,23 @@ def settle(
         others = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
         raise error(f"rank {r} of {world} failed{where(r)}{others}: {message}")
     return [p for _, p in statuses]
+
+
+def reported_by_rank0(err: BaseException) -> bool:
+    """Whether ``err`` went to rank 0 through :func:`settle`, which names it in its own line."""
+    return bool(getattr(err, "reported_by_rank0", False))
+
+
+def outlive_rank0() -> None:
+    """Wait until rank 0 leaves the group, for a rank whose failure rank 0 reports.
+
+    torchrun stops every rank as soon as one exits with an error: a failed rank that left at
+    once would often stop rank 0 before rank 0 printed the line that names the failure.
+    """
+    try:
+        dist.barrier()  # rank 0 never joins it: it ends when rank 0's process is gone
+    except Exception:
+        pass
 
 
 if __name__ == "__main__":
