@@ -237,9 +237,12 @@ def test_streamed_batches_are_the_loop_index_lists(tmp_path):
     image_folder(tmp_path)
     data = load_dataset(folder_cfg(stream=True, workers=2), tmp_path)
     steps = list(torch.randperm(24, generator=torch.Generator().manual_seed(0)).split(7))
+    # An empty list too: a DDP rank's share of a last batch smaller than the job.
+    steps.insert(2, steps[0][:0])
     got = list(index_batches(data.train.x, steps))
-    assert [len(b) for b in got] == [7, 7, 7, 3]
+    assert [len(b) for b in got] == [7, 7, 0, 7, 3]
     for idx, batch in zip(steps, got, strict=True):
+        assert batch.shape[1:] == data.train.x.shape[1:]
         assert torch.equal(batch, torch.from_numpy(data.train.x[idx.numpy()]))
 
 

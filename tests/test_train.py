@@ -425,6 +425,16 @@ def test_augment_batch_is_a_seeded_crop_and_flip():
         candidates += [c.flip(-1) for c in candidates]
         assert any(torch.equal(a[i], c) for c in candidates), i
 
+    # A share of the batch (a DDP rank's rows) gets exactly its rows of the whole batch's result,
+    # and leaves the generator where the whole batch does.
+    for rows in (slice(0, 6), slice(6, 11), slice(11, 16), slice(16, 16)):
+        gen = torch.Generator().manual_seed(1)
+        part = augment_batch(x[rows], "crop_flip", gen, rows=rows, of=len(x))
+        assert torch.equal(part, a[rows])
+        after_whole = torch.Generator().manual_seed(1)
+        augment_batch(x, "crop_flip", after_whole)
+        assert torch.equal(gen.get_state(), after_whole.get_state())
+
 
 def test_a_diverging_run_stops_with_the_fix(digits, tmp_path):
     recipe = TrainConfig(epochs=2, batch_size=64, lr=1e12, milestones=(), device="cpu")

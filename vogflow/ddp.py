@@ -1,9 +1,10 @@
 """The processes that train one run: one (the plain loop) or a ``torchrun`` job (DDP).
 
 Under ``torchrun --nproc_per_node=N`` every rank draws the same seeded permutation, cuts the
-same global batches of ``train.batch_size`` examples from it (augmenting the whole batch, so the
-generators advance as in one process) and trains on a contiguous share of each batch; shares
-differ in size by at most one example. Each rank's loss is its share's summed loss scaled by
+same global batches of ``train.batch_size`` examples from it and trains on a contiguous share of
+each batch, reading only that share (shares differ in size by at most one example); augmentation
+draws for the whole batch, so the generators advance and each example is cropped and flipped as
+in one process. Each rank's loss is its share's summed loss scaled by
 ``world / batch``, so DDP's mean of the ranks' gradients is the gradient of the global batch's
 mean loss, as in one process, even for uneven shares. What differs from one process is only the
 float summation order (per-rank sums, then the all-reduce), so checkpoints agree to float
@@ -75,12 +76,10 @@ class Ranks:
                 "(torch syncs them on GPUs only); train it with one process on the CPU"
             )
 
-    def take(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's contiguous rows of a global batch (all of them for one process)."""
-        if self.world == 1:
-            return x, y
-        rows = procgroup.shard_rows(len(y), self.rank, self.world)
-        return x[rows.start : rows.stop], y[rows.start : rows.stop]
+    def share(self, batch: int) -> slice:
+        """This rank's contiguous rows of a ``batch``-example global batch (all for one process)."""
+        rows = procgroup.shard_rows(batch, self.rank, self.world)
+        return slice(rows.start, rows.stop)
 
     def loss(
         self, logits: torch.Tensor, y: torch.Tensor, batch: int

@@ -52,20 +52,34 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch > m)
 
 
-def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """The paper's CIFAR augmentation: 4-pixel zero-padded random crop and horizontal flip."""
+def augment_batch(
+    x: torch.Tensor,
+    kind: str,
+    generator: torch.Generator,
+    *,
+    rows: slice | None = None,
+    of: int = 0,
+) -> torch.Tensor:
+    """The paper's CIFAR augmentation: 4-pixel zero-padded random crop and horizontal flip.
+
+    ``x`` may be ``rows`` of an ``of``-example batch (a DDP rank's share): the draws are the
+    whole batch's, in the same order, so every rank advances ``generator`` alike and each
+    example gets the crop and flip it would get in one process.
+    """
     if kind == "none":
         return x
     b, _, h, w = x.shape
+    rows = slice(0, b) if rows is None else rows
+    total = of or b
     pad = 4
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]
-    crops = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols]
+    oy = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[rows]
+    ox = torch.randint(0, 2 * pad + 1, (total,), generator=generator)[rows]
+    at_rows = (oy[:, None] + torch.arange(h))[:, :, None]
+    at_cols = (ox[:, None] + torch.arange(w))[:, None, :]
+    crops = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], at_rows, at_cols]
     crops = crops.permute(0, 3, 1, 2)
-    flip = torch.rand(b, generator=generator) < 0.5
+    flip = (torch.rand(total, generator=generator) < 0.5)[rows]
     return torch.where(flip[:, None, None, None], crops.flip(-1), crops).contiguous()
 
 
@@ -406,11 +420,14 @@ def _train_run(
             enabled=sys.stderr.isatty() and ranks.writer,
         )
         steps = [order[i : i + cfg.batch_size] for i in range(0, n, cfg.batch_size)]
-        inputs = loaders.index_batches(x_train, steps, pin=device.type == "cuda")
-        for idx, x_idx in zip(steps, inputs, strict=True):
-            xb = augment_batch(x_idx, dataset.augment, generator).to(device)
-            yb = y_train[idx].to(device)
-            xb, yb = ranks.take(xb, yb)
+        # Each rank reads (decodes, for streamed data) only its own share of every batch.
+        shares = [ranks.share(len(idx)) for idx in steps]
+        own = [idx[share] for idx, share in zip(steps, shares, strict=True)]
+        inputs = loaders.index_batches(x_train, own, pin=device.type == "cuda")
+        for idx, share, x_own in zip(steps, shares, inputs, strict=True):
+            xb = augment_batch(x_own, dataset.augment, generator, rows=share, of=len(idx))
+            xb = xb.to(device)
+            yb = y_train[idx[share]].to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = net(xb)
             loss, summed = ranks.loss(logits, yb, len(idx))

@@ -76,10 +76,20 @@ def index_batches(
     if isinstance(x, np.ndarray | torch.Tensor):
         xt = torch.as_tensor(x)
         return (xt[idx] for idx in steps)
+    steps = [torch.as_tensor(idx).tolist() for idx in steps]
     loader = DataLoader(
         Rows(x),
-        batch_sampler=[torch.as_tensor(idx).tolist() for idx in steps],
+        batch_sampler=[idx for idx in steps if idx],
         num_workers=workers_of(x),
         pin_memory=pin,
     )
-    return iter(loader)
+    return _with_empty(iter(loader), steps, tuple(x.shape[1:]))
+
+
+def _with_empty(
+    batches: Iterator[torch.Tensor], steps: Sequence[list[int]], shape: tuple[int, ...]
+) -> Iterator[torch.Tensor]:
+    # A loader cannot collate an empty batch; a DDP rank's share of a last batch smaller than
+    # the job is one.
+    for idx in steps:
+        yield next(batches) if idx else torch.empty((0, *shape), dtype=torch.float32)
