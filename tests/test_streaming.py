@@ -358,3 +358,53 @@ def test_figures_read_only_the_rows_they_show(tmp_path):
         images, scores, data.train.y, class_ids=[0], class_names=data.classes, k=1
     )
     assert len(read) == 8 + 2
+
+
+# ---------------------------------------------------------------------------------------------
+# vogflow audit on the user's own files
+
+
+def test_vogflow_audit_streams_files_to_the_same_table_with_paths(tmp_path, monkeypatch, capsys):
+    from vogflow import cli
+    from vogflow.rankings import read
+
+    images = image_folder(tmp_path)
+    npz_file(tmp_path / "d.npz", channels_last=False)
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n\n\n"
+        "def imagefolder():\n    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))\n\n\n"
+        "def npz():\n    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gen = torch.Generator().manual_seed(0)
+    for kind, features in (("imagefolder", 3 * 8 * 8), ("npz", 3 * 6 * 6)):
+        for epoch in range(1, 5):
+            weights = {
+                "1.weight": torch.randn(4, features, generator=gen),
+                "1.bias": torch.zeros(4),
+            }
+            torch.save(weights, tmp_path / f"{kind}_{epoch}.pt")
+    tables = {}
+    for kind, where in (("imagefolder", images), ("npz", tmp_path / "d.npz")):
+        for mode, workers in (("false", "2"), ("true", "0"), ("true", "2")):
+            out = tmp_path / f"{kind}_{mode}_{workers}.parquet"
+            ckpts = [str(tmp_path / f"{kind}_{e}.pt") for e in range(1, 5)]
+            args = ["audit", "--model", f"nets:{kind}", "--checkpoints", *ckpts]
+            args += ["--data", f"{kind}:{where}", "--out", str(out), "--quiet", "--show", "0"]
+            assert cli.main([*args, "--stream", mode, "--workers", workers]) == 0
+            said = capsys.readouterr().out
+            assert ("streaming" in said) == (mode == "true"), said
+            tables[kind, mode, workers] = read(out)
+    for kind in ("imagefolder", "npz"):
+        want = tables[kind, "false", "2"]
+        for key in (("true", "0"), ("true", "2")):
+            pd.testing.assert_frame_equal(tables[(kind, *key)], want)  # the same bits
+    paths = tables["imagefolder", "false", "2"]["path"].tolist()
+    on_disk = sorted(
+        (p.relative_to(images).as_posix() for p in (images / "test").rglob("*.png")),
+        key=lambda p: (p.split("/")[1], p),
+    )
+    assert paths == on_disk  # row i is the i-th file: classes in order, files sorted in each
+    assert list(tables["imagefolder", "false", "2"].columns[:2]) == ["index", "path"]
+    assert "path" not in tables["npz", "false", "2"].columns

@@ -177,14 +177,11 @@ def resolve_checkpoints(items: Sequence[str]) -> tuple[Any, str | None]:
     return source, note
 
 
-def _standardise(x: Any, normalisation: dict[str, Any]) -> Any:
-    import numpy as np
-
-    x = np.asarray(x, dtype=np.float32)
-    shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
-    mean = np.asarray(normalisation["mean"], dtype=np.float32).reshape(shape)
-    std = np.asarray(normalisation["std"], dtype=np.float32).reshape(shape)
-    return (x - mean) / std
+def _stream_mode(value: str) -> bool | str:
+    modes = {"auto": "auto", "true": True, "false": False}
+    if value.lower() not in modes:
+        raise argparse.ArgumentTypeError(f"{value!r} is not allowed; valid: auto, true, false")
+    return modes[value.lower()]
 
 
 def _has_magic(pattern: str) -> bool:
@@ -316,27 +313,38 @@ def check_text_options(args: argparse.Namespace, kind: str) -> None:
     given = [name for name, set_ in text_only.items() if set_]
     if kind != "text" and given:
         raise UsageError(f"{', '.join(given)} apply to --data text:PATH only; drop them")
+    file_only = {"--stream": args.stream != "auto", "--workers": args.workers != 2}
+    given = [name for name, set_ in file_only.items() if set_]
+    if kind == "text" and given:
+        raise UsageError(f"{', '.join(given)} apply to npz:/imagefolder: data only; drop them")
 
 
-def array_data(kind: str, data_path: str, split: str, source: Any) -> tuple[Any, Any]:
-    """``(x, y)`` of one split of an ``npz``/``imagefolder`` dataset, as the model was fed."""
-    from vogflow.config import DataConfig
-    from vogflow.data import load_raw
+def array_data(args: argparse.Namespace, kind: str, data_path: str, split: str, source: Any) -> Any:
+    """One split of an ``npz``/``imagefolder`` dataset, as the model was fed
+    (:class:`vogflow.data.user_split.UserSplit`)."""
+    from vogflow.data.user_split import load_user_split
 
     # As loaded (images in [0, 1]), not standardised with the training split's statistics: the
     # user's model was trained on its own inputs, and vogflow.audit() on the same arrays agrees.
-    raw = load_raw(DataConfig(name=kind, path=data_path), Path.cwd())
-    x, y = (raw.x_train, raw.y_train) if split == "train" else (raw.x_test, raw.y_test)
+    # Except when the manifest records what the model was fed: the pipeline's runs (and a
+    # recorder told so) trained on inputs standardised with these statistics.
     normalisation = (source.manifest or {}).get("normalisation")
+    data = load_user_split(
+        kind,
+        data_path,
+        split,
+        normalisation=normalisation,
+        stream_mode=args.stream,
+        workers=args.workers,
+    )
     if normalisation:
-        # Except when the manifest records what the model was fed: the pipeline's runs (and a
-        # recorder told so) trained on inputs standardised with these statistics.
-        x = _standardise(x, normalisation)
         print(
             f"inputs standardised with the manifest's mean {normalisation['mean']} and std "
             f"{normalisation['std']}"
         )
-    return x, y
+    if data.streamed:
+        print(f"streaming {len(data.y)} {split} examples from disk ({args.workers} workers)")
+    return data
 
 
 def text_model(spec: str | None, source: Any) -> tuple[Any, str]:
@@ -463,12 +471,19 @@ def _audit(
     items = source.for_audit()
     sources.check_fit(model, items, source.names)
     split = Path(data_path).name if kind in ONE_SPLIT_KINDS else args.split or "test"
+    paths = None
     if kind == "text":
         data = text_data(args, data_path, source, model)
         inputs = f"{len(data)} texts"
     else:
-        data = array_data(kind, data_path, split, source)
-        inputs = f"inputs of shape {tuple(data[0].shape[1:])}"
+        arrays = array_data(args, kind, data_path, split, source)
+        paths = arrays.paths
+        inputs = f"inputs of shape {arrays.input_shape}"
+        data = (arrays.x, arrays.y)
+        if arrays.streamed:
+            from vogflow.data.loaders import sequential
+
+            data = sequential(arrays.x, arrays.y, batch_size=args.batch_size)
     try:
         table = audit(
             model,
@@ -490,6 +505,10 @@ def _audit(
             f"the model failed on the {split} {inputs} ({first}); check that --model builds "
             "the architecture the checkpoints and --data were made for"
         ) from err
+    if paths is not None:  # an image folder: where each example's file is, beside its index
+        from vogflow.rankings import PATH_COLUMN
+
+        table.insert(1, PATH_COLUMN, list(paths))
     write = write_csv if out_path.suffix.lower() == ".csv" else write_parquet
     out = write(table, out_path)
     error = float(1 - table["correct"].mean())
@@ -814,6 +833,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         choices=("fp32", "tf32", "bf16"),
         help="fp32 (default, exact); tf32 or bf16 trade exactness for speed on a GPU",
+    )
+    p.add_argument(
+        "--stream",
+        default="auto",
+        type=_stream_mode,
+        help="npz/imagefolder: read batches from disk (true), load into memory (false), or auto "
+        "(default: stream only what would not comfortably fit in memory; the same scores)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=2,
+        help="processes decoding streamed examples (default: 2; 0 = in the main process)",
     )
     p.add_argument(
         "--processes",

@@ -263,14 +263,26 @@ def fingerprint(parts: list[np.ndarray | StreamedImages]) -> str:
 
 
 def load_files(cfg: Any, root: Path, *, warn: Callable[[str], None] | None = None) -> Any:
-    """An image folder or .npz as a :class:`~vogflow.data.Dataset`, streamed or in memory.
+    """An image folder or .npz as a :class:`~vogflow.data.Dataset`, streamed or in memory
+    (:func:`sources_or_raw` chooses); either way the inputs are the same bits."""
+    from vogflow.data import files, normalise
+
+    chosen = sources_or_raw(cfg, root, warn=warn)
+    if isinstance(chosen, files.FileStreams):
+        return streamed(cfg, root, chosen)
+    return normalise(cfg, chosen)
+
+
+def sources_or_raw(cfg: Any, root: Path, *, warn: Callable[[str], None] | None = None) -> Any:
+    """What ``cfg.stream`` chooses for an image folder or .npz: its stream sources
+    (:class:`~vogflow.data.files.FileStreams`), or the raw splits read into memory
+    (:class:`~vogflow.data.RawSplits`).
 
     ``cfg.stream``: true streams, false loads into memory, ``auto`` streams only when the decoded
-    splits would not comfortably fit (:func:`fits_in_memory`). Either way the inputs are the same
-    bits. A compressed .npz cannot stream: refused when streaming was asked for, loaded into
-    memory under ``auto`` (with a warning when it is large).
+    splits would not comfortably fit (:func:`fits_in_memory`). A compressed .npz cannot stream:
+    refused when streaming was asked for, loaded into memory under ``auto`` (with a warning).
     """
-    from vogflow.data import files, normalise
+    from vogflow.data import files
 
     warn = warn or _stderr
 
@@ -282,19 +294,17 @@ def load_files(cfg: Any, root: Path, *, warn: Callable[[str], None] | None = Non
         n = len(folder.train_files) + len(folder.test_files)
         channels = 1 if folder.grey else 3
         if not wanted(n * channels * folder.size[0] * folder.size[1]):
-            return normalise(cfg, files.read_imagefolder(folder, cfg))
-        streams = files.stream_imagefolder(folder, cfg)
-    else:
-        if not wanted(files.npz_values(cfg, root)):
-            return normalise(cfg, files.load_npz(cfg, root))
-        try:
-            streams = files.stream_npz(cfg, root)
-        except files.CompressedNpz as err:
-            if cfg.stream is True:
-                raise
-            warn(f"warning: {err}; loading it into memory instead")
-            return normalise(cfg, files.load_npz(cfg, root))
-    return streamed(cfg, root, streams)
+            return files.read_imagefolder(folder, cfg)
+        return files.stream_imagefolder(folder, cfg)
+    if not wanted(files.npz_values(cfg, root)):
+        return files.load_npz(cfg, root)
+    try:
+        return files.stream_npz(cfg, root)
+    except files.CompressedNpz as err:
+        if cfg.stream is True:
+            raise
+        warn(f"warning: {err}; loading it into memory instead")
+        return files.load_npz(cfg, root)
 
 
 def streamed(cfg: Any, root: Path, streams: Any) -> Any:
