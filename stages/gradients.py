@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,15 @@ def peer(args: Any) -> None:
         for split in prm.gradients.splits:
             extract_split(prm, models, *data[split])
     except Exception as err:
-        if procgroup.reported_by_rank0(err):
-            procgroup.outlive_rank0()
-        elif not isinstance(err, VogflowError):
-            raise
-        sys.exit(2 if isinstance(err, VogflowError) else 1)
+        mine = not isinstance(err, VogflowError)
+        if not procgroup.reported_by_rank0(err):
+            if mine:
+                raise
+            sys.exit(2)
+        if mine:  # a bug here: its traceback, beside rank 0's line naming this rank
+            traceback.print_exc()
+        procgroup.outlive_rank0()
+        sys.exit(1 if mine else 2)
 
 
 def main() -> None:

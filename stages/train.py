@@ -44,7 +44,9 @@ def peer(args: Any) -> None:
         prm = load_params(args.params)
         dataset = load_dataset(prm.data, project_root())
         train_run(dataset, prm.model, prm.run_train(args.run), prm.checkpoints, args.out)
-    except VogflowError:  # the same params and data refuse on rank 0 too, which reports it
+    except VogflowError as err:  # the same params and data refuse on rank 0 too, which reports it
+        if procgroup.reported_by_rank0(err):  # rank 0's own failure: let it say so first
+            procgroup.outlive_rank0()
         sys.exit(2)
     except Exception as err:
         if procgroup.lost_contact(err):  # another rank failed, and that rank reports

@@ -459,6 +459,11 @@ def test_channels_last_gives_the_same_scores_and_leaves_the_model_as_it_was(smal
     for model in models:
         conv = next(p for p in model.parameters() if p.dim() == 4)
         assert conv.is_contiguous(), "the caller's model keeps its own memory layout"
+    # ... and a model already channels-last stays so.
+    models[0].to(memory_format=torch.channels_last)
+    run(models, x, y, channels_last=True)
+    conv = next(p for p in models[0].parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     # Point inputs have no layout to change: the option is a no-op there.
     points = [nn.Linear(5, 3) for _ in range(4)]
     xp, yp = torch.randn(9, 5), torch.randint(0, 3, (9,))

@@ -7,6 +7,7 @@ Real Lightning and transformers (CPU, a few steps on a tiny model); nothing mock
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -254,6 +255,20 @@ def test_hf_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
         ]
         from_trainer = run_audit(Net(), source.for_audit())
     pd.testing.assert_frame_equal(from_trainer, run_audit(Net(), [seen[e] for e in sorted(seen)]))
+
+    # A run stopped inside an epoch (max_steps 7: 3.5 epochs) records its 3 whole epochs,
+    # complete, and never the part epoch's weights in place of a whole one.
+    steps = dataclasses.replace(args, max_steps=7, save_strategy="no", output_dir=str(tmp_path))
+    torch.manual_seed(0)
+    watcher = Seen()
+    part = VogCheckpoints(tmp_path / "part", early=1, every=1, late=1)
+    with pytest.warns(UserWarning, match="inside an epoch"):
+        Trainer(Net(), steps, train_dataset=Examples(), callbacks=[part, watcher]).train()
+    manifest = read_manifest(tmp_path / "part")
+    assert manifest["complete"] and [e["epoch"] for e in manifest["checkpoints"]] == [1, 2, 3]
+    pd.testing.assert_frame_equal(
+        run_audit(Net(), tmp_path / "part"), run_audit(Net(), [seen[e] for e in (1, 2, 3)])
+    )
 
     # Resumed from the end of epoch 2, the run replays epochs 3..5 into the same folder.
     resumed = train(resume_from_checkpoint=str(tmp_path / "trainer" / "checkpoint-4"))

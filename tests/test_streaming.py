@@ -183,6 +183,23 @@ def test_a_compressed_npz_is_refused_for_streaming_and_loaded_under_auto(tmp_pat
     assert len(warnings) == 1 and "loading it into memory instead" in warnings[0]
 
 
+def test_streamed_npz_refusals_say_what_is_wrong_not_corrupted(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    labels = {"y_train": np.arange(10) % 2, "y_test": np.arange(4) % 2}
+    np.savez(tmp_path / "i16.npz", x_train=np.zeros((10, 4, 4), np.int16),
+             x_test=np.zeros((4, 4, 4), np.int16), **labels)  # fmt: skip
+    np.savez(tmp_path / "tab.npz", x_train=rng.random((10, 5)), x_test=rng.random((4, 5)), **labels)
+    for name, expected in (("i16.npz", "has dtype int16"), ("tab.npz", "holds tabular features")):
+        with pytest.raises(ConfigError) as err:
+            load_dataset(DataConfig(name="npz", path=name, stream=True), tmp_path)
+        assert expected in str(err.value) and "corrupted" not in str(err.value)
+    # Under auto, tabular features too large for the memory rule are read into memory.
+    monkeypatch.setattr(stream, "_stderr", lambda line: None)
+    monkeypatch.setattr(stream, "available_memory", lambda: 10)
+    loaded = load_dataset(DataConfig(name="npz", path="tab.npz"), tmp_path)
+    assert isinstance(loaded.train.x, np.ndarray) and loaded.train.x.shape == (10, 5)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -209,6 +209,40 @@ def test_padding_never_counts_for_other_encoders(arch):
     np.testing.assert_allclose(scores[1:], [scores[0]] * 2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_decoder_classifier_reading_the_last_token_scores_it_unpadded(side):
+    """GPT-2-style classifiers pool at the last real token, found from input_ids, which an
+    inputs_embeds forward lacks: padded rows must not be scored at a padding position."""
+    config = transformers.GPT2Config(
+        vocab_size=40, n_positions=40, n_embd=16, n_layer=1, n_head=2, num_labels=2, pad_token_id=0
+    )
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(transformers.GPT2ForSequenceClassification(config))
+    short, long = [5, 6, 7], [8, 9, 10, 11, 12, 13, 14, 15]
+    pad = [0] * (len(long) - len(short))
+
+    def run(rows: list[list[int]], masks: list[list[int]]):
+        batch = {"input_ids": torch.tensor(rows), "attention_mask": torch.tensor(masks)}
+        y = torch.tensor([1] * len(rows))
+        return extract(models, [(batch, y)], num_examples=len(rows), window_size=2,
+                       windows=("all",), device="cpu", progress=False)  # fmt: skip
+
+    alone = run([short], [[1] * len(short)])
+    padded_short = short + pad if side == "right" else pad + short
+    short_mask = [1] * len(short) + [0] * len(pad)
+    short_mask = short_mask if side == "right" else short_mask[::-1]
+    together = run([padded_short, long], [short_mask, [1] * len(long)])
+    for key, value in alone.vog_raw.items():
+        np.testing.assert_allclose(together.vog_raw[key][0], value[0], rtol=1e-5)
+    np.testing.assert_allclose(together.stats["loss"][:, 0], alone.stats["loss"][:, 0], rtol=1e-5)
+    with torch.no_grad():  # and it is the logit the model gives its own input_ids
+        final = models[-1].eval()(input_ids=torch.tensor([short])).logits
+    want = float(torch.nn.functional.cross_entropy(final, torch.tensor([1])))
+    assert together.stats["loss"][-1, 0] == pytest.approx(want, rel=1e-5)
+
+
 def test_a_hugging_face_collator_loader_gives_the_same_scores(bert):
     from torch.utils.data import DataLoader
 
@@ -444,3 +478,12 @@ def test_cli_audits_tabular_features_from_an_npz(tabular, tmp_path, capsys):
     raw = direct_tabular_vog(states, x, y, [0, 1, 2, 3, 4])
     np.testing.assert_allclose(table["vog_all_label_raw"], raw, rtol=1e-4)
     assert len(table) == len(x)
+
+
+def test_position_limits_leave_out_the_rows_that_are_never_positions():
+    from vogflow.text import position_limit
+
+    roberta = transformers.RobertaConfig(max_position_embeddings=514, pad_token_id=1)
+    assert position_limit(roberta) == 512  # RoBERTa numbers positions from pad_token_id + 1
+    assert position_limit(transformers.BertConfig(max_position_embeddings=512)) == 512
+    assert position_limit(object()) is None

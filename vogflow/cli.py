@@ -307,6 +307,7 @@ def check_text_options(args: argparse.Namespace, kind: str) -> None:
         )
     text_only = {
         "--tokenizer": args.tokenizer is not None,
+        "--max-length": args.max_length is not None,
         "--text-column": args.text_column != "text",
         "--label-column": args.label_column != "label",
     }
@@ -379,10 +380,17 @@ def text_data(args: argparse.Namespace, data_path: str, source: Any, model: Any)
     print(f"tokenizer: {folder}")
     config = getattr(model, "config", None)
     # Never longer than the model's position embeddings, whatever the tokenizer allows.
-    positions = getattr(config, "max_position_embeddings", None)
+    positions = text.position_limit(config)
+    if args.max_length is not None and positions is not None and args.max_length > positions:
+        raise UsageError(
+            f"--max-length {args.max_length}: the model embeds at most {positions} positions; "
+            f"pass --max-length {positions} or less"
+        )
     tokenizer = text.load_tokenizer(folder)
     limit = getattr(tokenizer, "model_max_length", None)
-    limits = [v for v in (positions, limit) if isinstance(v, int) and v < text.NO_LIMIT]
+    limits = [
+        v for v in (positions, limit, args.max_length) if isinstance(v, int) and v < text.NO_LIMIT
+    ]
     return text.TextData.from_file(
         data_path,
         tokenizer,
@@ -818,6 +826,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FOLDER",
         help="text: the tokenizer's folder (default: the one saved with the checkpoints)",
+    )
+    p.add_argument(
+        "--max-length",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="text: truncate texts to N tokens (default: the model's and tokenizer's limit)",
     )
     p.add_argument("--text-column", default="text", help="text: the column of the texts")
     p.add_argument("--label-column", default="label", help="text: the column of the labels")

@@ -132,10 +132,5 @@ def join(device: str) -> tuple[Ranks, torch.device]:
             "'cuda' under torchrun (each process takes the GPU of its LOCAL_RANK)"
         )
     dev = resolve_device(procgroup.shard_device(device))
-    if dev.type == "cuda" and dev.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"--nproc_per_node: process {dev.index} has no GPU of its own "
-            f"({torch.cuda.device_count()} visible); start at most that many processes per node"
-        )
     procgroup.ensure_group(dev)
     return Ranks(dist.get_world_size(), dist.get_rank()), dev

@@ -203,6 +203,16 @@ def _per_checkpoint_stats(logits: torch.Tensor, y: torch.Tensor) -> dict[str, to
     }
 
 
+def _in_channels_last(model: nn.Module) -> bool:
+    """Whether the model's convolution weights are already laid out channels-last."""
+    return any(
+        p.dim() == 4
+        and p.is_contiguous(memory_format=torch.channels_last)
+        and not p.is_contiguous()
+        for p in model.parameters()
+    )
+
+
 def _precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -435,6 +445,7 @@ def stream(
     share = "label" in label_modes and "pred" in label_modes
     seen = 0
     originals = [next(m.parameters()).device for m in models]
+    layouts = [_in_channels_last(m) for m in models]
     bar = Progress(num_batches or 0, "gradients", unit="batch", enabled=progress)
     try:
         for model in models:
@@ -517,9 +528,9 @@ def stream(
                 bar.update()
     finally:
         bar.close()
-        for model, original in zip(models, originals, strict=True):
+        for model, original, was_last in zip(models, originals, layouts, strict=True):
             # The caller's model goes back to its device and, if it was changed, its layout.
-            if channels_last:
+            if channels_last and not was_last:
                 model.to(original, memory_format=torch.contiguous_format)
             else:
                 model.to(original)

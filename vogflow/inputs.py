@@ -14,12 +14,19 @@ RoBERTa, DistilBERT, ELECTRA) feed the embeddings straight into a LayerNorm, whi
 constant added to every coordinate; the gradient w.r.t. its input then sums to exactly 0 over the
 embedding dimension, and a signed mean there would be rounding noise for every token.
 
+Models that read their output at the last real token (decoder classifiers: GPT-2, Llama,
+Mistral, Qwen) find it from ``input_ids``, which an ``inputs_embeds`` forward does not pass: with
+padding they would score a padding position. Whether a model's logits move with padding is tried
+once per checkpoint on the batch's most padded row; a model whose logits do is run on each length
+group of the batch without any padding instead (the same rows, the same gradients).
+
 Torch only: the token kind needs nothing of ``transformers`` beyond the model's own
 ``get_input_embeddings()`` and ``forward(inputs_embeds=..., attention_mask=...)``.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -134,8 +141,11 @@ class Tokens:
         return table(ids).detach().requires_grad_(True)
 
     def forward(self, model: nn.Module, leaf: torch.Tensor, x: Mapping[str, torch.Tensor]) -> Any:
-        out = model(inputs_embeds=leaf, **{k: v for k, v in x.items() if k in TOKEN_KEYS})
-        return out.logits if hasattr(out, "logits") else out
+        extra = {k: v for k, v in x.items() if k in TOKEN_KEYS}
+        mask = x["attention_mask"]
+        if bool(mask.all()) or not _moves_with_padding(model, leaf, extra):
+            return _logits(model(inputs_embeds=leaf, **extra))
+        return _unpadded(model, leaf, extra)
 
     def reduce(self, grad: torch.Tensor) -> torch.Tensor:
         """``(B, L, E) -> (B, L*E)``: every coordinate kept (see the module docstring)."""
@@ -144,6 +154,66 @@ class Tokens:
     def mask(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(B, L)``: 1 at real tokens; each covers ``E`` consecutive columns of a map."""
         return x["attention_mask"].float()
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _real_positions(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's first real position and its number of real tokens, which must be one run
+    (right or left padding)."""
+    lengths = mask.sum(1)
+    starts = mask.argmax(1)
+    span = torch.arange(mask.shape[1], device=mask.device)
+    run = (span >= starts[:, None]) & (span < (starts + lengths)[:, None])
+    if not torch.equal(run, mask.bool()):
+        raise InputError(
+            "attention_mask has gaps inside a row: this model's output depends on padding, so "
+            "each text must be one run of real tokens (pad on the right or on the left)"
+        )
+    return starts, lengths
+
+
+def _trimmed(t: torch.Tensor, rows: torch.Tensor, start: torch.Tensor, length: int) -> torch.Tensor:
+    # Advanced indexing keeps the autograd path from the gathered positions back to `t`.
+    positions = start[:, None] + torch.arange(length, device=t.device)
+    return t[rows[:, None], positions]
+
+
+def _unpadded(
+    model: nn.Module, leaf: torch.Tensor, extra: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """Logits of every row with its padding cut off: one forward per length in the batch."""
+    starts, lengths = _real_positions(extra["attention_mask"])
+    parts, order = [], []
+    for length in torch.unique(lengths).tolist():
+        rows = torch.nonzero(lengths == length)[:, 0]
+        start = starts[rows]
+        inputs = {k: _trimmed(v, rows, start, length) for k, v in extra.items()}
+        parts.append(_logits(model(inputs_embeds=_trimmed(leaf, rows, start, length), **inputs)))
+        order.append(rows)
+    logits = torch.cat(parts)
+    return logits[torch.argsort(torch.cat(order))]
+
+
+# model -> whether its logits change when its input is padded (tried once per model).
+_PADDING_MOVES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _moves_with_padding(
+    model: nn.Module, leaf: torch.Tensor, extra: Mapping[str, torch.Tensor]
+) -> bool:
+    if model not in _PADDING_MOVES:
+        mask = extra["attention_mask"]
+        row = torch.argmin(mask.sum(1))[None]
+        with torch.no_grad():
+            padded = _logits(
+                model(inputs_embeds=leaf[row], **{k: v[row] for k, v in extra.items()})
+            )
+            bare = _unpadded(model, leaf[row], {k: v[row] for k, v in extra.items()})
+        _PADDING_MOVES[model] = not torch.allclose(padded, bare, rtol=1e-4, atol=1e-5)
+    return _PADDING_MOVES[model]
 
 
 PIXELS = Pixels()

@@ -106,7 +106,14 @@ def shard_rows(num_examples: int, rank: int, world: int) -> range:
 def shard_device(device: str) -> str:
     """Each rank its own GPU (``LOCAL_RANK``) for ``auto``/``cuda``; anything else unchanged."""
     if device in ("auto", "cuda") and torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise VogflowError(
+                f"process {local} on this machine has no GPU of its own "
+                f"({torch.cuda.device_count()} visible); start at most that many processes per "
+                "machine (--nproc_per_node, or the processes param)"
+            )
+        return f"cuda:{local}"
     return device
 
 
@@ -164,15 +171,20 @@ def settle(
     statuses: list = [None] * world
     dist.all_gather_object(statuses, (message, payload))
     if failure is not None:
-        if dist.get_rank() != 0:
-            failure.reported_by_rank0 = True  # type: ignore[attr-defined]
-        raise failure
+        raise _reported(failure)
     failed = [(r, m) for r, (m, _) in enumerate(statuses) if m is not None]
     if failed:
         r, message = failed[0]
         others = f" (and {len(failed) - 1} more rank(s))" if len(failed) > 1 else ""
-        raise error(f"rank {r} of {world} failed{where(r)}{others}: {message}")
+        raise _reported(error(f"rank {r} of {world} failed{where(r)}{others}: {message}"))
     return [p for _, p in statuses]
+
+
+def _reported(err: Exception) -> Exception:
+    # On rank 0 the error is the report; elsewhere rank 0 has it and says it (outlive_rank0).
+    if dist.get_rank() != 0:
+        err.reported_by_rank0 = True  # type: ignore[attr-defined]
+    return err
 
 
 def reported_by_rank0(err: BaseException) -> bool:

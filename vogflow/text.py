@@ -27,6 +27,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 CONFIG = "config.json"
 # Token inputs besides input_ids that a tokenizer may give and the model takes.
 EXTRA_KEYS = ("token_type_ids",)
+# Models whose position ids start after the padding id: the first pad_token_id + 1 rows of their
+# position table are never a position (RoBERTa: 514 rows, 512 positions).
+OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+     "data2vec-text", "xmod", "longformer", "ibert", "mpnet"}
+)  # fmt: skip
 # A tokenizer without a known limit reports a huge sentinel as its model_max_length.
 NO_LIMIT = 1_000_000
 
@@ -261,3 +267,13 @@ def build_model(folder: str | Path) -> Any:
 def checkpoint_folders(source: Any) -> list[Path]:
     """The folders of a Hugging Face source's checkpoints (``checkpoint-*/``), in order."""
     return [c.path.parent for c in source.checkpoints]
+
+
+def position_limit(config: Any) -> int | None:
+    """The most tokens the model's position embeddings take (None when its config does not say)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if getattr(config, "model_type", None) in OFFSET_POSITIONS:
+        positions -= int(getattr(config, "pad_token_id", None) or 0) + 1
+    return positions

@@ -556,8 +556,16 @@ def stream_imagefolder(folder: Folder, cfg: DataConfig) -> FileStreams:
     )
 
 
-class CompressedNpz(ConfigError):
+class NotStreamable(ConfigError):
+    """An archive whose arrays cannot be read batch by batch from disk (``auto`` loads it)."""
+
+
+class CompressedNpz(NotStreamable):
     """The archive's images are deflated (np.savez_compressed): they cannot be memory-mapped."""
+
+
+class TabularNpz(NotStreamable):
+    """The archive holds ``(N, D)`` features: small per row, read into memory."""
 
 
 class NpzImages:
@@ -597,15 +605,10 @@ def stream_npz(cfg: DataConfig, root: Path) -> FileStreams:
     infos = npzmap.members(path)
     sources = {}
     for key in ("x_train", "x_test"):
+        # Only the archive reads are damage: the checks below raise vogflow's own refusals, which
+        # NPZ_DAMAGE (ValueError among them) would misreport as a corrupted file.
         try:
             shape, dtype, _ = npzmap.header(path, infos[key])
-            if len(shape) == 2:
-                raise ConfigError(
-                    f"data.stream: {key} in {str(path)!r} holds tabular features {shape}, which "
-                    "are read into memory; set data.stream to false (or auto)"
-                )
-            _check_image_dtype(key, dtype, path)
-            layout = _image_layout(key, shape, path)
             member = npzmap.locate(path, infos[key])
         except npzmap.CompressedMember as err:
             raise CompressedNpz(
@@ -616,6 +619,13 @@ def stream_npz(cfg: DataConfig, root: Path) -> FileStreams:
             ) from err
         except NPZ_DAMAGE as err:
             raise _damaged_member(key, path, err) from err
+        if len(shape) == 2:
+            raise TabularNpz(
+                f"data.stream: {key} in {str(path)!r} holds tabular features {shape}, which are "
+                "read into memory, not streamed; set data.stream to false"
+            )
+        _check_image_dtype(key, dtype, path)
+        layout = _image_layout(key, shape, path)
         sources[key] = NpzImages(member, layout)
         if np.issubdtype(dtype, np.floating):
             _check_float_rows(key, sources[key], path)

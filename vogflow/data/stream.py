@@ -279,8 +279,9 @@ def sources_or_raw(cfg: Any, root: Path, *, warn: Callable[[str], None] | None =
     (:class:`~vogflow.data.RawSplits`).
 
     ``cfg.stream``: true streams, false loads into memory, ``auto`` streams only when the decoded
-    splits would not comfortably fit (:func:`fits_in_memory`). A compressed .npz cannot stream:
-    refused when streaming was asked for, loaded into memory under ``auto`` (with a warning).
+    splits would not comfortably fit (:func:`fits_in_memory`). A compressed .npz, or one of
+    tabular features, does not stream: refused when streaming was asked for, loaded into memory
+    under ``auto`` (with a warning).
     """
     from vogflow.data import files
 
@@ -300,7 +301,7 @@ def sources_or_raw(cfg: Any, root: Path, *, warn: Callable[[str], None] | None =
         return files.load_npz(cfg, root)
     try:
         return files.stream_npz(cfg, root)
-    except files.CompressedNpz as err:
+    except files.NotStreamable as err:
         if cfg.stream is True:
             raise
         warn(f"warning: {err}; loading it into memory instead")
