@@ -130,6 +130,10 @@ def test_shuffled_loader_is_refused(small_cnn_setup):
         run_audit(factory(), states, loader)
     assert "not sequential" in str(err.value)
     assert "shuffle=False" in str(err.value)
+    # Dropping the last partial batch would leave examples unscored: refused in one line too.
+    loader = DataLoader(TensorDataset(x, y), batch_size=5, drop_last=True)
+    with pytest.raises(GradientError, match=r"drop_last=True\): those examples would get no"):
+        run_audit(factory(), states, loader)
 
 
 def test_fewer_than_two_checkpoints_are_refused(small_cnn_setup):

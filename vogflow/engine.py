@@ -100,6 +100,11 @@ def batches_of(data: Data, batch_size: int, rows: range | None = None) -> tuple[
                 "the DataLoader is not sequential (shuffle=True or a custom sampler): rows would "
                 "not match dataset indices. Pass a DataLoader with shuffle=False, or the Dataset"
             )
+        if data.drop_last:
+            raise GradientError(
+                "the DataLoader drops its last partial batch (drop_last=True): those examples "
+                "would get no score. Pass a DataLoader with drop_last=False, or the Dataset"
+            )
         if rows is None:
             return _loader_batches(data), len(data), len(data.dataset)
         loader = DataLoader(
