@@ -152,6 +152,15 @@ def test_a_run_replaying_an_epoch_reads_its_latest_checkpoint(tmp_path, store):
     pd.testing.assert_frame_equal(table, run_audit(tiny(), [first[0], *replayed]))
     pd.testing.assert_frame_equal(table, run_audit(tiny(), resumed.checkpoints))
 
+    # Resumed after epoch 1 once more, it stops after epoch 2: the run's checkpoints are epochs
+    # 1 and 2 of this attempt, never mixed with the earlier attempt's epoch 3 (as on disk).
+    again = CheckpointRecorder(tmp_path / "ckpts", **options, log_models=True)
+    again.epoch_end(2, first[2])
+    with sources.resolve(f"runs:/{run_id}", tracking_uri=uri) as source:
+        assert [c.epoch for c in source.checkpoints] == [1, 2]
+        table = run_audit(tiny(), source.for_audit(), window_size=2)
+    pd.testing.assert_frame_equal(table, run_audit(tiny(), [first[0], first[2]], window_size=2))
+
 
 class Payload:
     """Unpickling this runs code: it writes ``marker``."""

@@ -344,7 +344,7 @@ def _download(ref: str, uri: str, fetch: Callable[[], str]) -> Path:
 
 def logged_checkpoints(mlflow_client: Any, run_id: str, *, recorded_by: str) -> list[str]:
     """The ids of the checkpoints ``recorded_by`` logged as models of run ``run_id``, in epoch
-    order; an epoch logged twice (a resumed loop replays epochs) counts once, the latest."""
+    order; a replayed epoch (a resumed loop) supersedes what was logged from it on."""
     from mlflow.entities import LoggedModelStatus
 
     from vogflow.tracking.write import EPOCH_PARAM, RECORDED_BY_TAG
@@ -363,6 +363,10 @@ def logged_checkpoints(mlflow_client: Any, run_id: str, *, recorded_by: str) -> 
     latest: dict[int, Any] = {}
     # A half-logged checkpoint (FAILED, or PENDING while another process logs it) is not one.
     ready = [m for m in found if m.status == LoggedModelStatus.READY]
-    for model in sorted(ready, key=lambda m: m.creation_timestamp):
-        latest[int(model.params[EPOCH_PARAM])] = model
+    for model in sorted(ready, key=lambda m: (m.creation_timestamp, int(m.params[EPOCH_PARAM]))):
+        epoch = int(model.params[EPOCH_PARAM])
+        # As the recorder does on disk: a replayed epoch supersedes it and every later one, so
+        # a resumed attempt that stopped early is never mixed with a first attempt's later epochs.
+        latest = {e: m for e, m in latest.items() if e < epoch}
+        latest[epoch] = model
     return [latest[epoch].model_id for epoch in sorted(latest)]
