@@ -6,6 +6,7 @@ Real MLflow (a SQLite store in tmp_path), real files; nothing mocked but a missi
 from __future__ import annotations
 
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -51,7 +52,7 @@ def one_line_error(capsys: pytest.CaptureFixture, command: str = "audit") -> str
     return err
 
 
-def test_runs_uri_round_trip_gives_the_table_of_the_files(tmp_path):
+def test_runs_uri_round_trip_gives_the_table_of_the_files(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = tracking.client(uri)
     experiment = client.create_experiment("train", artifact_location=(tmp_path / "art").as_uri())
@@ -95,6 +96,13 @@ def test_runs_uri_round_trip_gives_the_table_of_the_files(tmp_path):
     with pytest.raises(tracking.TrackingError, match="does not exist"):
         sources.resolve(f"runs:/{run_id}", tracking_uri=missing)
     assert not (tmp_path / "none.db").exists()
+    # A run in a list of files is one source too: refused before anything is downloaded.
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))
+    with pytest.raises(CheckpointError, match=rf"runs:/{run_id}: a checkpoint folder or run"):
+        sources.resolve([str(by_number[0]), f"runs:/{run_id}"], tracking_uri=uri)
+    assert not any(downloads.iterdir())
 
 
 def test_lightning_ckpt_gives_its_state_dict_without_the_model_prefix(tmp_path):

@@ -513,14 +513,24 @@ def resolve(
             return _from_models(shown, items, download_dir=download_dir, tracking_uri=tracking_uri)
         if len(items) == 1:
             return resolve(items[0], download_dir=download_dir, tracking_uri=tracking_uri)
-        parts = [resolve(i) for i in items]
         shown = ", ".join(map(str, items))
+
+        def alone(where: str) -> ck.CheckpointError:
+            return ck.CheckpointError(
+                f"{where}: a checkpoint folder or run is one source; pass it alone, not in a "
+                f"list of files ({shown})"
+            )
+
+        # Refused before anything is downloaded: a run in a list would fetch its files first.
+        runs = [str(i) for i in items if str(i).startswith(RUNS_PREFIX)]
+        if runs:
+            raise alone(runs[0])
+        parts = [resolve(i) for i in items]
         for p in parts:
             if p.kind != "files" or p._tmp is not None:
-                raise ck.CheckpointError(
-                    f"{p.where}: a checkpoint folder or run is one source; pass it alone, not "
-                    f"in a list of files ({shown})"
-                )
+                for q in parts:
+                    q.close()
+                raise alone(p.where)
         return Source(shown, "files", [c for p in parts for c in p.checkpoints])
     text = str(where)
     if text.startswith(RUNS_PREFIX):
