@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -22,6 +23,26 @@ def test_readme_bring_your_own_model_example_runs(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), namespace)
     table = namespace["table"]
     assert len(table) == 200 and "vog_all_label" in table.columns
+
+
+def test_readme_text_example_runs_in_python_and_from_the_shell(tmp_path, monkeypatch, capsys):
+    from vogflow import cli
+    from vogflow.rankings import read
+
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"### Text and tabular inputs(.*?)\n### ", readme, re.S).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    shell = re.search(r"```bash\n(vogflow audit .*?)\n```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[-1], "README.md (text)", "exec"), namespace)
+    table = namespace["table"]
+    assert list(table["text"]) == ["very good movie", "awful plot", "not bad", "great"]
+    assert table["vog_late_label"].notna().all()
+    assert cli.main(shell.split()[1:] + ["--quiet"]) == 0, capsys.readouterr().err
+    from_shell = read(tmp_path / "dev.parquet")
+    assert list(from_shell["text"]) == list(table["text"])
+    np.testing.assert_allclose(from_shell["vog_late_label"], table["vog_late_label"], rtol=1e-5)
 
 
 def test_readme_shows_the_two_setup_commands_and_ci_runs_the_test_one():
