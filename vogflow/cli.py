@@ -681,18 +681,18 @@ Run `vogflow <command> --help` for each command's options. The MLflow store is
 MLFLOW_TRACKING_URI, else mlflow.db at the project root."""
 
 AUDIT_DESCRIPTION = """\
-Audit your own model: import the factory (package.module:factory, called with
-no arguments, must return the nn.Module), load each checkpoint into a copy of it
-in training order (a quoted glob or a folder is sorted by the number in the file
-name: epoch_2 before epoch_10; several paths are used in the order given), compute
-VoG of every example of the chosen split for the early, late and all windows in
-both label modes, class-normalise it, and write the rankings table (one row per
-example, dataset order) atomically to --out (.parquet, or .csv; its folder is
-checked before any work). The inputs go to the model as loaded (uint8 scaled to
-[0, 1], float kept), not standardised: as vogflow.audit() on the same arrays.
-Prints the checkpoint order it used
-and the hardest examples. Checkpoints are plain state_dicts (also under model /
-state_dict / model_state_dict); they are loaded without running code.
+Audit your own model: import the factory (package.module:factory, called with no
+arguments, must return the nn.Module), load each checkpoint into a copy of it in
+training order (a quoted glob or a folder is sorted by the number in the file
+name: epoch_2 before epoch_10; several paths are used in the order given),
+compute VoG of every example of the chosen split for the early, late and all
+windows in both label modes, class-normalise it, and write the rankings table
+(one row per example, dataset order) atomically to --out (.parquet, or .csv; its
+folder is checked before any work). The inputs go to the model as loaded (uint8
+scaled to [0, 1], float kept), not standardised: as vogflow.audit() on the same
+arrays. Prints the checkpoint order it used and the hardest examples.
+Checkpoints are plain state_dicts (also under model / state_dict /
+model_state_dict); they are loaded without running code.
 
 Where checkpoints already are: a vogflow checkpoint folder (manifest.json, from
 the pipeline or vogflow.capture.CheckpointRecorder: the manifest's order, each
@@ -704,8 +704,14 @@ checkpoint each (models:/<name>/<version>, models:/<name>@<alias>,
 models:/<model_id>, several in training order; an exported .pt2 model is
 refused: loading it can run pickled code), a Hugging Face output folder
 (checkpoint-*/ with model.safetensors; needs `pip install safetensors`), or
-Lightning .ckpt files (their state_dict, less a model. prefix). --model torchvision:<name> builds an
-untrained torchvision model (weights=None) with --num-classes outputs.
+Lightning .ckpt files (their state_dict, less a model. prefix). --model
+torchvision:<name> builds an untrained torchvision model (weights=None) with
+--num-classes outputs.
+
+Image folders and .npz archives too large for memory stream from disk (--stream,
+--workers: the same scores), and the table of an image folder carries each
+example's file path. --processes N shares the extraction among N torchrun
+processes (one GPU each on a GPU machine) with the table of one process.
 
 Text: --data text:PATH (a .csv or .jsonl with text and label columns; labels are
 class indices or the class names of the model's config) with Hugging Face
@@ -853,6 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream",
         default="auto",
         type=_stream_mode,
+        metavar="{auto,true,false}",
         help="npz/imagefolder: read batches from disk (true), load into memory (false), or auto "
         "(default: stream only what would not comfortably fit in memory; the same scores)",
     )
@@ -860,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_non_negative,
         default=2,
+        metavar="N",
         help="processes decoding streamed examples (default: 2; 0 = in the main process)",
     )
     p.add_argument(
