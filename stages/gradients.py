@@ -14,7 +14,6 @@ where one process's do):
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
@@ -25,7 +24,7 @@ from vogflow import distributed, procgroup
 from vogflow.config import Params, load_params
 from vogflow.errors import VogflowError
 from vogflow.io import write_json, write_npz
-from vogflow.stagekit import parser, project_root, stage
+from vogflow.stagekit import parser, processes_param, project_root, stage
 
 
 def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
@@ -52,16 +51,6 @@ def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
         precision=prm.gradients.precision,
         channels_last=prm.gradients.channels_last,
     )
-
-
-def processes_to_start(args: Any) -> int:
-    """``gradients.processes`` when this process was started alone, else 1 (torchrun did)."""
-    if "WORLD_SIZE" in os.environ:
-        return 1
-    try:
-        return load_params(args.params).gradients.processes
-    except VogflowError:  # the stage reports it
-        return 1
 
 
 def peer(args: Any) -> None:
@@ -91,7 +80,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for <split>.npz")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     args = p.parse_args()
-    procgroup.start_processes(processes_to_start(args))
+    procgroup.start_processes(processes_param(args.params, lambda prm: prm.gradients.processes))
     if distributed.rank() != 0:
         peer(args)
         return

@@ -13,7 +13,6 @@ file and reports; a rank that fails alone prints one line naming itself.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import Any
@@ -22,17 +21,7 @@ from vogflow import procgroup
 from vogflow.config import load_params
 from vogflow.errors import VogflowError
 from vogflow.io import write_json
-from vogflow.stagekit import parser, project_root, stage
-
-
-def processes_to_start(args: Any) -> int:
-    """``train.processes`` when this process was started alone, else 1 (torchrun started it)."""
-    if "WORLD_SIZE" in os.environ:
-        return 1
-    try:
-        return load_params(args.params).run_train(args.run).processes
-    except VogflowError:  # the stage reports it
-        return 1
+from vogflow.stagekit import parser, processes_param, project_root, stage
 
 
 def peer(args: Any) -> None:
@@ -63,7 +52,9 @@ def main() -> None:
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--metrics", required=True, help="metrics JSON")
     args = p.parse_args()
-    procgroup.start_processes(processes_to_start(args))
+    procgroup.start_processes(
+        processes_param(args.params, lambda prm: prm.run_train(args.run).processes)
+    )
     if procgroup.rank() != 0:
         peer(args)
         return

@@ -156,6 +156,14 @@ def run_extraction(
     returns the assembled :class:`Extraction`, the same rows as one process; the other ranks
     return None. A failure on any rank fails every rank (:mod:`vogflow.distributed`).
     """
+    # What every pass scores, whichever way the rows are split.
+    options = dict(
+        windows=windows,
+        window_size=window_size,
+        label_modes=label_modes,
+        precision=precision,
+        channels_last=channels_last,
+    )
     if not distributed.sharded():
         batches, num_batches, num_examples = batches_of(data, batch_size)
         return extract(
@@ -163,13 +171,9 @@ def run_extraction(
             batches,
             num_examples=num_examples,
             num_batches=num_batches,
-            windows=windows,
-            window_size=window_size,
-            label_modes=label_modes,
             device=device,
-            precision=precision,
-            channels_last=channels_last,
             progress=progress,
+            **options,
         )
     _, _, total = batches_of(data, batch_size)
     dev = resolve_device(distributed.shard_device(device))
@@ -181,15 +185,11 @@ def run_extraction(
             batches,
             num_examples=num_examples,
             num_batches=num_batches,
-            windows=windows,
-            window_size=window_size,
-            label_modes=label_modes,
             device=dev,
-            precision=precision,
-            channels_last=channels_last,
             # One bar for the job: rank 0's range is as long as any other's, give or take a row.
             progress=progress and distributed.rank() == 0,
             offset=rows.start,
+            **options,
         )
 
     return distributed.run_sharded(part, total, device=dev)

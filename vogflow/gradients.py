@@ -445,7 +445,7 @@ def stream(
     share = "label" in label_modes and "pred" in label_modes
     seen = 0
     originals = [next(m.parameters()).device for m in models]
-    layouts = [_in_channels_last(m) for m in models]
+    layouts = [channels_last and _in_channels_last(m) for m in models]
     bar = Progress(num_batches or 0, "gradients", unit="batch", enabled=progress)
     try:
         for model in models:

@@ -18,7 +18,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,17 @@ class StageContext:
     # Per-epoch or per-split numbers that vary between reruns (seconds): they reach MLflow
     # through the timings file, never a DVC output.
     timings: dict[str, Any] = field(default_factory=dict)
+
+
+def processes_param(params_path: str, pick: Callable[[Params], int]) -> int:
+    """How many processes a stage's ``*.processes`` param asks for (``pick`` reads it), or 1 when
+    torchrun already started this process or the params do not load (the stage reports why)."""
+    if "WORLD_SIZE" in os.environ:
+        return 1
+    try:
+        return pick(load_params(params_path))
+    except VogflowError:
+        return 1
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
