@@ -234,9 +234,18 @@ def test_fewer_checkpoints_than_the_window_are_refused(shipped):
     message = pipeline_error_of(raw)
     assert message.startswith(
         "vog.window_size: 5 is not allowed; run 'short' saves only 4 checkpoints (epochs "
-        "[1, 2, 3, 4]), so the early, late and all windows would be the same checkpoints"
+        "[1, 2, 3, 4]): the early and late windows of 5 checkpoints would each hold all 4, so "
+        "the early, late and all windows would be the same checkpoints"
     )
-    assert message.endswith("lower vog.window_size to 4 or raise runs.short.epochs")
+    assert message.endswith("lower vog.window_size below 4 or raise runs.short.epochs")
+
+
+def test_as_many_checkpoints_as_the_window_are_refused_too(shipped):
+    # epochs 3 saves 1-3: windows of 3 are all three, early = late = all (a stopped run).
+    raw = broken(shipped, "runs.short", {"epochs": 3, "milestones": []})
+    message = pipeline_error_of(raw)
+    assert message.startswith("vog.window_size: 3 is not allowed; run 'short' saves only 3")
+    assert "would be the same checkpoints" in message
 
 
 def test_per_epoch_checkpoints_must_cover_the_window(shipped):
@@ -265,10 +274,14 @@ def test_rank_by_must_name_a_computed_mode(shipped):
         "vog.rank_by: 'late_pred' is not allowed; expected 'auto' or <window>_<mode> with a mode "
         "of gradients.label_modes (label)"
     )
-    assert error_of(broken(shipped, "vog.rank_by", "late")).startswith(
-        "vog.rank_by: 'late' is not allowed; expected 'auto', <window>_<mode> (e.g. late_label) "
-        "or a scorecard score"
+    assert error_of(broken(shipped, "vog.rank_by", "zzz")).startswith(
+        "vog.rank_by: 'zzz' is not allowed; expected 'auto', <window>_<mode> (e.g. late_label), "
+        "vog_<window>_<mode>[_abs|_raw][_seedmean]"
     )
+    # A misspelt baseline is refused at validate, with the names it could be.
+    message = error_of(broken(shipped, "vog.rank_by", "hard_lose"))
+    assert message.startswith("vog.rank_by: 'hard_lose' is not allowed; did you mean 'hard_loss'?")
+    assert "hard_<baseline>[_seedmean] (baselines loss/margin/el2n/msp/forgetting/aum/" in message
     for fine in (
         "auto",
         "late_pred",
@@ -369,10 +382,21 @@ def test_memorization_run_needs_shuffled_labels(shipped):
         "runs.shuffled.noise_seed",
     ],
 )
-def test_negative_seeds_are_named(shipped, dotted):
-    assert error_of(broken(shipped, dotted, -1)) == (
-        f"{dotted}: -1 is not allowed; expected an integer >= 0"
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**70])
+def test_seeds_out_of_the_generators_range_are_named(shipped, dotted, seed):
+    # torch takes 64-bit seeds: 2**70 failed in the train stage with "Overflow when unpacking".
+    assert error_of(broken(shipped, dotted, seed)) == (
+        f"{dotted}: {seed} is not allowed; expected an integer in [0, 2**63 - 1] "
+        "(9223372036854775807)"
     )
+
+
+def test_the_largest_seed_trains():
+    from vogflow.runtime import derived_seed
+
+    import torch
+    torch.manual_seed(2**63 - 1)
+    torch.Generator().manual_seed(derived_seed(2**63 - 1, 1))
 
 
 @pytest.mark.parametrize(

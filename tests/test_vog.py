@@ -76,16 +76,18 @@ def test_percentiles_and_deciles():
     assert vog.deciles(np.arange(25.0), n=5).tolist() == sorted(list(range(5)) * 5)
 
 
-def test_a_window_larger_than_the_run_is_refused_not_collapsed():
-    # With fewer checkpoints than the window, early, late and all would be the same checkpoints.
+@pytest.mark.parametrize("k", [4, 5])
+def test_a_window_as_long_as_the_run_is_refused_not_collapsed(k):
+    # With no more checkpoints than the window, early, late and all are the same checkpoints.
     for window in ("early", "late"):
         with pytest.raises(ValueError) as err:
-            vog.window_indices(4, window, size=5)
+            vog.window_indices(k, window, size=5)
         assert str(err.value) == (
-            f"window {window!r} of size 5 needs 5 checkpoints, there are 4: the early, late and "
-            "all windows would be the same checkpoints; use a window size <= 4, more checkpoints, "
-            "or only the 'all' window"
+            f"window {window!r} of size 5 over {k} checkpoints: the early and late windows of 5 "
+            f"checkpoints would each hold all {k}, so the early, late and all windows would be "
+            f"the same checkpoints; use a window size below {k}, more checkpoints, or only the "
+            "'all' window"
         )
-    # The all window does not depend on the size; a window exactly the run's length is allowed.
+    # The all window does not depend on the size; one checkpoint more than the window is a window.
     assert vog.window_indices(4, "all", size=5).tolist() == [0, 1, 2, 3]
-    assert vog.window_indices(4, "late", size=4).tolist() == [0, 1, 2, 3]
+    assert vog.window_indices(5, "late", size=4).tolist() == [1, 2, 3, 4]

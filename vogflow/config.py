@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from vogflow.errors import VogflowError
-from vogflow.names import LABEL_MODES, NORMALISATIONS, WINDOWS
+from vogflow.names import BASELINES, LABEL_MODES, NORMALISATIONS, WINDOWS, window_problem
 
 DATASETS = (
     "digits",
@@ -65,9 +65,21 @@ SPLITS = ("train", "test")
 RANKINGS = (*(f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES), "auto")
 # Any score of the scorecard can rank the audit: a VoG variant (the configured normalisation,
 # |z| or raw), a baseline from the same checkpoints, each alone or averaged over the seed runs.
-_W, _M = "|".join(WINDOWS), "|".join(LABEL_MODES)
-SCORE_NAME = re.compile(
-    rf"(({_W})_({_M})|vog_({_W})_({_M})(_abs|_raw)?(_seedmean)?|hard_[a-z_]+?(_seedmean)?)"
+SCORE_NAMES = frozenset(
+    [f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES]
+    + [
+        f"vog_{w}_{m}{kind}{mean}"
+        for w in WINDOWS
+        for m in LABEL_MODES
+        for kind in ("", "_abs", "_raw")
+        for mean in ("", "_seedmean")
+    ]
+    + [f"hard_{b}{mean}" for b in BASELINES for mean in ("", "_seedmean")]
+)
+RANK_BY_FORMS = (
+    "'auto', <window>_<mode> (e.g. late_label), vog_<window>_<mode>[_abs|_raw][_seedmean] "
+    f"(windows {'/'.join(WINDOWS)}, modes {'/'.join(LABEL_MODES)}) or "
+    f"hard_<baseline>[_seedmean] (baselines {'/'.join(BASELINES)})"
 )
 
 
@@ -89,9 +101,18 @@ def _positive(key: str, value: float) -> None:
     _check(math.isfinite(value) and value > 0, key, value, "a finite number > 0")
 
 
+# torch's generators take a 64-bit seed and the seeds derived per epoch are 63-bit; numpy's
+# generators refuse negative ones. Past either bound a stage fails after its outputs are gone.
+MAX_SEED = 2**63 - 1
+# Far above any CPU's core count, far below the operating system's thread limit, past which
+# OpenMP crashes the process without a message.
+MAX_THREADS = 1024
+# Bytes per parameter while training: weights, gradients, momentum and the checkpoint's copy.
+TRAIN_BYTES_PER_PARAM = 16
+
+
 def _seed(key: str, value: int) -> None:
-    # numpy's generators refuse negative seeds, deep inside a stage after its outputs are gone.
-    _check(value >= 0, key, value, "an integer >= 0")
+    _check(0 <= value <= MAX_SEED, key, value, f"an integer in [0, 2**63 - 1] ({MAX_SEED})")
 
 
 @dataclass(frozen=True)
@@ -175,7 +196,12 @@ class TrainConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.epochs >= 1, f"{prefix}.epochs", self.epochs, "an integer >= 1")
-        _check(self.threads >= 1, f"{prefix}.threads", self.threads, "an integer >= 1")
+        _check(
+            1 <= self.threads <= MAX_THREADS,
+            f"{prefix}.threads",
+            self.threads,
+            f"an integer in [1, {MAX_THREADS}] (more threads than cores only slows training)",
+        )
         _check(self.processes >= 1, f"{prefix}.processes", self.processes, "an integer >= 1")
         _check(self.batch_size >= 1, f"{prefix}.batch_size", self.batch_size, "an integer >= 1")
         _positive(f"{prefix}.lr", self.lr)
@@ -247,13 +273,14 @@ class VogConfig:
 
     def validate(self, prefix: str) -> None:
         _check(self.window_size >= 2, f"{prefix}.window_size", self.window_size, "an integer >= 2")
-        _check(
-            self.rank_by == "auto" or SCORE_NAME.fullmatch(self.rank_by) is not None,
-            f"{prefix}.rank_by",
-            self.rank_by,
-            "'auto', <window>_<mode> (e.g. late_label) or a scorecard score (e.g. "
-            "vog_all_label_abs, hard_aum, hard_aum_seedmean)",
-        )
+        if self.rank_by != "auto" and self.rank_by not in SCORE_NAMES:
+            import difflib
+
+            near = difflib.get_close_matches(self.rank_by, sorted(SCORE_NAMES), n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(
+                f"{prefix}.rank_by: {self.rank_by!r} is not allowed; {hint}expected {RANK_BY_FORMS}"
+            )
         _check(self.bins >= 2, f"{prefix}.bins", self.bins, "an integer >= 2")
         _check(self.top_k >= 1, f"{prefix}.top_k", self.top_k, "an integer >= 1")
         _check(self.bootstrap >= 0, f"{prefix}.bootstrap", self.bootstrap, "an integer >= 0")
@@ -521,12 +548,93 @@ def checkpoint_epochs(epochs: int, checkpoints: CheckpointConfig) -> list[int]:
     """The epochs at which :func:`vogflow.checkpoints.schedule` saves, without importing torch.
 
     :func:`check_pipeline` runs at the start of every ``dvc repro``, where torch would cost
-    seconds; a test pins this rule to the schedule the train stage uses.
+    seconds; a test pins this rule to the schedule the train stage uses. It lists every saved
+    epoch: count them with :func:`checkpoint_count`, which holds for any number of epochs.
     """
     chosen = set(range(1, min(checkpoints.early, epochs) + 1))
     chosen |= set(range(checkpoints.every, epochs + 1, checkpoints.every))
     chosen |= set(range(max(epochs - checkpoints.late + 1, 1), epochs + 1))
     return sorted(chosen)
+
+
+def checkpoint_count(epochs: int, checkpoints: CheckpointConfig) -> int:
+    """``len(checkpoint_epochs(...))`` in constant time and memory (epochs may be 10**12)."""
+    first = min(checkpoints.early, epochs)  # epochs 1..first
+    last = max(epochs - checkpoints.late + 1, 1)  # epochs last..epochs
+    if last <= first + 1:
+        return epochs
+    every = checkpoints.every
+    between = (last - 1) // every - first // every  # multiples of `every` in first+1..last-1
+    return first + (epochs - last + 1) + between
+
+
+# Input shape and class count of the datasets whose size is known without reading them.
+KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "toy": ((2,), 2),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+}
+
+
+def data_shape(data: DataConfig) -> tuple[tuple[int, ...], int]:
+    """The input shape and class count of ``data``, or a lower bound of them (files unread)."""
+    if data.name in KNOWN_SHAPES:
+        return KNOWN_SHAPES[data.name]
+    side = data.image_size or 1
+    return (1, side, side), 2
+
+
+def parameter_count(
+    name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64
+) -> int:
+    """Parameters of a built-in model, from arithmetic alone (nothing is allocated)."""
+    channels = input_shape[0] if len(input_shape) == 3 else 1
+    if name == "mlp":
+        features = math.prod(input_shape)
+        return features * hidden + hidden + hidden * num_classes + num_classes
+    if name == "lenet":
+        height, width = input_shape[-2:] if len(input_shape) == 3 else (1, 1)
+        flat = 16 * (height // 4) * (width // 4)
+        return (
+            channels * 6 * 25 + 6 + 6 * 16 * 25 + 16 + flat * 120 + 120 + 120 * 84 + 84
+        ) + (84 * num_classes + num_classes)
+    if name == "resnet18":  # the CIFAR stem: a 3x3 first convolution
+        return 11_167_104 + channels * 64 * 9 + 513 * num_classes
+    if name == "resnet50":
+        return 23_498_624 + channels * 64 * 49 + 2049 * num_classes
+    raise ConfigError(f"model.name: {name!r} is not allowed; valid: {', '.join(MODELS)}")
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes (a very large number where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2**62
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
+
+
+def check_model_fits(
+    name: str, input_shape: tuple[int, ...], num_classes: int, *, key: str, **options: Any
+) -> int:
+    """Refuse, before anything is allocated, a model that this machine's memory cannot train or
+    hold; its parameter count otherwise. ``key`` names the setting to lower."""
+    params = parameter_count(name, input_shape, num_classes, **options)
+    need, have = params * TRAIN_BYTES_PER_PARAM, machine_memory()
+    if need > have:
+        spec = f"{name} ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
+        raise ConfigError(
+            f"{key}: a {spec} for inputs {tuple(input_shape)} and {num_classes} classes has "
+            f"{params:.3g} parameters, about {_gb(need)} to train, more than this machine's "
+            f"{_gb(have)} of memory; lower {key}"
+        )
+    return params
 
 
 # What the pipeline's stages read, and why: a missing one crashes that stage after DVC has
@@ -553,7 +661,67 @@ def check_pipeline(params: Params) -> None:
     _check_reads(params)
     _check_run_roles(params)
     _check_ood_data(params)
+    _check_paths(params)
+    _check_sizes(params)
     _check_hardware(params)
+
+
+def _check_paths(params: Params) -> None:
+    # Read relative to the project root, where every stage runs.
+    data = params.data
+    if data.name in ("npz", "imagefolder"):
+        path = Path(data.path)
+        kind = "file" if data.name == "npz" else "folder"
+        found = path.is_file() if kind == "file" else path.is_dir()
+        _check(
+            found,
+            "data.path",
+            data.path,
+            f"an existing {data.name} {kind} (relative to the project root, {Path.cwd()})",
+        )
+    if params.ood.mnist_c_path:
+        _check(
+            Path(params.ood.mnist_c_path).is_dir(),
+            "ood.mnist_c_path",
+            params.ood.mnist_c_path,
+            "an existing folder of the MNIST-C .npy files, or ''",
+        )
+
+
+def _check_sizes(params: Params) -> None:
+    """Refuse a model this machine cannot train, or checkpoints its disk cannot hold."""
+    import shutil
+
+    shape, classes = data_shape(params.data)
+    options = {"hidden": params.model.hidden} if params.model.name == "mlp" else {}
+    key = "model.hidden" if options else "model.name"
+    per_checkpoint = 4 * check_model_fits(params.model.name, shape, classes, key=key, **options)
+    disk = shutil.disk_usage(Path.cwd()).total
+    for run, overrides in params.runs.items():
+        epochs = params.run_train(run).epochs
+        count = checkpoint_count(epochs, params.checkpoints)
+        if count * per_checkpoint > disk:
+            key = f"runs.{run}.epochs" if "epochs" in overrides else "train.epochs"
+            raise ConfigError(
+                f"{key}: {epochs} is not allowed; run {run!r} would save {count} checkpoints of "
+                f"{_gb(per_checkpoint)} each, {_gb(count * per_checkpoint)}, more than this "
+                f"disk's {_gb(disk)}; lower {key} or raise checkpoints.every"
+            )
+    toy = params.toy
+    toy_params = check_model_fits("mlp", (2,), 2, key="toy.hidden", hidden=toy.hidden)
+    # A checkpoint per epoch; each point keeps an input gradient per checkpoint and label mode.
+    if toy.epochs * 4 * toy_params > disk:
+        raise ConfigError(
+            f"toy.epochs: {toy.epochs} is not allowed; a checkpoint per epoch would take "
+            f"{_gb(toy.epochs * 4 * toy_params)}, more than this disk's {_gb(disk)}"
+        )
+    grads = toy.n_points * toy.epochs * 2 * 4 * len(LABEL_MODES) * 2
+    if grads > machine_memory():
+        raise ConfigError(
+            f"toy.n_points: {toy.n_points} is not allowed; {toy.epochs} checkpoints of input "
+            f"gradients for that many points take {_gb(grads)}, more than this machine's "
+            f"{_gb(machine_memory())} of memory; lower toy.n_points or toy.epochs"
+        )
 
 
 def _check_schedules(params: Params) -> None:
@@ -571,19 +739,21 @@ def _check_schedules(params: Params) -> None:
     for run, overrides in params.runs.items():
         recipe = params.run_train(run)
         key = f"runs.{run}.epochs" if "epochs" in overrides else "train.epochs"
-        saved = checkpoint_epochs(recipe.epochs, ckpt)
+        count = checkpoint_count(recipe.epochs, ckpt)
         _check(
-            len(saved) >= 2,
+            count >= 2,
             key,
             recipe.epochs,
-            f"enough epochs for 2 checkpoints (run {run!r} saves {len(saved)}; VoG is a spread "
+            f"enough epochs for 2 checkpoints (run {run!r} saves {count}; VoG is a spread "
             "over checkpoints)",
         )
-        if len(saved) < size:
+        problem = window_problem(count, size)
+        if problem:
+            saved = checkpoint_epochs(recipe.epochs, ckpt)  # a handful: count <= size
             raise ConfigError(
-                f"vog.window_size: {size} is not allowed; run {run!r} saves only {len(saved)} "
-                f"checkpoints (epochs {saved}), so the early, late and all windows would be the "
-                f"same checkpoints; lower vog.window_size to {len(saved)} or raise {key}"
+                f"vog.window_size: {size} is not allowed; run {run!r} saves only {count} "
+                f"checkpoints (epochs {saved}): {problem}; lower vog.window_size below {count} "
+                f"or raise {key}"
             )
 
 
@@ -659,9 +829,21 @@ def _check_hardware(params: Params) -> None:
             "gradients.precision: 'bf16' is not allowed with gradients.device 'cpu'; use fp32 on "
             "the CPU (bf16 is refused there: it rounds the gradients and is slow)"
         )
-    if not needs_cuda and not (bf16 and params.gradients.device == "auto"):
+    batchnorm = params.model.name in ("resnet18", "resnet50")
+    ddp_on_cpu = (
+        params.train.processes > 1 and batchnorm and not params.train.device.startswith("cuda")
+    )
+    if not needs_cuda and not ddp_on_cpu and not (bf16 and params.gradients.device == "auto"):
         return
-    import torch  # only here: the default (auto, fp32) needs no CUDA check
+    import torch  # only here: the default (auto, fp32, one process) needs no CUDA check
+
+    if ddp_on_cpu and (params.train.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(
+            f"train.processes: {params.train.processes} is not allowed with model.name "
+            f"{params.model.name!r} on the CPU: its BatchNorm statistics would each be taken over "
+            "one process's share of the batch (torch syncs them on GPUs only); set "
+            "train.processes to 1, or train on GPUs"
+        )
 
     if torch.cuda.is_available():
         return
@@ -678,7 +860,24 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Params:
     if not path.exists():
         raise ConfigError(f"params file {path} not found; run from the project root")
     with open(path, encoding="utf-8") as fh:
-        return parse_params(yaml.safe_load(fh) or {})
+        try:
+            raw = yaml.safe_load(fh)
+        except yaml.YAMLError as err:
+            raise ConfigError(_yaml_problem(path, err)) from err
+    return parse_params(raw or {})
+
+
+def _yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    line = ""
+    if mark is not None:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if mark.line < len(lines):
+            line = f" in {lines[mark.line].strip()!r}"
+    tab = " (YAML indents with spaces, never tabs)" if "\\t" in problem else ""
+    return f"{where}: not valid YAML: {problem}{line}{tab}; fix that line"
 
 
 def section_dict(section: Any) -> dict[str, Any]:

@@ -9,3 +9,27 @@ from __future__ import annotations
 WINDOWS = ("early", "late", "all")
 NORMALISATIONS = ("z", "none", "abs")
 LABEL_MODES = ("label", "pred")
+# The hardness baselines scored from the same checkpoints (``hard_<name>`` columns).
+BASELINES = (
+    "loss",
+    "margin",
+    "el2n",
+    "msp",
+    "forgetting",
+    "aum",
+    "datamap_confidence",
+    "datamap_variability",
+    "disagree",
+)
+
+
+def window_problem(k: int, size: int) -> str | None:
+    """Why early and late windows of ``size`` checkpoints, out of ``k``, would measure nothing of
+    their own (None when they do): the one rule behind the audit's, the CLI's and the pipeline's
+    refusal. With ``k <= size`` each holds every checkpoint, so early = late = all."""
+    if k <= size:
+        return (
+            f"the early and late windows of {size} checkpoints would each hold all {k}, so the "
+            "early, late and all windows would be the same checkpoints"
+        )
+    return None

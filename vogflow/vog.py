@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # Re-exported: callers that score name the windows and modes through the equations' module.
-from vogflow.names import LABEL_MODES, NORMALISATIONS, WINDOWS  # noqa: F401
+from vogflow.names import LABEL_MODES, NORMALISATIONS, WINDOWS, window_problem  # noqa: F401
 
 
 def vog_raw(grads: np.ndarray) -> np.ndarray:
@@ -48,11 +48,11 @@ def window_indices(k: int, window: str, *, size: int = 3) -> np.ndarray:
         raise ValueError(f"unknown window {window!r}; valid: {', '.join(WINDOWS)}")
     if size < 2:
         raise ValueError(f"window size must be at least 2 (VoG is a spread), got {size}")
-    if window != "all" and 2 <= k < size:
+    problem = window_problem(k, size) if window != "all" and k >= 2 else None
+    if problem:
         raise ValueError(
-            f"window {window!r} of size {size} needs {size} checkpoints, there are {k}: the early, "
-            f"late and all windows would be the same checkpoints; use a window size <= {k}, "
-            "more checkpoints, or only the 'all' window"
+            f"window {window!r} of size {size} over {k} checkpoints: {problem}; use a window "
+            f"size below {k}, more checkpoints, or only the 'all' window"
         )
     if window == "all":
         idx = np.arange(k)

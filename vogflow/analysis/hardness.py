@@ -17,18 +17,9 @@ import numpy as np
 
 from vogflow.analysis.ranks import top_sets
 
-# Every name :func:`baseline_scores` can return, in a fixed order (the rankings table's order).
-BASELINES = (
-    "loss",
-    "margin",
-    "el2n",
-    "msp",
-    "forgetting",
-    "aum",
-    "datamap_confidence",
-    "datamap_variability",
-    "disagree",
-)
+# Every name :func:`baseline_scores` can return, in a fixed order (the rankings table's order);
+# it lives in names.py, where the config checks vog.rank_by without the scoring math.
+from vogflow.names import BASELINES
 
 
 def _checkpoints(k: int, idx: Sequence[int] | np.ndarray | None) -> np.ndarray:
