@@ -392,9 +392,10 @@ def test_seeds_out_of_the_generators_range_are_named(shipped, dotted, seed):
 
 
 def test_the_largest_seed_trains():
+    import torch
+
     from vogflow.runtime import derived_seed
 
-    import torch
     torch.manual_seed(2**63 - 1)
     torch.Generator().manual_seed(derived_seed(2**63 - 1, 1))
 

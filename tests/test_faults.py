@@ -131,8 +131,14 @@ def test_validate_stage_refuses_a_trillion_epochs_in_one_line_and_little_memory(
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "validate.py"), "--out", "ok", "--params",
-         "params.yaml"],
+        [
+            sys.executable,
+            str(ROOT / "stages" / "validate.py"),
+            "--out",
+            "ok",
+            "--params",
+            "params.yaml",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

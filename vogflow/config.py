@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -598,9 +597,9 @@ def parameter_count(
     if name == "lenet":
         height, width = input_shape[-2:] if len(input_shape) == 3 else (1, 1)
         flat = 16 * (height // 4) * (width // 4)
-        return (
-            channels * 6 * 25 + 6 + 6 * 16 * 25 + 16 + flat * 120 + 120 + 120 * 84 + 84
-        ) + (84 * num_classes + num_classes)
+        return (channels * 6 * 25 + 6 + 6 * 16 * 25 + 16 + flat * 120 + 120 + 120 * 84 + 84) + (
+            84 * num_classes + num_classes
+        )
     if name == "resnet18":  # the CIFAR stem: a 3x3 first convolution
         return 11_167_104 + channels * 64 * 9 + 513 * num_classes
     if name == "resnet50":
