@@ -61,12 +61,12 @@ PARAM_CASES = {
     ),
     "an MLP wider than memory": (
         {"model__name": "mlp", "model__hidden": 10**9},
-        "model.hidden: a mlp (hidden=1000000000) for inputs (1, 8, 8) and 10 classes has 7.5e+10 "
+        "model.hidden: the mlp (hidden=1000000000) model for inputs (1, 8, 8) and 10 classes has 7.5e+10 "
         "parameters",
     ),
     "a toy model wider than memory": (
         {"toy__hidden": 10**10},
-        "toy.hidden: a mlp (hidden=10000000000) for inputs (2,) and 2 classes",
+        "toy.hidden: the mlp (hidden=10000000000) model for inputs (2,) and 2 classes",
     ),
     "a missing npz": (
         {"data__name": "npz", "data__path": "nope.npz"},

@@ -25,6 +25,23 @@ from vogflow.runtime import resolve_device
 from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS, window_indices
 
 
+class ModelFailed(GradientError):
+    """The model could not run on the data: an architecture or input shape that does not fit."""
+
+    def __init__(self, data: str, first: str) -> None:
+        super().__init__(
+            f"the model failed on {data} ({first}); check that the model is the architecture "
+            "the checkpoints and the data were made for"
+        )
+        self.data, self.first = data, first
+
+
+def _describe(data: Data) -> str:
+    if isinstance(data, tuple | list) and len(data) == 2 and hasattr(data[0], "shape"):
+        return f"inputs of shape {tuple(data[0].shape)}"
+    return f"the data ({type(data).__name__})"
+
+
 def check_audit(
     checkpoints: Sequence[Checkpoint],
     *,
@@ -154,18 +171,29 @@ def audit(
             track=track,
         )
         models = load_checkpoints(model, checkpoints)
-        extraction = run_extraction(
-            models,
-            data,
-            windows=windows,
-            window_size=window_size,
-            label_modes=label_modes,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            channels_last=channels_last,
-            progress=progress,
-        )
+        try:
+            extraction = run_extraction(
+                models,
+                data,
+                windows=windows,
+                window_size=window_size,
+                label_modes=label_modes,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                channels_last=channels_last,
+                progress=progress,
+            )
+        except torch.OutOfMemoryError:
+            raise  # a resource, not a mismatch: its own message says what to lower
+        except RuntimeError as err:
+            from vogflow.procgroup import lost_contact
+
+            if lost_contact(err):  # another torchrun rank went away; the launcher names it
+                raise
+            # The model's own error (a shape mismatch) names tensors, not the user's inputs.
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelFailed(_describe(data), first) from err
         if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
             return None
         table = rankings.build(extraction, normalise=normalise, text=_texts(data))

@@ -221,8 +221,29 @@ def extract_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, tor
     return tensors
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Refuse a checkpoint holding an infinite or NaN value, naming it and the tensor.
+
+    Such weights audit to nonsense without failing: an infinite weight makes every prediction
+    the same class and every loss NaN.
+    """
+    for key, tensor in state_dict.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        bad = ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            count, total = int(bad.sum()), tensor.numel()
+            kinds = sorted({"NaN" if torch.isnan(v) else "infinite" for v in tensor[bad][:100]})
+            raise CheckpointError(
+                f"{source}: tensor {key!r} holds {count} {' and '.join(kinds)} value(s) of "
+                f"{total} (a diverged training, or damaged weights); audit the checkpoints "
+                "saved before it, or retrain (e.g. with a lower learning rate)"
+            )
+
+
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
-    """Load weights strictly, explaining any mismatch with the first offending keys and shapes."""
+    """Load weights strictly, explaining any mismatch with the first offending keys and shapes;
+    non-finite weights are refused (:func:`check_finite`)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -244,6 +265,7 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
             + " | ".join(parts)
             + ". Check the architecture and the number of classes."
         )
+    check_finite(state_dict, source=source)
     model.load_state_dict(state_dict, strict=True)
 
 

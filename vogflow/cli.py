@@ -473,7 +473,7 @@ def _audit(
         print(f"model: {model_name}")
 
     from vogflow import sources
-    from vogflow.api import audit
+    from vogflow.api import ModelFailed, audit
     from vogflow.rankings import preferred_score, write_csv, write_parquet
 
     items = source.for_audit()
@@ -507,8 +507,14 @@ def _audit(
         )
         if table is None:  # a peer rank under --processes/torchrun: rank 0 holds the table
             return 0
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (RuntimeError, ModelFailed) as err:
+        from vogflow.procgroup import lost_contact
+
+        if lost_contact(err):
+            raise
+        text = str(err).strip()
+        first = err.first if isinstance(err, ModelFailed) else (text.splitlines() or [""])[0]
+        first = first or type(err).__name__
         raise UsageError(
             f"the model failed on the {split} {inputs} ({first}); check that --model builds "
             "the architecture the checkpoints and --data were made for"
@@ -1003,6 +1009,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(err).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        import os
+
+        from vogflow.procgroup import lost_contact
+
+        # Another rank went away without a word (killed): the launcher names it and the signal.
+        if "WORLD_SIZE" in os.environ and lost_contact(err):
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -197,6 +197,27 @@ def _ref_record(ref: Any) -> dict[str, Any]:
     }
 
 
+def check_out_folder(value: str) -> Path:
+    """``--out``: a folder for the report files (created if missing) that takes files."""
+    import tempfile
+
+    folder = Path(value)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(
+            f"--out {value!r} is a file, not a folder; name a folder for compare.json, "
+            "movers.csv and figures/ (it is created if missing)"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--out {value!r}: cannot write there ({err.strerror or err}); choose a writable folder"
+        ) from err
+    return folder
+
+
 def run_compare(args: Any) -> int:
     """Compare the audits ``args.a`` and ``args.b`` (the ``vogflow compare`` arguments): resolve
     both, read one split of each, compute with :func:`vogflow.compare.compare`, write the report
@@ -206,6 +227,8 @@ def run_compare(args: Any) -> int:
 
     from vogflow import compare, tracking
 
+    if args.out:
+        check_out_folder(args.out)  # before resolving, downloading and comparing anything
     refs = [tracking.resolve_audit(ref, run=args.run) for ref in (args.a, args.b)]
     tables = [_read_split(refs[0], refs[1], args.split), _read_split(refs[1], refs[0], args.split)]
     column = compare.score_column(args.score)

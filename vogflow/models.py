@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vogflow.config import MODELS, ConfigError
+from vogflow.config import MODELS, ConfigError, check_model_fits
 
 
 class MLP(nn.Module):
@@ -98,7 +98,14 @@ def build_model(
             f"model.name: {name!r} needs (C, H, W) images but the data is {input_shape}; "
             "use 'mlp' for point data"
         )
+    # A manifest or params asking for more than memory holds fail here in one line, not in the
+    # allocator's traceback.
+    check_model_fits(name, tuple(input_shape), int(num_classes), key=_size_key(name), **options)
     return _BUILDERS[name](tuple(input_shape), int(num_classes), **options)
+
+
+def _size_key(name: str) -> str:
+    return "model.hidden" if name == "mlp" else "model.name"
 
 
 @torch.no_grad()

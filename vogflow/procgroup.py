@@ -64,9 +64,36 @@ def launch(argv: Sequence[str]) -> int:
     try:
         torchrun(list(argv))
     except ChildFailedError as err:
+        # torchrun stops the ranks left with SIGTERM: another signal is the cause.
+        killed = sorted(
+            (f.exitcode == -15, f.timestamp, r, f)
+            for r, f in err.failures.items()
+            if f.exitcode and f.exitcode < 0
+        )
+        if killed:
+            # A killed rank says nothing itself, and its peers only see it go away.
+            *_, r, failure = killed[0]
+            print(f"vogflow: {killed_line(r, -failure.exitcode)}", file=sys.stderr, flush=True)
+            return 1
         _, first = err.get_first_failure()
         return first.exitcode if first.exitcode and first.exitcode > 0 else 1
     return 0
+
+
+def killed_line(rank: int, signum: int) -> str:
+    """Why a rank stopped when a signal killed it, in one line."""
+    import signal
+
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    why = {
+        "SIGKILL": " (by hand, or the kernel's out-of-memory killer: see `dmesg`)",
+        "SIGSEGV": " (a crash in native code)",
+        "SIGBUS": " (a crash in native code, or shared memory ran out: see /dev/shm)",
+    }.get(name, "")
+    return f"rank {rank} was killed by signal {signum} ({name}){why}; the job stopped"
 
 
 def start_processes(processes: int) -> None:

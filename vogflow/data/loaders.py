@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from vogflow.errors import VogflowError
+
 
 class Rows(TorchDataset):
     """Row ``i`` of ``x`` as a tensor, with its label when ``y`` is given."""
@@ -38,6 +40,33 @@ class Rows(TorchDataset):
         return [self._item(row, i) for row, i in zip(rows, indices, strict=True)]
 
 
+class Loader(DataLoader):
+    """A DataLoader whose worker processes fail as the main process does: in one line.
+
+    torch re-raises a worker's error as the same type built from a message that embeds the
+    worker's whole traceback; a refusal (an unreadable image, say) gets its own line back.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from super().__iter__()
+        except VogflowError as err:
+            original = worker_message(err)
+            if original is None:
+                raise
+            raise type(err)(original) from err
+
+
+def worker_message(err: BaseException) -> str | None:
+    """The original one-line message of an error torch re-raised from a loader worker."""
+    text = str(err)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return None
+    last = text.rstrip().splitlines()[-1]
+    name = f"{type(err).__module__}.{type(err).__qualname__}: "
+    return last[len(name) :] if last.startswith(name) else None
+
+
 def workers_of(x: Any) -> int:
     """The loader processes a streamed split asks for (``data.workers``); 0 for arrays."""
     return int(getattr(x, "workers", 0))
@@ -48,7 +77,7 @@ def sequential(
 ) -> DataLoader:
     """In-order batches of ``x`` (and ``y``): ``(inputs, labels)`` pairs, or inputs alone."""
     pin = torch.cuda.is_available() if pin is None else pin
-    return DataLoader(
+    return Loader(
         Rows(x, y),
         batch_size=batch_size,
         shuffle=False,
@@ -77,7 +106,7 @@ def index_batches(
         xt = torch.as_tensor(x)
         return (xt[idx] for idx in steps)
     steps = [torch.as_tensor(idx).tolist() for idx in steps]
-    loader = DataLoader(
+    loader = Loader(
         Rows(x),
         batch_sampler=[idx for idx in steps if idx],
         num_workers=workers_of(x),
