@@ -61,8 +61,8 @@ PARAM_CASES = {
     ),
     "an MLP wider than memory": (
         {"model__name": "mlp", "model__hidden": 10**9},
-        "model.hidden: the mlp (hidden=1000000000) model for inputs (1, 8, 8) and 10 classes has 7.5e+10 "
-        "parameters",
+        "model.hidden: the mlp (hidden=1000000000) model for inputs (1, 8, 8) and 10 classes "
+        "has 7.5e+10 parameters",
     ),
     "a toy model wider than memory": (
         {"toy__hidden": 10**10},

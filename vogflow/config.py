@@ -629,8 +629,8 @@ def check_model_fits(
     if need > have:
         spec = f"{name} ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
         raise ConfigError(
-            f"{key}: the {spec} model for inputs {tuple(input_shape)} and {num_classes} classes has "
-            f"{params:.3g} parameters, about {_gb(need)} to train, more than this machine's "
+            f"{key}: the {spec} model for inputs {tuple(input_shape)} and {num_classes} classes "
+            f"has {params:.3g} parameters, about {_gb(need)} to train, more than this machine's "
             f"{_gb(have)} of memory; lower {key}"
         )
     return params
