@@ -203,7 +203,7 @@ MISSING = [f"/nonexistent/epoch_{e}.pt" for e in range(1, 6)]
         ({"windows": ()}, "windows: [] is not allowed; pass a non-empty list"),
         ({"label_modes": ("softmax",)}, "label_modes: ['softmax'] is not allowed; pass a non"),
         ({"window_size": 1}, "window size must be at least 2 (VoG is a spread), got 1"),
-        ({"window_size": 6}, "window 'early' of size 6 needs 6 checkpoints, there are 5: the"),
+        ({"window_size": 6}, "window 'early' of size 6 over 5 checkpoints: the early and"),
         ({"batch_size": 0}, "batch_size: 0 is not allowed; pass an integer >= 1"),
         ({"precision": "bf16"}, "precision: 'bf16' is refused on the cpu device"),
     ],

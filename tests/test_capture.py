@@ -49,6 +49,8 @@ def train(model: nn.Module, recorder: CheckpointRecorder, epochs: int) -> dict[i
 
 
 def run_audit(model, checkpoints, x, y, **kw):
+    # Windows of 2: three checkpoints are then an early, a late and an all window of their own.
+    kw.setdefault("window_size", 2)
     return audit(model, checkpoints, (x, y), progress=False, device="cpu", batch_size=8, **kw)
 
 
@@ -134,6 +136,8 @@ def test_builtin_manifest_rebuilds_lenet_and_the_cli_needs_no_model(tmp_path, mo
         "--quiet",
         "--device",
         "cpu",
+        "--window-size",
+        "2",
         "--show",
         "0",
     ]

@@ -415,7 +415,7 @@ def test_audit_end_to_end_natural_order(
 def test_audit_bad_inputs_exit_2(user_project, capsys, change: dict, message: str) -> None:
     root = user_project["root"]
     (root / "bad").mkdir()
-    for e in (1, 2, 3):  # checkpoints of another architecture (3: the default window size)
+    for e in (1, 2, 3, 4):  # checkpoints of another architecture (one more than the window)
         torch.save(nn.Linear(64, 3).state_dict(), root / "bad" / f"e{e}.pt")
     opts = {
         "--model": "tiny_factory:build",

@@ -150,3 +150,269 @@ def test_validate_stage_refuses_a_trillion_epochs_in_one_line_and_little_memory(
     assert len(lines) == 1 and "train.epochs: 1000000000000 is not allowed" in lines[0], lines
     assert time.perf_counter() - start < 60
     assert not (tmp_path / "ok").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: non-finite weights, windows that collapse
+
+
+def _linear_checkpoints(folder: Path, k: int, *, bad: float | None = None) -> list[Path]:
+    """``k`` checkpoints of ``Linear(16, 3)`` (under ``lin.``); the third holds ``bad``."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    paths = []
+    for epoch in range(1, k + 1):
+        state = {"lin.weight": torch.randn(3, 16, generator=gen), "lin.bias": torch.zeros(3)}
+        if bad is not None and epoch == 3:
+            state["lin.weight"][1, 2] = bad
+        paths.append(folder / f"epoch_{epoch}.pt")
+        torch.save(state, paths[-1])
+    return paths
+
+
+NETS = """import os
+import signal
+
+from torch import nn
+
+
+class Linear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16, 3)
+
+    def forward(self, x):
+        if os.environ.get("KILL_RANK") == os.environ.get("RANK", "0"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.lin(x.flatten(1))
+
+
+def linear():
+    return Linear()
+"""
+
+
+@pytest.fixture
+def user_project(tmp_path, monkeypatch):
+    """A user's folder: a model module and an npz of 4x4 greyscale images, 3 classes."""
+    import numpy as np
+
+    (tmp_path / "nets.py").write_text(NETS)
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=rng.random((24, 1, 4, 4), dtype=np.float32),
+        y_train=np.arange(24) % 3,
+        x_test=rng.random((12, 1, 4, 4), dtype=np.float32),
+        y_test=np.arange(12) % 3,
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def _data():
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    return torch.as_tensor(rng.random((12, 16), dtype=np.float32)), torch.arange(12) % 3
+
+
+@pytest.mark.parametrize("bad, kind", [(float("inf"), "infinite"), (float("nan"), "NaN")])
+def test_api_refuses_a_non_finite_checkpoint_naming_file_and_tensor(tmp_path, bad, kind):
+    import vogflow
+    from vogflow.checkpoints import CheckpointError
+
+    sys.path.insert(0, str(tmp_path))
+    (tmp_path / "nets.py").write_text(NETS)
+    try:
+        import nets
+    finally:
+        sys.path.remove(str(tmp_path))
+    paths = _linear_checkpoints(tmp_path / "ckpts", 5, bad=bad)
+    with pytest.raises(CheckpointError) as err:
+        vogflow.audit(nets.linear(), paths, _data(), progress=False)
+    assert str(err.value).startswith(
+        f"{paths[2]}: tensor 'lin.weight' holds 1 {kind} value(s) of 48 (a diverged training"
+    )
+
+
+@pytest.mark.parametrize("bad, kind", [(float("inf"), "infinite"), (float("nan"), "NaN")])
+def test_cli_refuses_a_non_finite_checkpoint_before_scoring(user_project, capsys, bad, kind):
+    from vogflow import cli
+
+    paths = _linear_checkpoints(user_project / "ckpts", 5, bad=bad)
+    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vogflow audit: error: {paths[2]}: tensor 'lin.weight' holds 1 {kind}")
+    assert "\n" not in err
+    assert not (user_project / "o.parquet").exists()
+
+
+def test_pipeline_refuses_a_diverged_run_where_it_loads_the_checkpoints(tmp_path):
+    import numpy as np
+    import torch
+
+    from vogflow import checkpoints as ck
+    from vogflow.config import DataConfig, ModelConfig, TrainConfig
+    from vogflow.data import RawSplits, normalise
+    from vogflow.io import read_json, sha256_file, write_json
+    from vogflow.train import train_run
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    x = (rng.standard_normal((60, 2)) + 2.0 * y[:, None]).astype(np.float32)
+    data = normalise(DataConfig(name="toy"), RawSplits(x[:40], y[:40], x[40:], y[40:], ("a", "b")))
+    out = tmp_path / "runs" / "main" / "checkpoints"
+    cfg = TrainConfig(epochs=4, batch_size=16, milestones=(), device="cpu")
+    train_run(
+        data,
+        ModelConfig(name="mlp", hidden=8),
+        cfg,
+        CheckpointConfig(4, 1, 1),
+        out,
+        echo=lambda _: None,
+    )
+    # What a diverged training leaves: an infinite weight in a file its manifest vouches for.
+    manifest = read_json(out / "manifest.json")
+    entry = manifest["checkpoints"][-1]
+    state = torch.load(out / entry["file"], weights_only=True)
+    state["net.3.bias"][0] = float("-inf")
+    torch.save(state, out / entry["file"])
+    entry["sha256"] = sha256_file(out / entry["file"])
+    write_json(out / "manifest.json", manifest)
+    with pytest.raises(ck.CheckpointError) as err:
+        ck.load_run_models(out)
+    assert str(err.value).startswith(
+        f"{out / entry['file']}: tensor 'net.3.bias' holds 1 infinite value(s) of 2"
+    )
+
+
+def test_a_stopped_run_whose_windows_collapse_is_refused_alike_by_api_and_cli(user_project, capsys):
+    # A run stopped at epoch 4 of 8 saved epochs 1-3: windows of 3 are all three checkpoints.
+    import vogflow
+    from vogflow import cli
+    from vogflow.gradients import GradientError
+
+    paths = _linear_checkpoints(user_project / "stopped", 3)
+    import nets
+
+    with pytest.raises(GradientError) as err:
+        vogflow.audit(nets.linear(), paths, _data(), progress=False)
+    rule = "the early, late and all windows would be the same checkpoints"
+    assert str(err.value).startswith("window 'early' of size 3 over 3 checkpoints") and rule in str(
+        err.value
+    )
+    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
+    assert cli.main(args) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("vogflow audit: error: window 'early' of size 3 over 3") and rule in said
+    # The all window alone, or a smaller window, still audits.
+    table = vogflow.audit(nets.linear(), paths, _data(), windows=("all",), progress=False)
+    assert "vog_all_label" in table.columns
+    assert cli.main([*args, "--window-size", "2"]) == 0
+
+
+def test_api_names_the_inputs_when_the_model_does_not_fit_them(tmp_path):
+    import torch
+    from torch import nn
+
+    import vogflow
+    from vogflow.api import ModelFailed
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    states = [{k: v + i for k, v in model.state_dict().items()} for i in range(4)]
+    x, y = torch.zeros(12, 17), torch.arange(12) % 3
+    with pytest.raises(ModelFailed) as err:
+        vogflow.audit(model, states, (x, y), window_size=2, progress=False)
+    assert str(err.value) == (
+        "the model failed on inputs of shape (12, 17) (mat1 and mat2 shapes cannot be multiplied "
+        "(12x17 and 16x3)); check that the model is the architecture the checkpoints and the "
+        "data were made for"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: outputs checked before work, loader workers and killed ranks in one line
+
+
+def test_compare_out_naming_a_file_is_refused_before_any_work(tmp_path, capsys):
+    from vogflow import cli
+
+    existing = tmp_path / "dvc.yaml"
+    existing.write_text("stages: {}\n")
+    # The audits named do not exist: the refusal comes before anything looks them up.
+    assert cli.main(["compare", "runs:/nope", "runs:/nope2", "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"vogflow compare: error: --out {str(existing)!r} is a file, not a folder; name a folder "
+        "for compare.json, movers.csv and figures/ (it is created if missing)"
+    )
+    assert existing.read_text() == "stages: {}\n"
+
+
+@pytest.mark.integration  # loader worker processes
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_truncated_png_streamed_by_workers_is_one_line_naming_it(user_project, capsys, workers):
+    import numpy as np
+    from PIL import Image
+
+    from vogflow import cli
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 6)):
+        for i in range(n):
+            folder = user_project / "images" / split / f"c{i % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = rng.integers(0, 255, (4, 4), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    victim = user_project / "images" / "test" / "c1" / "4.png"
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
+    paths = _linear_checkpoints(user_project / "ckpts", 5)
+    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args += ["--data", "imagefolder:images", "--out", "o.parquet", "--quiet", "--show", "0"]
+    assert cli.main([*args, "--stream", "true", "--workers", workers]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"vogflow audit: error: data.path: image {str(victim)!r} cannot be read (OSError: image "
+        "file is truncated); it is corrupted, truncated or not an image: replace or delete it"
+    )
+
+
+@pytest.mark.integration  # torchrun ranks
+def test_a_killed_rank_is_named_with_its_signal(user_project):
+    import os
+
+    paths = _linear_checkpoints(user_project / "ckpts", 5)
+    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
+    env = {**os.environ, "KILL_RANK": "1", "PYTHONPATH": f"{user_project}{os.pathsep}{ROOT}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "vogflow.cli", *args, "--processes", "2", "--window-size", "2"],
+        cwd=user_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        "vogflow: rank 1 was killed by signal 9 (SIGKILL) (by hand, or the kernel's out-of-memory "
+        "killer: see `dmesg`); the job stopped"
+    ], done.stderr
+    assert not (user_project / "o.parquet").exists()
+
+
+def test_train_metrics_survive_a_failed_rerun():
+    # DVC deletes a stage's outputs before running it; a persisted metrics file is left alone,
+    # so a failed train keeps the committed train.json (and its checkpoints) in the work tree.
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    (metrics,) = stage["metrics"]
+    assert metrics == {"runs/${key}/train.json": {"cache": False, "persist": True}}

@@ -317,7 +317,7 @@ def test_a_caller_under_no_grad_still_gets_input_gradients(small_cnn_setup):
 
 def test_windows_larger_than_the_run_and_bad_label_modes_are_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
-    with pytest.raises(GradientError, match=r"window 'early' of size 3 needs 3 checkpoints, there"):
+    with pytest.raises(GradientError, match=r"window 'early' of size 3 over 2 checkpoints"):
         run(models_from(factory, states[:2]), x, y)
     for modes in ((), ("label", "label"), ("logit",)):
         with pytest.raises(GradientError, match=r"^label_modes: .* is not allowed; pass a non"):

@@ -46,6 +46,8 @@ def data(n: int = 24, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run_audit(model, checkpoints, **kw):
     x, y = data(n=20, seed=2)
+    # Windows of 2: three checkpoints are then an early, a late and an all window of their own.
+    kw.setdefault("window_size", 2)
     return audit(model, checkpoints, (x, y), progress=False, device="cpu", batch_size=8, **kw)
 
 

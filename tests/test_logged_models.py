@@ -24,6 +24,8 @@ from vogflow.rankings import read
 
 
 def run_audit(model, checkpoints, data=None, **kw):
+    # Windows of 2: three checkpoints are then an early, a late and an all window of their own.
+    kw.setdefault("window_size", 2)
     return audit(model, checkpoints, data or xy(), progress=False, device="cpu", batch_size=8, **kw)
 
 
@@ -122,6 +124,7 @@ def test_logged_checkpoints_audit_like_the_files_by_model_uri_and_by_run(
     np.savez(tmp_path / "mine.npz", x_train=x[:3], y_train=np.arange(3), x_test=x, y_test=y)
     args = ["audit", "--model", factory_module, "--checkpoints", *registered]
     args += ["--data", f"npz:{tmp_path / 'mine.npz'}", "--out", str(tmp_path / "r.parquet")]
+    args += ["--window-size", "2"]
     assert cli.main([*args, "--quiet", "--device", "cpu", "--batch-size", "8"]) == 0
     pd.testing.assert_frame_equal(read(tmp_path / "r.parquet"), files)
 
@@ -158,8 +161,9 @@ def test_a_run_replaying_an_epoch_reads_its_latest_checkpoint(tmp_path, store):
     again.epoch_end(2, first[2])
     with sources.resolve(f"runs:/{run_id}", tracking_uri=uri) as source:
         assert [c.epoch for c in source.checkpoints] == [1, 2]
-        table = run_audit(tiny(), source.for_audit(), window_size=2)
-    pd.testing.assert_frame_equal(table, run_audit(tiny(), [first[0], first[2]], window_size=2))
+        # Two checkpoints: early = late = all, so only the all window is scored.
+        table = run_audit(tiny(), source.for_audit(), windows=("all",))
+    pd.testing.assert_frame_equal(table, run_audit(tiny(), [first[0], first[2]], windows=("all",)))
 
 
 class Payload:
@@ -223,7 +227,7 @@ def test_models_that_need_pickled_code_are_refused_and_never_run(tmp_path, store
     payload = {"data/model.pth": saved({"state_dict": states(1)[0], "h": Payload(str(marker))})}
     pickled = log_model_files(client, experiment, run_id, payload, tmp)
     with pytest.raises(CheckpointError, match="needs pickled code"):
-        run_audit(tiny(), [f"models:/{good}", f"models:/{pickled}"], window_size=2)
+        run_audit(tiny(), [f"models:/{good}", f"models:/{pickled}"], windows=("all",))
     with sources.resolve([f"models:/{good}", f"models:/{pickled}"], tracking_uri=uri) as source:
         with pytest.raises(CheckpointError, match="needs pickled code"):
             source.load()

@@ -42,6 +42,8 @@ def xy(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run_audit(model, checkpoints, data, **kw):
+    # Windows of 2: three checkpoints are then an early, a late and an all window of their own.
+    kw.setdefault("window_size", 2)
     return audit(model, checkpoints, data, progress=False, device="cpu", batch_size=8, **kw)
 
 
@@ -272,14 +274,14 @@ def test_torchvision_model_by_name_builds_and_audits(tmp_path, capsys):
         "--quiet",
         "--device",
         "cpu",
-        "--window-size",
-        "2",
+        "--windows",
+        "all",
         "--show",
         "0",
     ]
     assert cli.main([*base, "--model", "torchvision:resnet18", "--num-classes", "10"]) == 0
     direct = run_audit(
-        get_model("resnet18", weights=None, num_classes=10), paths, (x, y), window_size=2
+        get_model("resnet18", weights=None, num_classes=10), paths, (x, y), windows=("all",)
     )
     pd.testing.assert_frame_equal(read(tmp_path / "r.parquet"), direct)
 

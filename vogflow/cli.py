@@ -497,6 +497,7 @@ def _audit(
             model,
             items,
             data,
+            windows=args.windows,
             window_size=args.window_size,
             normalise=args.normalise,
             batch_size=args.batch_size,
@@ -651,6 +652,18 @@ def _non_negative(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} is negative; give 0 or more")
     return number
+
+
+def _windows(value: str) -> tuple[str, ...]:
+    from vogflow.names import WINDOWS
+
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [n for n in names if n not in WINDOWS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a comma-separated list without repeats of {', '.join(WINDOWS)}"
+        )
+    return names
 
 
 def _window(value: str) -> int:
@@ -894,6 +907,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_window,
         default=3,
         help="checkpoints in the early and late windows (default: 3)",
+    )
+    p.add_argument(
+        "--windows",
+        type=_windows,
+        default=("early", "late", "all"),
+        help="comma-separated windows to score (default: early,late,all); 'all' alone for runs "
+        "with no more checkpoints than --window-size, where early = late = all",
     )
     p.add_argument(
         "--normalise",
