@@ -80,6 +80,18 @@ PARAM_CASES = {
         {"vog__rank_by": "hard_lose"},
         "vog.rank_by: 'hard_lose' is not allowed; did you mean 'hard_loss'?",
     ),
+    "bootstrap beyond memory": (
+        {"vog__bootstrap": 10**9},
+        "vog.bootstrap: 1000000000 is not allowed; resampling 1797 examples that often takes",
+    ),
+    "a figure past matplotlib's pixel limit": (
+        {"figures__dpi": 10**6},
+        "figures.dpi: 1000000 is not allowed; expected an integer in [30, 1200]",
+    ),
+    "a grid of a million images": (
+        {"figures__grid": 1000},
+        "figures.grid: 1000 is not allowed; expected an integer in [1, 30]",
+    ),
     "BatchNorm under DDP on the CPU": (
         {"train__processes": 2, "model__name": "resnet18", "train__device": "cpu"},
         "train.processes: 2 is not allowed with model.name 'resnet18' on the CPU",
@@ -105,6 +117,46 @@ def test_the_checkpoint_count_is_the_schedule_length_without_listing_it():
     start = time.perf_counter()
     assert checkpoint_count(10**12, CheckpointConfig()) == 200_000_000_005
     assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize(
+    "name, shape, classes, options",
+    [
+        ("mlp", (1, 8, 8), 10, {"hidden": 64}),
+        ("mlp", (2,), 2, {"hidden": 16}),
+        ("lenet", (1, 8, 8), 10, {}),
+        ("lenet", (3, 32, 32), 100, {}),
+        ("resnet18", (3, 32, 32), 10, {}),
+        ("resnet18", (1, 28, 28), 7, {}),
+        ("resnet50", (3, 32, 32), 100, {}),
+        ("resnet50", (1, 28, 28), 7, {}),
+    ],
+)
+def test_the_parameter_arithmetic_counts_what_torch_builds(name, shape, classes, options):
+    from vogflow.config import parameter_count
+    from vogflow.models import build_model
+
+    model = build_model(name, shape, classes, **options)
+    assert parameter_count(name, shape, classes, **options) == sum(
+        p.numel() for p in model.parameters()
+    )
+
+
+def test_a_manifest_asking_for_a_billion_unit_mlp_is_refused_before_allocating():
+    from vogflow.checkpoints import build_from_manifest
+
+    manifest = {
+        "architecture": "mlp",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+        "model_options": {"hidden": 10**9},
+    }
+    with pytest.raises(ConfigError) as err:
+        build_from_manifest(manifest)
+    assert str(err.value).startswith(
+        "model.hidden: the mlp (hidden=1000000000) model for inputs (1, 8, 8) and 10 classes has "
+        "7.5e+10 parameters, about 1.2e+03 GB to train, more than this machine's"
+    )
 
 
 def test_ood_n_examples_beyond_the_test_split_is_a_request(shipped):
@@ -408,6 +460,43 @@ def test_a_killed_rank_is_named_with_its_signal(user_project):
         "killer: see `dmesg`); the job stopped"
     ], done.stderr
     assert not (user_project / "o.parquet").exists()
+
+
+@pytest.mark.integration  # the real dvc
+def test_dvc_keeps_a_persisted_metrics_file_when_its_stage_fails(tmp_path):
+    # The layout train.json now has: DVC leaves the committed file alone through a failed rerun,
+    # where a plain metrics output is deleted before the command runs.
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "dvc", *args], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    assert dvc("init", "--no-scm", "-q").returncode == 0
+
+    (tmp_path / "step.py").write_text(
+        "import sys\n"
+        "if open('fail').read() != '0':\n    sys.exit(1)\n"
+        "open(sys.argv[1] + '.json', 'w').write('{\"acc\": 1}')\n"
+    )
+
+    def stage(name: str, **options: bool) -> dict:
+        return {
+            "cmd": f"{sys.executable} step.py {name}",
+            "deps": ["fail", "step.py"],
+            "metrics": [{f"{name}.json": {"cache": False, **options}}],
+        }
+
+    stages = {"kept": stage("kept", persist=True), "lost": stage("lost")}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "fail").write_text("0")
+    done = dvc("repro")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "lost.json").read_text() == '{"acc": 1}'
+    (tmp_path / "fail").write_text("1")
+    assert dvc("repro", "kept").returncode != 0
+    assert dvc("repro", "lost").returncode != 0
+    assert (tmp_path / "kept.json").read_text() == '{"acc": 1}'
+    assert not (tmp_path / "lost.json").exists()
 
 
 def test_train_metrics_survive_a_failed_rerun():

@@ -373,8 +373,10 @@ class FiguresConfig:
     classes: int = 2  # classes shown in the per-class grids
 
     def validate(self, prefix: str) -> None:
-        _check(self.grid >= 1, f"{prefix}.grid", self.grid, "an integer >= 1")
-        _check(self.dpi >= 30, f"{prefix}.dpi", self.dpi, "an integer >= 30")
+        # matplotlib refuses an image over 2**16 pixels a side: 30 tiles of ~1.2 inches at 1200
+        # dpi stay under it.
+        _check(1 <= self.grid <= 30, f"{prefix}.grid", self.grid, "an integer in [1, 30]")
+        _check(30 <= self.dpi <= 1200, f"{prefix}.dpi", self.dpi, "an integer in [30, 1200]")
         _check(self.classes >= 1, f"{prefix}.classes", self.classes, "an integer >= 1")
 
 
@@ -576,6 +578,15 @@ KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
     "cifar10": ((3, 32, 32), 10),
     "cifar100": ((3, 32, 32), 100),
 }
+# Examples in both splits of the datasets whose size is known without reading them.
+KNOWN_SIZES = {
+    "digits": 1797,
+    "toy": 1000,
+    "mnist": 70000,
+    "fashion_mnist": 70000,
+    "cifar10": 60000,
+    "cifar100": 60000,
+}
 
 
 def data_shape(data: DataConfig) -> tuple[tuple[int, ...], int]:
@@ -706,6 +717,15 @@ def _check_sizes(params: Params) -> None:
                 f"{_gb(per_checkpoint)} each, {_gb(count * per_checkpoint)}, more than this "
                 f"disk's {_gb(disk)}; lower {key} or raise checkpoints.every"
             )
+    examples = KNOWN_SIZES.get(params.data.name)
+    # Each confidence interval draws (bootstrap, examples) indices at once, then gathers them.
+    boot = params.vog.bootstrap * (examples or 0) * 16
+    if boot > machine_memory():
+        raise ConfigError(
+            f"vog.bootstrap: {params.vog.bootstrap} is not allowed; resampling {examples} "
+            f"examples that often takes {_gb(boot)}, more than this machine's "
+            f"{_gb(machine_memory())} of memory; lower vog.bootstrap (the default is 1000)"
+        )
     toy = params.toy
     toy_params = check_model_fits("mlp", (2,), 2, key="toy.hidden", hidden=toy.hidden)
     # A checkpoint per epoch; each point keeps an input gradient per checkpoint and label mode.
