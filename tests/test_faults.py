@@ -437,6 +437,42 @@ def test_a_truncated_png_streamed_by_workers_is_one_line_naming_it(user_project,
     )
 
 
+@pytest.mark.integration  # loader worker processes
+def test_training_on_a_streamed_folder_with_a_truncated_png_is_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vogflow.config import DataConfig, ModelConfig, TrainConfig
+    from vogflow.data import load_dataset
+    from vogflow.train import train_run
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 6)):
+        for i in range(n):
+            folder = tmp_path / "images" / split / f"c{i % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (4, 4), dtype=np.uint8)).save(folder / f"{i}.png")
+    victim = tmp_path / "images" / "train" / "c2" / "5.png"
+    # Cut in the pixel data: the header scan passes, decoding fails (the streamed train split's
+    # normalisation statistics read it first, in the main process).
+    victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
+    cfg = TrainConfig(epochs=4, batch_size=4, milestones=(), device="cpu")
+    with pytest.raises(ConfigError) as err:
+        data = load_dataset(
+            DataConfig(name="imagefolder", path="images", stream=True, workers=2), tmp_path
+        )
+        train_run(
+            data,
+            ModelConfig(name="mlp", hidden=4),
+            cfg,
+            CheckpointConfig(),
+            tmp_path / "r",
+            echo=lambda _: None,
+        )
+    assert str(err.value).startswith(f"data.path: image {str(victim)!r} cannot be read (")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.integration  # torchrun ranks
 def test_a_killed_rank_is_named_with_its_signal(user_project):
     import os
