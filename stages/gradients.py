@@ -62,8 +62,8 @@ def peer(args: Any) -> None:
         for split in prm.gradients.splits:
             extract_split(prm, models, *data[split])
     except Exception as err:
-        if procgroup.lost_contact(err):  # a rank was killed: the launcher names it
-            sys.exit(1)
+        if procgroup.lost_contact(err):  # another rank went away: the launcher names it
+            sys.exit(procgroup.LOST_CONTACT)
         mine = not isinstance(err, VogflowError)
         if not procgroup.reported_by_rank0(err):
             if mine:

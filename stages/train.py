@@ -38,8 +38,8 @@ def peer(args: Any) -> None:
             procgroup.outlive_rank0()
         sys.exit(2)
     except Exception as err:
-        if procgroup.lost_contact(err):  # another rank failed, and that rank reports
-            sys.exit(2)
+        if procgroup.lost_contact(err):  # another rank went away: the launcher names it
+            sys.exit(procgroup.LOST_CONTACT)
         traceback.print_exc()
         where = f"rank {procgroup.rank()} of {procgroup.world_size()}"
         print(f"train@{args.run}: {where} failed: {procgroup.one_line(err)}", file=sys.stderr)

@@ -238,6 +238,8 @@ class Linear(nn.Module):
     def forward(self, x):
         if os.environ.get("KILL_RANK") == os.environ.get("RANK", "0"):
             os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get("EXIT_RANK") == os.environ.get("RANK", "0"):
+            os._exit(3)
         return self.lin(x.flatten(1))
 
 
@@ -474,13 +476,32 @@ def test_training_on_a_streamed_folder_with_a_truncated_png_is_one_line(tmp_path
 
 
 @pytest.mark.integration  # torchrun ranks
-def test_a_killed_rank_is_named_with_its_signal(user_project):
+@pytest.mark.parametrize(
+    "death, status, line",
+    [
+        (
+            "KILL_RANK",
+            1,
+            "vogflow: rank 1 was killed by signal 9 (SIGKILL) (by hand, or the kernel's "
+            "out-of-memory killer: see `dmesg`); the job stopped",
+        ),
+        (
+            "EXIT_RANK",
+            3,
+            "vogflow: rank 1 exited with status 3 and no rank reported why (its own output "
+            "above, if any, says more); the job stopped",
+        ),
+    ],
+)
+def test_a_rank_that_dies_without_a_word_is_named_by_the_launcher(
+    user_project, death, status, line
+):
     import os
 
     paths = _linear_checkpoints(user_project / "ckpts", 5)
     args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
     args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
-    env = {**os.environ, "KILL_RANK": "1", "PYTHONPATH": f"{user_project}{os.pathsep}{ROOT}"}
+    env = {**os.environ, death: "1", "PYTHONPATH": f"{user_project}{os.pathsep}{ROOT}"}
     done = subprocess.run(
         [sys.executable, "-m", "vogflow.cli", *args, "--processes", "2", "--window-size", "2"],
         cwd=user_project,
@@ -489,12 +510,8 @@ def test_a_killed_rank_is_named_with_its_signal(user_project):
         text=True,
         timeout=300,
     )
-    assert done.returncode == 1
-    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-    assert lines == [
-        "vogflow: rank 1 was killed by signal 9 (SIGKILL) (by hand, or the kernel's out-of-memory "
-        "killer: see `dmesg`); the job stopped"
-    ], done.stderr
+    assert done.returncode == status
+    assert [ln for ln in done.stderr.splitlines() if ln.strip()] == [line], done.stderr
     assert not (user_project / "o.parquet").exists()
 
 

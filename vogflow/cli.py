@@ -1036,7 +1036,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Another rank went away without a word (killed): the launcher names it and the signal.
         if "WORLD_SIZE" in os.environ and lost_contact(err):
-            return 1
+            from vogflow.procgroup import LOST_CONTACT
+
+            return LOST_CONTACT
         raise
 
 

@@ -64,26 +64,55 @@ def launch(argv: Sequence[str]) -> int:
     try:
         torchrun(list(argv))
     except ChildFailedError as err:
-        # torchrun stops the ranks left with SIGTERM: another signal is the cause.
-        killed = sorted(
-            (f.exitcode == -15, f.timestamp, r, f)
-            for r, f in err.failures.items()
-            if f.exitcode and f.exitcode < 0
-        )
-        if killed:
-            # A killed rank says nothing itself, and its peers only see it go away.
-            *_, r, failure = killed[0]
-            print(f"vogflow: {killed_line(r, -failure.exitcode)}", file=sys.stderr, flush=True)
-            return 1
+        code = {r: f.exitcode for r, f in err.failures.items()}
+        cause = unreported_failure(code)
+        if cause is not None:
+            print(f"vogflow: {failure_line(cause, code[cause])}", file=sys.stderr, flush=True)
+            return code[cause] if code[cause] > 0 else 1
         _, first = err.get_first_failure()
         return first.exitcode if first.exitcode and first.exitcode > 0 else 1
     return 0
 
 
-def killed_line(rank: int, signum: int) -> str:
-    """Why a rank stopped when a signal killed it, in one line."""
+# The exit status of a rank that stopped because another one went away without a word: the
+# launcher then names that one (:func:`unreported_failure`).
+LOST_CONTACT = 75
+SIGTERM = 15
+
+
+def unreported_failure(exitcodes: dict[int, int]) -> int | None:
+    """The rank whose failure no rank has reported, from torchrun's exit status of each failed
+    rank (negative: killed by that signal); None when the failed ranks said why themselves.
+
+    A rank that fails in Python says so and exits 1 or 2 (rank 0 also names a peer's failure it
+    learns of through :func:`settle`). A rank killed by a signal, or gone by ``os._exit`` or a
+    native crash, says nothing: its peers lose contact (exit :data:`LOST_CONTACT`), or torchrun
+    stops them (SIGTERM) first.
+    """
+    ranks = sorted(exitcodes)
+    silent = [
+        r for r in ranks if exitcodes[r] not in (1, 2, LOST_CONTACT, -SIGTERM) and exitcodes[r] != 0
+    ]
+    if silent:
+        return silent[0]
+    if any(exitcodes[r] in (1, 2) for r in ranks) or not ranks:
+        return None
+    # Only stopped ranks: a SIGTERM from outside (torchrun's own comes after another failure).
+    return min(ranks, key=lambda r: (exitcodes[r] == LOST_CONTACT, r))
+
+
+def failure_line(rank: int, exitcode: int) -> str:
+    """Why a rank stopped without a word of its own, in one line."""
+    if exitcode == LOST_CONTACT:
+        return f"rank {rank} lost contact with the other ranks; the job stopped"
+    if exitcode > 0:
+        return (
+            f"rank {rank} exited with status {exitcode} and no rank reported why (its own output "
+            "above, if any, says more); the job stopped"
+        )
     import signal
 
+    signum = -exitcode
     try:
         name = signal.Signals(signum).name
     except ValueError:
