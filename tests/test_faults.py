@@ -51,6 +51,16 @@ PARAM_CASES = {
         "train.epochs: 1000000000000 is not allowed; run 'main' would save 200000000005 "
         "checkpoints",
     ),
+    "checkpoints beyond the disk": (
+        {
+            "model__name": "resnet50",
+            "train__epochs": 90000,
+            "checkpoints__every": 1,
+            "train__milestones": [],
+        },
+        "train.epochs: 90000 is not allowed; run 'main' would save 90000 checkpoints of 94.1 MB "
+        "each",
+    ),
     "seed past torch's 64 bits": (
         {"train__seed": 2**70},
         "train.seed: 1180591620717411303424 is not allowed; expected an integer in [0, 2**63 - 1]",
@@ -157,6 +167,22 @@ def test_a_manifest_asking_for_a_billion_unit_mlp_is_refused_before_allocating()
         "model.hidden: the mlp (hidden=1000000000) model for inputs (1, 8, 8) and 10 classes has "
         "7.5e+10 parameters, about 1.2e+03 GB to train, more than this machine's"
     )
+
+
+def test_a_recorder_for_a_trillion_epochs_is_refused_before_listing_them(tmp_path):
+    from torch import nn
+
+    from vogflow.capture import CheckpointRecorder
+    from vogflow.checkpoints import CheckpointError
+
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError) as err:
+        CheckpointRecorder(tmp_path / "c", model=nn.Linear(2, 2), epochs=10**12)
+    assert str(err.value) == (
+        "epochs: 1000000000000 with a checkpoint every 5 epochs would save 200000000005 "
+        "checkpoints, more than 100000; lower the epochs or raise every"
+    )
+    assert time.perf_counter() - start < 1
 
 
 def test_ood_n_examples_beyond_the_test_split_is_a_request(shipped):

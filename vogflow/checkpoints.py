@@ -34,8 +34,18 @@ def schedule(epochs: int, *, early: int, every: int, late: int) -> list[int]:
     """Epochs (1-based, after the epoch ends) at which to save a checkpoint.
 
     Every epoch of the first ``early`` and last ``late`` epochs (the early and late windows),
-    and every ``every``-th epoch in between.
+    and every ``every``-th epoch in between. A schedule of more than
+    :data:`vogflow.config.MAX_CHECKPOINTS` files is refused before it is listed (10**12 epochs
+    would list 2 * 10**11 of them).
     """
+    from vogflow.config import MAX_CHECKPOINTS, CheckpointConfig, checkpoint_count
+
+    count = checkpoint_count(epochs, CheckpointConfig(early=early, every=every, late=late))
+    if count > MAX_CHECKPOINTS:
+        raise CheckpointError(
+            f"epochs: {epochs} with a checkpoint every {every} epochs would save {count} "
+            f"checkpoints, more than {MAX_CHECKPOINTS}; lower the epochs or raise every"
+        )
     chosen = set(range(1, min(early, epochs) + 1))
     chosen |= set(range(every, epochs + 1, every))
     chosen |= set(range(max(epochs - late + 1, 1), epochs + 1))

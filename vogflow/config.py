@@ -106,6 +106,8 @@ MAX_SEED = 2**63 - 1
 # Far above any CPU's core count, far below the operating system's thread limit, past which
 # OpenMP crashes the process without a message.
 MAX_THREADS = 1024
+# Files one run may save: VoG reads each of them for every example.
+MAX_CHECKPOINTS = 100_000
 # Bytes per parameter while training: weights, gradients, momentum and the checkpoint's copy.
 TRAIN_BYTES_PER_PARAM = 16
 
@@ -710,6 +712,12 @@ def _check_sizes(params: Params) -> None:
     for run, overrides in params.runs.items():
         epochs = params.run_train(run).epochs
         count = checkpoint_count(epochs, params.checkpoints)
+        if count > MAX_CHECKPOINTS:
+            key = f"runs.{run}.epochs" if "epochs" in overrides else "train.epochs"
+            raise ConfigError(
+                f"{key}: {epochs} is not allowed; run {run!r} would save {count} checkpoints, "
+                f"more than {MAX_CHECKPOINTS}; lower {key} or raise checkpoints.every"
+            )
         if count * per_checkpoint > disk:
             key = f"runs.{run}.epochs" if "epochs" in overrides else "train.epochs"
             raise ConfigError(
