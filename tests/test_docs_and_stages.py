@@ -141,3 +141,26 @@ def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError" in out.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("run_lr", "option"),
+    [(None, "dvc exp run -S '+runs.bs32.lr=0.25'"), (0.5, "dvc exp run -S runs.bs32.lr=0.25")],
+)
+def test_a_run_that_stops_learning_fails_its_stage_naming_the_run_epoch_and_fix(
+    tmp_path, run_lr, option
+):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(epochs=8, milestones=[6], lr=0.05 if run_lr else 0.5)
+    params["checkpoints"] = {"early": 1, "every": 4, "late": 1}
+    if run_lr:  # the key exists: DVC's -S sets it without the `+` that adds a key
+        params["runs"]["bs32"]["lr"] = run_lr
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = train_stage(tmp_path, "bs32")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert re.match(r"train@bs32: run bs32: training stopped learning at epoch \d+: ", line)
+    assert line.endswith(f"set runs.bs32.lr: 0.25 in params.yaml, or {option}")
+    assert not (tmp_path / "m.json").exists()

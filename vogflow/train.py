@@ -47,6 +47,36 @@ class DivergedError(VogflowError, FloatingPointError):
     """The training loss stopped being finite: the recipe diverges."""
 
 
+class StalledError(VogflowError):
+    """The run stopped learning: its training accuracy sat at chance for several epochs."""
+
+    def __init__(self, reason: str, *, epoch: int, fix: str = "lower train.lr") -> None:
+        super().__init__(f"{reason}: {fix}")
+        self.reason, self.epoch = reason, epoch
+
+
+# Epochs in a row at chance before a run counts as stalled: one or two such epochs happen in
+# healthy runs (a large first step, a learning-rate bump); a collapse stays.
+STALL_EPOCHS = 3
+
+
+def stalled(history: list[tuple[float, float]], *, classes: int, chance: float) -> bool:
+    """Whether the last :data:`STALL_EPOCHS` epochs of ``history`` ((loss, accuracy) per epoch)
+    show a run that stopped learning: training accuracy at most 5 points above ``chance`` (the
+    share of the most common training label) in each, and a loss that is not on its way down
+    from log(classes), the loss of a uniform guess. A small learning rate's slow start (loss
+    below log(classes) and falling) is not a stall; a collapse (loss flat at log(classes)) and a
+    recipe that jumps about above it (loss higher than guessing) are."""
+    if len(history) < STALL_EPOCHS:
+        return False
+    window = history[-STALL_EPOCHS:]
+    if any(accuracy > chance + 0.05 for _, accuracy in window):
+        return False
+    guess = float(np.log(classes))
+    first, last = window[0][0], window[-1][0]
+    return not (last < guess and last < first)
+
+
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate during (1-based) ``epoch``: decays by ``gamma`` after each milestone epoch."""
     return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch > m)
@@ -398,6 +428,8 @@ def _train_run(
     x_test = _as_input(dataset.test.x)
     y_test = torch.from_numpy(dataset.test.y)
     n = len(y_train)
+    chance = float(np.bincount(noisy).max() / n)
+    history: list[tuple[float, float]] = []  # (loss, accuracy) per epoch, for stalled()
     started = time.perf_counter()
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -483,6 +515,17 @@ def _train_run(
         echo(line)
         if log is not None:
             log(metrics, epoch)
+        history.append((metrics["train_loss"], metrics["train_accuracy"]))
+        # Every rank sees the same summed totals, so all of them stop at the same epoch.
+        if stalled(history, classes=dataset.num_classes, chance=chance):
+            raise StalledError(
+                f"training stopped learning at epoch {epoch}: train accuracy "
+                f"{metrics['train_accuracy']:.3f} (chance {chance:.3f}) and loss "
+                f"{metrics['train_loss']:.3f} (a uniform guess: {np.log(dataset.num_classes):.3f}) "
+                f"for {STALL_EPOCHS} epochs; the usual cause is a learning rate too high for the "
+                f"recipe ({cfg.lr:g})",
+                epoch=epoch,
+            )
 
     def finish() -> dict[str, Any]:
         train_pred = predict(model, x_train)
