@@ -94,6 +94,11 @@ def _seed(key: str, value: int) -> None:
     _check(value >= 0, key, value, "an integer >= 0")
 
 
+# The data.path of the built-in datasets in params.yaml: they read no file, but dvc.yaml makes
+# data.path a dependency of every stage that reads data, and DVC refuses an empty one.
+BUILTIN_DATA_PATH = ".vogflow/builtin-data"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     name: str = field(default="digits", metadata=_choice(*DATASETS))
@@ -137,7 +142,7 @@ class DataConfig:
         _seed(f"{prefix}.split_seed", self.split_seed)
         if self.name in ("npz", "imagefolder"):
             _check(
-                bool(self.path),
+                bool(self.path) and self.path != BUILTIN_DATA_PATH,
                 f"{prefix}.path",
                 self.path,
                 f"the path to the {self.name} data when {prefix}.name is {self.name!r}",
