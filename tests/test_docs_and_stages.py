@@ -164,3 +164,29 @@ def test_a_run_that_stops_learning_fails_its_stage_naming_the_run_epoch_and_fix(
     assert re.match(r"train@bs32: run bs32: training stopped learning at epoch \d+: ", line)
     assert line.endswith(f"set runs.bs32.lr: 0.25 in params.yaml, or {option}")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_readme_states_timings_with_their_machine_and_load_and_a_cpu_only_install():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme[readme.index("## Quick start") : readme.index("## What each stage produces")]
+    # Every duration beside the machine and load it was measured on, and what to expect loaded.
+    assert re.search(r"119 s on an idle 2-core machine \(load average 1\.2", quick)
+    assert re.search(r"9 min 49 s on the same kind of 2-core machine shared", quick)
+    assert "`uptime`" in quick and "load average" in quick
+    assert (
+        "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu "
+        "&& pip install -e ." in quick
+    )
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    runs = yaml.safe_load((ROOT / "params.yaml").read_text())["runs"]
+    count = sum(len(runs) if "foreach" in body else 1 for body in stages.values())
+    assert f"offline, {count} stages" in quick
+
+
+def test_readme_says_why_another_cpu_changes_the_results_and_both_ways_out():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    start = readme.index("**Why a rerun on another CPU changes the committed results.**")
+    why = readme[start : start + 1500]
+    assert "float kernels differ between CPUs" in why
+    assert "**pull**" in why and "dvc pull" in why
+    assert "**commit the rerun**" in why
