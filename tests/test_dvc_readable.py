@@ -255,3 +255,16 @@ def test_dash_S_adds_a_new_key_only_with_a_plus_as_the_readme_says(project):
     # is beside the point).
     assert "not in struct" not in plus.stdout + plus.stderr
     assert "Reproducing experiment" in plus.stdout, plus.stdout[-2000:] + plus.stderr[-2000:]
+
+
+def test_mlflow_still_logs_every_stages_own_metrics_file():
+    """The stages' metrics files left DVC's metrics for plain outputs marked `type: metrics`;
+    the tracking record still finds each, so every child run logs them."""
+    from vogflow.tracking.record import _declared
+
+    declared = _declared(yaml.safe_load((ROOT / "dvc.yaml").read_text()), "metrics")
+    assert declared["train"] == ["runs/${key}/train.json"]
+    assert declared["score"] == ["runs/${key}/score.json"]
+    for stage in ("toy", "stability", "scorecard", "memorization", "ood"):
+        assert declared[stage] == [f"results/{stage}/metrics.json"], stage
+    assert declared["headline"] == ["results/headline.json"]
