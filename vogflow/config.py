@@ -103,7 +103,7 @@ BUILTIN_DATA_PATH = ".vogflow/builtin-data"
 class DataConfig:
     name: str = field(default="digits", metadata=_choice(*DATASETS))
     root: str = "data"  # downloads for torchvision datasets, relative to the project root
-    path: str = ""  # the file (npz) or folder (imagefolder) to read
+    path: str = BUILTIN_DATA_PATH  # the file (npz) or folder (imagefolder) to read
     test_fraction: float = 0.2  # digits/toy: share held out for test, stratified
     split_seed: int = 0
     image_size: int = 0  # imagefolder: resize to this square size (0 = keep)
