@@ -451,6 +451,7 @@ LOG10 = float(np.log(10))
         ([(2.5, 0.3), (LOG10, 0.1), (LOG10 + 1e-4, 0.11), (LOG10, 0.09)], True),  # flat at log C
         ([(7.9, 0.09), (6.3, 0.10), (5.4, 0.09)], True),  # worse than a guess, falling or not
         ([(2.3020, 0.12), (2.3015, 0.12), (2.3010, 0.12)], False),  # a slow start, falling
+        ([(2.3031, 0.11), (2.2996, 0.13), (2.2998, 0.12), (2.2991, 0.12)], False),  # a plateau
         ([(LOG10, 0.1), (LOG10, 0.1), (LOG10, 0.16)], False),  # above chance in the last epoch
         ([(LOG10, 0.1), (LOG10, 0.1)], False),  # too few epochs to tell
     ],

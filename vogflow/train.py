@@ -61,20 +61,20 @@ STALL_EPOCHS = 3
 
 
 def stalled(history: list[tuple[float, float]], *, classes: int, chance: float) -> bool:
-    """Whether the last :data:`STALL_EPOCHS` epochs of ``history`` ((loss, accuracy) per epoch)
-    show a run that stopped learning: training accuracy at most 5 points above ``chance`` (the
-    share of the most common training label) in each, and a loss that is not on its way down
-    from log(classes), the loss of a uniform guess. A small learning rate's slow start (loss
-    below log(classes) and falling) is not a stall; a collapse (loss flat at log(classes)) and a
-    recipe that jumps about above it (loss higher than guessing) are."""
+    """Whether ``history`` ((loss, accuracy) per epoch) ends in a run that stopped learning: in
+    each of the last :data:`STALL_EPOCHS` epochs, training accuracy at most 5 points above
+    ``chance`` (the share of the most common training label), after the run had learned (an
+    earlier epoch 10 points above chance: the collapse of a recipe too hot for the data), or
+    with a loss above log(classes) throughout (worse than a uniform guess: a recipe thrown about
+    from the start). A run still on its first plateau, its loss at or just below log(classes),
+    is slow, not broken: a lower learning rate would not help it."""
     if len(history) < STALL_EPOCHS:
         return False
-    window = history[-STALL_EPOCHS:]
+    before, window = history[:-STALL_EPOCHS], history[-STALL_EPOCHS:]
     if any(accuracy > chance + 0.05 for _, accuracy in window):
         return False
-    guess = float(np.log(classes))
-    first, last = window[0][0], window[-1][0]
-    return not (last < guess and last < first)
+    learned = any(accuracy > chance + 0.1 for _, accuracy in before)
+    return learned or all(loss > float(np.log(classes)) for loss, _ in window)
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
