@@ -138,6 +138,7 @@ def test_mlflow_holds_one_complete_audit(project):
     (parent, children), *others = audits(repo)
     assert not others
     expected = {"validate", "toy", "stability", "scorecard", "memorization", "ood", "figures"}
+    expected.add("headline")
     expected |= {f"{s}@{r}" for s in ("train", "gradients", "score") for r in RUNS}
     assert set(children) == expected
     for key in HEADLINE:

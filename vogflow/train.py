@@ -65,8 +65,8 @@ def stalled(history: list[tuple[float, float]], *, classes: int, chance: float) 
     each of the last :data:`STALL_EPOCHS` epochs, training accuracy at most 5 points above
     ``chance`` (the share of the most common training label), after the run had learned (an
     earlier epoch 10 points above chance: the collapse of a recipe too hot for the data), or
-    with a loss above log(classes) throughout (worse than a uniform guess: a recipe thrown about
-    from the start). A run still on its first plateau, its loss at or just below log(classes),
+    with a loss 2 % above log(classes) throughout (worse than a uniform guess: a recipe thrown
+    about from the start). A run still on its first plateau, its loss at or just below log(classes),
     is slow, not broken: a lower learning rate would not help it."""
     if len(history) < STALL_EPOCHS:
         return False
@@ -74,7 +74,9 @@ def stalled(history: list[tuple[float, float]], *, classes: int, chance: float) 
     if any(accuracy > chance + 0.05 for _, accuracy in window):
         return False
     learned = any(accuracy > chance + 0.1 for _, accuracy in before)
-    return learned or all(loss > float(np.log(classes)) for loss, _ in window)
+    # 2 % above: an untrained network's loss starts a little above log(classes) (weight decay,
+    # initial logits), and a slow first plateau can stay there for epochs.
+    return learned or all(loss > 1.02 * float(np.log(classes)) for loss, _ in window)
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
