@@ -24,6 +24,17 @@ from vogflow.io import write_json
 from vogflow.stagekit import parser, processes_param, project_root, stage
 
 
+def stalled(run: str, overrides: dict[str, Any], lr: float, err: Any) -> Exception:
+    """The stall named after its run, with the fix for that run alone (half its learning rate):
+    DVC's ``-S`` sets a key the run already has, and ``+`` adds one it does not."""
+    from vogflow.train import StalledError
+
+    key = f"runs.{run}.lr={lr / 2:g}"
+    option = f"-S {key}" if "lr" in overrides else f"-S '+{key}'"
+    fix = f"set runs.{run}.lr: {lr / 2:g} in params.yaml, or dvc exp run {option}"
+    return StalledError(f"run {run}: {err.reason}", epoch=err.epoch, fix=fix)
+
+
 def peer(args: Any) -> None:
     """A rank other than 0: trains its share of every batch and writes nothing."""
     from vogflow.data import load_dataset
@@ -62,7 +73,7 @@ def main() -> None:
     with stage(f"train@{args.run}", params_path=args.params, run=args.run) as ctx:
         from vogflow.data import load_dataset
         from vogflow.ddp import PeerError
-        from vogflow.train import train_run
+        from vogflow.train import StalledError, train_run
 
         prm = ctx.params
         cfg = prm.run_train(args.run)
@@ -78,6 +89,8 @@ def main() -> None:
                 args.out,
                 log=lambda metrics, epoch: history.append({"epoch": epoch, **metrics}),
             )
+        except StalledError as err:
+            raise stalled(args.run, prm.runs[args.run], cfg.lr, err) from None
         except Exception as err:
             if not procgroup.lost_contact(err):
                 raise

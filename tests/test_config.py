@@ -465,3 +465,17 @@ def test_pipeline_data_must_be_images(shipped):
     assert pipeline_error_of(broken(shipped, "ood.mnist_c_path", "mnist_c")).startswith(
         "ood.mnist_c_path: 'mnist_c' is not allowed; expected '' unless data.name is 'mnist'"
     )
+
+
+@pytest.mark.parametrize("name", ["npz", "imagefolder"])
+def test_file_data_left_on_the_builtin_placeholder_is_refused(shipped, name):
+    from vogflow.config import BUILTIN_DATA_PATH, DataConfig
+    from vogflow.config import ConfigError as Refused
+
+    assert DataConfig().path == BUILTIN_DATA_PATH == shipped["data"]["path"]
+    with pytest.raises(
+        Refused,
+        match=rf"data\.path: '\.vogflow/builtin-data' is not allowed; "
+        rf"expected the path to the {name} data",
+    ):
+        DataConfig(name=name).validate("data")

@@ -38,3 +38,22 @@ def test_readme_training_example_runs(name, tmp_path, monkeypatch):
         exec(compile(code[part], f"README.md ({part})", "exec"), namespace)
     table = namespace["table"]
     assert len(table) == 240 and table["vog_all_label"].notna().all()
+
+
+def test_each_extra_installs_what_its_example_needs():
+    """`pip install "vogflow[<extra>]"`, as the README says before each example, is enough."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    readme = (ROOT / "README.md").read_text()
+    code = blocks()
+    # What each example needs beyond vogflow's own dependencies: the framework it imports, and
+    # for the Hugging Face Trainer, accelerate (Trainer refuses to start without it).
+    needs = {"lightning": {"lightning"}, "hf": {"transformers", "accelerate"}}
+    for example, packages in needs.items():
+        assert f'pip install "vogflow[{example}]"' in readme
+        names = {re.split(r"[<>=\[ ]", req)[0] for req in extras[example]}
+        assert packages <= names, (example, packages - names)
+        assert any(f"import {p}" in code[example] or f"from {p}" in code[example] for p in names)

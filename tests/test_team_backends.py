@@ -175,7 +175,8 @@ def test_a_dvc_remote_gives_a_fresh_clone_the_outputs_without_retraining(tmp_pat
     """Push a trained, scored run to a remote; a fresh clone pulls it and reruns nothing."""
     repo, remote, clone = tmp_path / "repo", tmp_path / "remote", tmp_path / "clone"
     repo.mkdir()
-    for name in ("dvc.yaml", "pyproject.toml", ".gitignore"):
+    for name in ("dvc.yaml", "pyproject.toml", ".gitignore", ".vogflow/builtin-data"):
+        (repo / name).parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / name, repo / name)
     for folder in ("stages", "vogflow"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))

@@ -21,7 +21,7 @@ from vogflow import train as train_mod
 from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import Split, load_dataset, shuffle_labels
 from vogflow.io import read_npz, sha256_file
-from vogflow.train import augment_batch, lr_at, train_run
+from vogflow.train import StalledError, augment_batch, lr_at, stalled, train_run
 
 # A tiny recipe: LeNet on 8x8 digits, a few epochs, a milestone so the lr decays mid-run.
 SHORT = TrainConfig(epochs=4, batch_size=64, lr=0.05, milestones=(3,), seed=0, device="cpu")
@@ -440,6 +440,43 @@ def test_a_diverging_run_stops_with_the_fix(digits, tmp_path):
     recipe = TrainConfig(epochs=2, batch_size=64, lr=1e12, milestones=(), device="cpu")
     with pytest.raises(FloatingPointError, match="during epoch 1: lower train.lr"):
         train_run(digits, ModelConfig(), recipe, CheckpointConfig(), tmp_path / "run", echo=quiet)
+
+
+LOG10 = float(np.log(10))
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        ([(2.5, 0.3), (LOG10, 0.1), (LOG10 + 1e-4, 0.11), (LOG10, 0.09)], True),  # flat at log C
+        ([(7.9, 0.09), (6.3, 0.10), (5.4, 0.09)], True),  # worse than a guess, falling or not
+        ([(2.3020, 0.12), (2.3015, 0.12), (2.3010, 0.12)], False),  # a slow start, falling
+        ([(2.3031, 0.11), (2.2996, 0.13), (2.2998, 0.12), (2.2991, 0.12)], False),  # a plateau
+        # The default audit's bs512 run starts just above log(10) and climbs out after epoch 3.
+        ([(2.3054, 0.099), (2.3041, 0.099), (2.3030, 0.107)], False),
+        ([(LOG10, 0.1), (LOG10, 0.1), (LOG10, 0.16)], False),  # above chance in the last epoch
+        ([(LOG10, 0.1), (LOG10, 0.1)], False),  # too few epochs to tell
+    ],
+)
+def test_stalled_tells_a_collapse_from_a_slow_start(history, expected):
+    assert stalled(history, classes=10, chance=0.1) is expected
+
+
+def test_a_run_that_stops_learning_fails_naming_the_epoch(digits, tmp_path):
+    # lr 8 throws LeNet about from the first step: at chance, its loss above a uniform guess.
+    recipe = TrainConfig(epochs=10, batch_size=64, lr=8.0, milestones=(), device="cpu")
+    out = tmp_path / "run"
+    with pytest.raises(StalledError, match=r"stopped learning at epoch \d+: train accuracy") as err:
+        train_run(digits, ModelConfig(), recipe, SHORT_CKPT, out, echo=quiet)
+    assert 3 <= err.value.epoch < 10
+    assert str(err.value).endswith("(8): lower train.lr")
+    assert not ck.read_manifest(out).get("complete")
+
+
+def test_a_small_learning_rate_is_slow_but_not_stalled(digits, tmp_path):
+    recipe = TrainConfig(epochs=6, batch_size=64, lr=0.001, milestones=(), device="cpu")
+    manifest = train_run(digits, ModelConfig(), recipe, SHORT_CKPT, tmp_path / "run", echo=quiet)
+    assert manifest["complete"]
 
 
 # --- damaged runs are verified and rebuilt, never trusted ---------------------------------------

@@ -116,11 +116,16 @@ def _seed(key: str, value: int) -> None:
     _check(0 <= value <= MAX_SEED, key, value, f"an integer in [0, 2**63 - 1] ({MAX_SEED})")
 
 
+# The data.path of the built-in datasets in params.yaml: they read no file, but dvc.yaml makes
+# data.path a dependency of every stage that reads data, and DVC refuses an empty one.
+BUILTIN_DATA_PATH = ".vogflow/builtin-data"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     name: str = field(default="digits", metadata=_choice(*DATASETS))
     root: str = "data"  # downloads for torchvision datasets, relative to the project root
-    path: str = ""  # the file (npz) or folder (imagefolder) to read
+    path: str = BUILTIN_DATA_PATH  # the file (npz) or folder (imagefolder) to read
     test_fraction: float = 0.2  # digits/toy: share held out for test, stratified
     split_seed: int = 0
     image_size: int = 0  # imagefolder: resize to this square size (0 = keep)
@@ -159,7 +164,7 @@ class DataConfig:
         _seed(f"{prefix}.split_seed", self.split_seed)
         if self.name in ("npz", "imagefolder"):
             _check(
-                bool(self.path),
+                bool(self.path) and self.path != BUILTIN_DATA_PATH,
                 f"{prefix}.path",
                 self.path,
                 f"the path to the {self.name} data when {prefix}.name is {self.name!r}",

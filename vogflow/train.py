@@ -47,6 +47,38 @@ class DivergedError(VogflowError, FloatingPointError):
     """The training loss stopped being finite: the recipe diverges."""
 
 
+class StalledError(VogflowError):
+    """The run stopped learning: its training accuracy sat at chance for several epochs."""
+
+    def __init__(self, reason: str, *, epoch: int, fix: str = "lower train.lr") -> None:
+        super().__init__(f"{reason}: {fix}")
+        self.reason, self.epoch = reason, epoch
+
+
+# Epochs in a row at chance before a run counts as stalled: one or two such epochs happen in
+# healthy runs (a large first step, a learning-rate bump); a collapse stays.
+STALL_EPOCHS = 3
+
+
+def stalled(history: list[tuple[float, float]], *, classes: int, chance: float) -> bool:
+    """Whether ``history`` ((loss, accuracy) per epoch) ends in a run that stopped learning: in
+    each of the last :data:`STALL_EPOCHS` epochs, training accuracy at most 5 points above
+    ``chance`` (the share of the most common training label), after the run had learned (an
+    earlier epoch 10 points above chance: the collapse of a recipe too hot for the data), or
+    with a loss 2 % above log(classes) throughout (worse than a uniform guess: a recipe thrown
+    about from the start). A run still on its first plateau, its loss at or just below log(classes),
+    is slow, not broken: a lower learning rate would not help it."""
+    if len(history) < STALL_EPOCHS:
+        return False
+    before, window = history[:-STALL_EPOCHS], history[-STALL_EPOCHS:]
+    if any(accuracy > chance + 0.05 for _, accuracy in window):
+        return False
+    learned = any(accuracy > chance + 0.1 for _, accuracy in before)
+    # 2 % above: an untrained network's loss starts a little above log(classes) (weight decay,
+    # initial logits), and a slow first plateau can stay there for epochs.
+    return learned or all(loss > 1.02 * float(np.log(classes)) for loss, _ in window)
+
+
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     """Learning rate during (1-based) ``epoch``: decays by ``gamma`` after each milestone epoch."""
     return cfg.lr * cfg.gamma ** sum(1 for m in cfg.milestones if epoch > m)
@@ -398,6 +430,8 @@ def _train_run(
     x_test = _as_input(dataset.test.x)
     y_test = torch.from_numpy(dataset.test.y)
     n = len(y_train)
+    chance = float(np.bincount(noisy).max() / n)
+    history: list[tuple[float, float]] = []  # (loss, accuracy) per epoch, for stalled()
     started = time.perf_counter()
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -483,6 +517,17 @@ def _train_run(
         echo(line)
         if log is not None:
             log(metrics, epoch)
+        history.append((metrics["train_loss"], metrics["train_accuracy"]))
+        # Every rank sees the same summed totals, so all of them stop at the same epoch.
+        if stalled(history, classes=dataset.num_classes, chance=chance):
+            raise StalledError(
+                f"training stopped learning at epoch {epoch}: train accuracy "
+                f"{metrics['train_accuracy']:.3f} (chance {chance:.3f}) and loss "
+                f"{metrics['train_loss']:.3f} (a uniform guess: {np.log(dataset.num_classes):.3f}) "
+                f"for {STALL_EPOCHS} epochs; the usual cause is a learning rate too high for the "
+                f"recipe ({cfg.lr:g})",
+                epoch=epoch,
+            )
 
     def finish() -> dict[str, Any]:
         train_pred = predict(model, x_train)

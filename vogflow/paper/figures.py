@@ -28,7 +28,7 @@ def early_late(
     for ax, curves, name in zip(
         axes, (curves_early, curves_late), ("(a) Early", "(b) Late"), strict=True
     ):
-        plot_curves(ax, list(curves.items()), "VoG decile (0 = lowest)")
+        plot_curves(ax, list(curves.items()), "decile of the curve's VoG score (0 = lowest)")
         ax.set_title(f"{name}-stage VoG")
     axes[1].set_ylabel("")  # the y axis is shared; one label is enough
     if title:
@@ -249,30 +249,35 @@ def audit_figures(
         yield (
             "deciles_test",
             error_curves(
+                # Each curve named after the rankings column it buckets.
                 {
-                    f"{w}, {m}": _curve(curves[f"{w}_{m}"])
+                    f"vog_{w}_{m}": _curve(curves[f"{w}_{m}"])
                     for w in ("all", "late")
                     for m in ("label", "pred")
                 },
-                title="test error per VoG decile (final model)",
+                title="Does test error rise with VoG? (final model)",
+                xlabel="decile of the curve's VoG score (0 = lowest)",
             ),
         )
         yield (
             "early_late_test",
             early_late(
-                {m: _curve(curves[f"early_{m}"]) for m in ("label", "pred")},
-                {m: _curve(curves[f"late_{m}"]) for m in ("label", "pred")},
-                title="early vs late window: test error per VoG decile",
+                {f"vog_early_{m}": _curve(curves[f"early_{m}"]) for m in ("label", "pred")},
+                {f"vog_late_{m}": _curve(curves[f"late_{m}"]) for m in ("label", "pred")},
+                title="Does high VoG flip from easy (early) to hard (late)? Test error per decile",
             ),
         )
 
+    # The score and split the stability stage bucketed (its report names them).
+    score, split = stability.get("score", "VoG"), stability.get("split", "test")
     for kind in ("seed", "batch_size"):
         yield (
             f"stability_{kind}",
             error_curves(
                 {run: _curve(c) for run, c in stability[kind]["curves"].items()},
-                title=f"stability across {kind.replace('_', ' ')}s "
+                title=f"Same curve across {kind.replace('_', ' ')}s? "
                 f"(mean Spearman {stability[kind]['spearman']['mean']:.2f})",
+                xlabel=f"decile of {score} on the {split} split (0 = lowest)",
             ),
         )
 

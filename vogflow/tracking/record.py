@@ -95,11 +95,16 @@ def outputs(lock: dict[str, Any]) -> list[str]:
 
 def _declared(dvc_yaml: dict[str, Any], kind: str) -> dict[str, list[str]]:
     """Stage name -> the paths declared under ``kind`` (``metrics``), foreach stages expanded
-    by the run names that ``dvc.lock`` shows."""
+    by the run names that ``dvc.lock`` shows. Outputs annotated ``type: metrics`` count too: the
+    stages' own metrics files, which DVC does not list (only the headline file is a DVC metric)
+    but every child run logs."""
     out: dict[str, list[str]] = {}
     for name, spec in dvc_yaml.get("stages", {}).items():
         body = spec.get("do", spec)
         paths = [next(iter(p)) if isinstance(p, dict) else p for p in body.get(kind, [])]
+        for entry in body.get("outs", []):
+            if isinstance(entry, dict) and (next(iter(entry.values())) or {}).get("type") == kind:
+                paths.append(next(iter(entry)))
         out[name] = paths
     return out
 
