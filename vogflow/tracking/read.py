@@ -12,7 +12,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from vogflow.tracking.store import TrackingError, check_reachable, client, sqlite_path, tracking_uri
+from vogflow.tracking.store import (
+    TrackingError,
+    adopt_copy,
+    check_reachable,
+    client,
+    sqlite_path,
+    tracking_uri,
+)
 from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG
 
 STAGE_TAG = "vogflow.stage"
@@ -66,6 +73,7 @@ def _reading_client() -> tuple[Any, str]:
             "MLFLOW_TRACKING_URI at the store that holds it"
         )
     check_reachable(uri)
+    adopt_copy(uri)
     return client(uri), uri
 
 
