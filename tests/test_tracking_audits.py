@@ -237,6 +237,7 @@ def test_the_readme_snippets_and_a_copied_project_read_everything(tmp_path, monk
 
     copy = tmp_path / "b"
     shutil.copytree(original, copy)
+    monkeypatch.chdir(tmp_path)
     shutil.rmtree(original)  # nothing may point there any more
     cli = subprocess.run(
         [
@@ -461,6 +462,8 @@ def test_a_pulled_clone_is_clean_and_experiments_keep_off_the_audited_alias(tmp_
     source = project(tmp_path / "source")
     repo.mkdir()
     shutil.copy(source / "params.yaml", repo / "params.yaml")
+    for folder in ("stages", "vogflow"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(source / "runs", tmp_path / "made" / "runs")
     shutil.copytree(source / "results", tmp_path / "made" / "results")
     # One stage makes the outputs the audit reads (as the pipeline's would); `track` is the
@@ -472,12 +475,12 @@ def test_a_pulled_clone_is_clean_and_experiments_keep_off_the_audited_alias(tmp_
             "params": ["train.epochs"],
             "outs": ["runs", "results"],
         },
-        "track": {**real, "deps": ["runs", "results"]},
+        "track": {**real, "deps": ["stages/track.py", "vogflow/tracking", "runs", "results"]},
     }
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VOGFLOW_"))}
-    env.update(PYTHONPATH=str(ROOT), DVC_NO_ANALYTICS="1")
+    env.update(PYTHONPATH=str(repo), DVC_NO_ANALYTICS="1")
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     sh(["git", "init", "-q"], repo, env)
     sh(["dvc", "init", "-q"], repo, env)
@@ -494,6 +497,7 @@ def test_a_pulled_clone_is_clean_and_experiments_keep_off_the_audited_alias(tmp_
     assert audit.data.tags["git.dirty"] == "false"
 
     sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    env["PYTHONPATH"] = str(clone)
     sh(["dvc", "pull"], clone, env)
     assert "up to date" in sh(["dvc", "status"], clone, env)
     assert "didn't change" in sh(["dvc", "repro"], clone, env)
@@ -505,6 +509,7 @@ def test_a_pulled_clone_is_clean_and_experiments_keep_off_the_audited_alias(tmp_
     assert f"already logged by run {audit.info.run_id}" in said
 
     # Experiments, in the workspace and in a temporary copy, never move @audited.
+    env["PYTHONPATH"] = str(repo)
     sh(["dvc", "exp", "run", "--temp", "-S", "vog.top_k=6", "--name", "topk6"], repo, env)
     sh(["dvc", "exp", "run", "-S", "vog.top_k=7", "--name", "topk7"], repo, env)
     assert client.get_model_version_by_alias(MODEL, "audited").run_id == audit.info.run_id

@@ -69,8 +69,9 @@ def _reading_client() -> tuple[Any, str]:
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise TrackingError(
-            f"tracking store {uri} does not exist: run an audit first (`dvc repro`) or point "
-            "MLFLOW_TRACKING_URI at the store that holds it"
+            f"tracking store {uri} does not exist: run an audit first (`dvc repro`; in a clone "
+            "that pulled its outputs, `dvc repro -f -s track`) or point MLFLOW_TRACKING_URI at "
+            "the store that holds it"
         )
     check_reachable(uri)
     adopt_copy(uri)

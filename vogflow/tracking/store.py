@@ -279,9 +279,15 @@ def _rebase_artifacts(db: Path) -> None:
         con.commit()
 
 
+# MLflow's UI opens an experiment of this kind in its "Model training" view, not the GenAI one.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:
+            mlflow_client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     path = sqlite_path(uri)
@@ -289,7 +295,9 @@ def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
         # Artifacts beside the database, not in whichever folder the first writer ran from.
         location = (path.parent / "mlartifacts").resolve().as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(
+            name, artifact_location=location, tags=dict([EXPERIMENT_KIND])
+        )
     except Exception:  # another process created it meanwhile
         exp = mlflow_client.get_experiment_by_name(name)
         if exp is None:

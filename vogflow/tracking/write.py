@@ -352,7 +352,12 @@ def _ensure_registered(client: Any, name: str) -> None:
 
     try:
         client.create_registered_model(
-            name, description="The audited model of each vogflow audit (alias @audited: latest)."
+            name,
+            description=(
+                "The audited model of vogflow audits, one version per distinct model (tag "
+                "vogflow.model_sha256). Aliases: @audited, the latest audit of committed code; "
+                "@exp-<name>, the latest audit of that DVC experiment."
+            ),
         )
     except MlflowException:
         pass  # already registered
@@ -468,6 +473,6 @@ def tracking_failed(err: BaseException, uri: str) -> TrackingError:
     """A tracking failure after the work: the outputs are intact, and how to log them later."""
     return TrackingError(
         f"logging the audit to {uri} failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
-        "every output is intact: once the store is reachable, run `dvc repro track` "
+        "every output is intact: once the store is reachable, run `dvc repro -f -s track` "
         "(or `python stages/track.py`) to log it"
     )
