@@ -124,7 +124,7 @@ def log_state(folder: Path, uri: str, *, git: dict, exp_name=None, in_experiment
     )
 
 
-def test_model_versions_aliases_run_names_and_parent_metrics(tmp_path, capsys):
+def test_model_versions_aliases_run_names_and_parent_metrics(tmp_path, capsys, monkeypatch):
     import json
 
     folder = project(tmp_path / "p")
@@ -164,6 +164,13 @@ def test_model_versions_aliases_run_names_and_parent_metrics(tmp_path, capsys):
     assert str(client.get_model_version_by_alias(MODEL, "exp-brisk-fawn").version) == "1"
     assert client.get_model_version_by_alias(MODEL, "audited").run_id == logged.run_id
     assert "model is unchanged" in capsys.readouterr().out
+    # Each alias reads its own audit; the version number, the audit that first logged it.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert tracking.resolve_audit(f"models:/{MODEL}@exp-brisk-fawn").audit_run_id == (
+        logged2.run_id
+    )
+    assert tracking.resolve_audit(f"models:/{MODEL}@audited").audit_run_id == logged.run_id
+    assert tracking.resolve_audit(f"models:/{MODEL}/1").audit_run_id == logged.run_id
 
     # New weights from a queued/--temp experiment (no name yet): a new version, its own alias.
     shutil.rmtree(folder / "runs/main/checkpoints")
@@ -472,13 +479,14 @@ def test_a_pulled_clone_is_clean_and_experiments_keep_off_the_audited_alias(tmp_
     stages = {
         "make": {
             "cmd": f"cp -r {tmp_path / 'made' / 'runs'} {tmp_path / 'made' / 'results'} .",
-            "params": ["train.epochs"],
+            "params": ["train.epochs", "vog.top_k"],
             "outs": ["runs", "results"],
         },
         "track": {**real, "deps": ["stages/track.py", "vogflow/tracking", "runs", "results"]},
     }
     (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    # The outputs ignored as DVC would ignore them, so its first run leaves git clean.
+    (repo / ".gitignore").write_text((ROOT / ".gitignore").read_text() + "/runs\n/results\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "VOGFLOW_"))}
     env.update(PYTHONPATH=str(repo), DVC_NO_ANALYTICS="1")
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]

@@ -20,7 +20,7 @@ from vogflow.tracking.store import (
     sqlite_path,
     tracking_uri,
 )
-from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG
+from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG, alias_tag
 
 STAGE_TAG = "vogflow.stage"
 RUN_TAG = "vogflow.run"
@@ -119,7 +119,9 @@ def _model_audit(client: Any, ref: str, uri: str) -> tuple[str, str, str | None]
     """``models:/name/<version|latest>`` or ``models:/name@alias`` -> (audit, name/version, run)."""
     mv = model_version(client, ref, uri)
     run_name = None
-    audit = (mv.tags or {}).get(AUDIT_RUN_TAG)
+    alias = MODEL_URI.fullmatch(ref).group(3)
+    tags = mv.tags or {}
+    audit = (alias and tags.get(alias_tag(alias))) or tags.get(AUDIT_RUN_TAG)
     if mv.run_id:
         tags = client.get_run(mv.run_id).data.tags
         run_name = tags.get(RUN_TAG)

@@ -263,6 +263,11 @@ def log_pipeline_audit(
 MODEL_SHA_TAG = "vogflow.model_sha256"
 
 
+def alias_tag(alias: str) -> str:
+    """The version tag holding the audit an alias points at (``models:/name@alias``)."""
+    return f"{AUDIT_RUN_TAG}.{alias}"
+
+
 def _version_of(client: Any, model_name: str, digest: str) -> Any | None:
     """The registered version already holding these exact weights, if any."""
     found = client.search_model_versions(
@@ -338,6 +343,8 @@ def _log_model(
     alias = record.alias
     if alias:
         client.set_registered_model_alias(model_name, alias, version.version)
+        # A reused version was first logged by another audit: the alias names this one.
+        client.set_model_version_tag(model_name, version.version, alias_tag(alias), parent_id)
         said += f" (alias @{alias})"
     else:
         said += f"; @{MODEL_ALIAS} not moved: the audited code has uncommitted changes"
