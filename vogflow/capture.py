@@ -241,7 +241,7 @@ class CheckpointRecorder:
 
     def _submit(self, what: str, call: Any) -> None:
         if self._uploader is None:
-            from vogflow.tracking.background import Uploader
+            from vogflow.background import Uploader
 
             how = (
                 f"audit {self.out_dir} as it is, or log it with mlflow.log_artifacts("
