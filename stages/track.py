@@ -1,11 +1,13 @@
 """Log the whole audit to MLflow: one parent run, a child per stage, the audited model.
 
-    python stages/track.py --out .vogflow/logged.json
+    python stages/track.py
 
 The last stage of the pipeline: it depends on every output, so it runs once per new pipeline
-state (and in a fresh clone, whose store is empty), and logs that state once (a state already in
-the store is not logged again). Stages never
-talk to MLflow themselves, so a tracking failure here costs no result: rerun `dvc repro track`.
+state and logs that state once (a state already in the store, logged from this project or from
+a clone sharing the server, is not logged again). It writes no file: a pulled clone has nothing
+missing, and `dvc status` is clean there; a clone with its own store logs the audit into it with
+`dvc repro -f -s track`. Stages never talk to MLflow themselves, so a tracking failure here costs
+no result: rerun `dvc repro -f -s track`.
 """
 
 from __future__ import annotations
@@ -20,44 +22,38 @@ from vogflow.stagekit import parser, stage
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument(
-        "--out", required=True, help="marker of the logged state (absent in a fresh clone)"
-    )
     args = p.parse_args()
 
     with stage("track", params_path=args.params) as ctx:
         from vogflow import tracking
-        from vogflow.io import write_json
-        from vogflow.tracking.record import state_key
 
-        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
-        # The marker is a cached output, so a fresh clone (which has the metrics from git but
-        # not this file) logs its audit into its own store; it holds nothing that varies.
-        marker = {"audit_key": state_key(lock), "tracked": tracking.enabled()}
         if not tracking.enabled():
             print(
                 "tracking is off (VOGFLOW_TRACKING=off): nothing is logged; to log this audit "
-                "later, run `dvc repro -f track`",
+                "later, run `dvc repro -f -s track`",
                 flush=True,
             )
-            write_json(args.out, marker)
             return
         from vogflow.tracking.record import compose, outputs
         from vogflow.tracking.store import git_state
         from vogflow.tracking.write import log_pipeline_audit, tracking_failed
 
+        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
         workspace = Path.cwd()
         prm = ctx.params
+        # DVC sets these for every `dvc exp run` (workspace, --temp and queued alike).
+        exp_name = os.environ.get("DVC_EXP_NAME")
         record = compose(
             workspace,
             params=yaml.safe_load(Path(args.params).read_text()),
             git=git_state(workspace, generated=outputs(lock)),
-            exp_name=os.environ.get("DVC_EXP_NAME"),
+            exp_name=exp_name,
+            in_experiment=bool(exp_name or os.environ.get("DVC_EXP_BASELINE_REV")),
         )
         model_dir = workspace / "runs" / prm.tracking.register_run / "checkpoints"
         uri = tracking.tracking_uri(ctx.root)
         try:
-            run_id, new = log_pipeline_audit(
+            logged = log_pipeline_audit(
                 record,
                 experiment=prm.tracking.experiment,
                 model_name=prm.tracking.model_name,
@@ -66,11 +62,19 @@ def main() -> None:
             )
         except store_errors() as err:
             raise tracking_failed(err, uri) from err
-        if new:
-            print(f"logged audit '{record.name}' as run {run_id} in {uri}", flush=True)
+        if logged.new:
+            print(f"logged audit '{record.name}' as run {logged.run_id} in {uri}", flush=True)
+        elif logged.running:
+            print(
+                f"this pipeline state is being logged by run {logged.run_id} in {uri} (another "
+                "clone, still running): not logged twice",
+                flush=True,
+            )
         else:
-            print(f"this pipeline state is already logged as run {run_id} in {uri}", flush=True)
-        write_json(args.out, marker)
+            print(
+                f"this pipeline state is already logged by run {logged.run_id} in {uri}",
+                flush=True,
+            )
 
 
 def store_errors() -> tuple[type[BaseException], ...]:

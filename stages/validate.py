@@ -21,11 +21,12 @@ def main() -> None:
 
     with stage("validate", params_path=args.params) as ctx:
         from vogflow.config import check_pipeline
-        from vogflow.tracking import check_reachable, enabled, tracking_uri
+        from vogflow.tracking import check_model_name, check_reachable, enabled, tracking_uri
 
         check_pipeline(ctx.params)
         if enabled():  # the audit ends by logging: a store that cannot take it fails now
-            check_reachable(tracking_uri(ctx.root))
+            check_model_name(ctx.params.tracking.model_name)
+            check_reachable(tracking_uri(ctx.root), timeout=3)
         write_text(args.out, "valid\n")
 
 

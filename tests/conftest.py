@@ -245,12 +245,15 @@ def postgres_uri():
 
 
 @contextlib.contextmanager
-def running_mlflow_server(backend: str, folder: Path, *, startup: float = 180):
+def running_mlflow_server(
+    backend: str, folder: Path, *, startup: float = 180, port: int | None = None
+):
     """A real `mlflow server` on 127.0.0.1 over ``backend``, artifacts uploaded to and served
-    from ``folder / "artifacts"``; yields its URI and stops it (with its workers) afterwards."""
+    from ``folder / "artifacts"``; yields its URI and stops it (with its workers) afterwards.
+    ``port``: the port of a server started again (default: a free one)."""
     from vogflow.tracking.store import TrackingError, check_reachable
 
-    log, port = folder / "server.log", _free_port()
+    log, port = folder / "server.log", port or _free_port()
     command = [
         sys.executable,
         "-m",

@@ -193,8 +193,8 @@ def test_second_repro_and_forced_track_log_nothing_new(project):
     repo, env, _ = project
     before = len(audits(repo))
     assert "Running stage" not in sh(["dvc", "repro"], repo, env).stdout
-    out = sh(["dvc", "repro", "-f", "track"], repo, env).stdout
-    assert "already logged" in out
+    out = sh(["dvc", "repro", "-f", "-s", "track"], repo, env).stdout
+    assert "already logged by run" in out
     assert len(audits(repo)) == before
 
 
@@ -302,15 +302,17 @@ def test_experiments_land_in_the_project_store(project):
 
 
 def test_a_fresh_clone_logs_its_audit_into_its_own_store(project, tmp_path):
-    """A newcomer's `dvc repro` in a clean clone (outputs from the cache, metrics from git) logs
-    the audit into the clone's store, marked clean; nothing else reruns."""
+    """A clean clone (outputs from the cache, metrics from git) is up to date; `dvc repro -f -s
+    track` logs the audit into the clone's store, marked clean; nothing else reruns."""
     repo, env, _ = project
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
     clone_env = {**env, "PYTHONPATH": str(clone)}
     sh(["dvc", "cache", "dir", "--local", str(repo / ".dvc" / "cache")], clone, clone_env)
     sh(["dvc", "checkout"], clone, clone_env)
-    log = sh(["dvc", "repro"], clone, clone_env).stdout
+    assert "up to date" in sh(["dvc", "status"], clone, clone_env).stdout
+    assert "Running stage" not in sh(["dvc", "repro"], clone, clone_env).stdout
+    log = sh(["dvc", "repro", "-f", "-s", "track"], clone, clone_env).stdout
     assert "Running stage 'track'" in log
     assert log.count("Running stage") == 1, log[-2000:]
     (parent, children), *others = audits(clone)

@@ -357,7 +357,7 @@ def test_the_track_stage_with_a_stopped_server_keeps_outputs_and_says_how_to_log
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     uri = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "track.py"), "--out", "logged.json"],
+        [sys.executable, str(ROOT / "stages" / "track.py")],
         cwd=folder,
         env={**os.environ, "MLFLOW_TRACKING_URI": uri},
         capture_output=True,
@@ -376,7 +376,7 @@ def test_tracking_off_logs_nothing(tmp_path):
     folder = workspace(tmp_path / "p")
     (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     out = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "track.py"), "--out", "logged.json"],
+        [sys.executable, str(ROOT / "stages" / "track.py")],
         cwd=folder,
         env={**os.environ, "VOGFLOW_TRACKING": "off"},
         capture_output=True,
@@ -386,4 +386,3 @@ def test_tracking_off_logs_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "tracking is off" in out.stdout
     assert not (folder / "mlflow.db").exists()
-    assert json.loads((folder / "logged.json").read_text())["tracked"] is False

@@ -8,6 +8,10 @@ verifying every file's sha256. With ``mlflow_run_id`` each file also goes to tha
 under ``checkpoints/``, so ``runs:/<run_id>/checkpoints`` finds them again; with ``log_models``
 each checkpoint is instead an MLflow logged model of the run (``models:/<model_id>``, or
 registered ``models:/<name>/<version>``), and ``runs:/<run_id>`` finds them in epoch order.
+Logging never holds the loop: it runs on a background thread, ``epoch_end`` waits for it at most
+``log_timeout`` seconds while the store answers, and a store that fails or stops answering costs a
+warning (once) and a retry at the next epoch and at :meth:`CheckpointRecorder.close`; the files
+are written either way.
 
 The framework callbacks are thin adapters over the recorder, holding no logic of their own:
 :class:`vogflow.integrations.lightning.VogCheckpoints` (a Lightning ``Callback``) and
@@ -17,6 +21,7 @@ apart, so that neither framework is imported unless its callback is used.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,9 +83,12 @@ class CheckpointRecorder:
         log_models: log each checkpoint as an MLflow logged model of that run (its state dict
             and manifest; the epoch as a param) instead of as run artifacts: models can be
             registered, and ``models:/`` URIs audit them.
+        log_timeout: the most seconds ``epoch_end`` waits for the logging while the store
+            answers (it goes on in the background after that).
 
     ``epoch_end`` takes 1-based epochs (the number of epochs finished); the folder is complete
-    after epoch ``epochs``.
+    after epoch ``epochs``. With an MLflow run, call :meth:`close` (or use the recorder as a
+    context manager) when training ends, to wait for the last uploads; it also runs at exit.
     """
 
     def __init__(
@@ -102,6 +110,7 @@ class CheckpointRecorder:
         mlflow_run_id: str | None = None,
         tracking_uri: str | None = None,
         log_models: bool = False,
+        log_timeout: float = 5.0,
     ) -> None:
         for name, value, low in (
             ("epochs", epochs, 1),
@@ -119,7 +128,9 @@ class CheckpointRecorder:
         self.mlflow_run_id = mlflow_run_id
         self.tracking_uri = tracking_uri
         self.log_models = log_models
+        self.log_timeout = log_timeout
         self._client: Any = None
+        self._uploader: Any = None
         if num_classes is None and classes is not None:
             num_classes = len(classes)
         if classes is not None and num_classes != len(classes):
@@ -213,7 +224,33 @@ class CheckpointRecorder:
             elif path is not None:
                 self._log(path)
             self._log(self.out_dir / ck.MANIFEST)
+            if self._uploader is not None:
+                self._uploader.settle()
         return path
+
+    def close(self, timeout: float | None = 60.0) -> bool:
+        """Wait up to ``timeout`` seconds for the logging still under way (retrying what failed);
+        True when everything was logged, else a warning names what was not."""
+        return self._uploader is None or self._uploader.close(timeout)
+
+    def __enter__(self) -> CheckpointRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, what: str, call: Any) -> None:
+        if self._uploader is None:
+            from vogflow.background import Uploader
+
+            how = (
+                f"audit {self.out_dir} as it is, or log it with mlflow.log_artifacts("
+                f"{str(self.out_dir)!r}, {ARTIFACT_PATH!r}, run_id={self.mlflow_run_id!r})"
+            )
+            self._uploader = Uploader(
+                f"MLflow run {self.mlflow_run_id}", later=how, timeout=self.log_timeout
+            )
+        self._uploader.submit(what, call)
 
     def _mlflow(self) -> Any:
         if self._client is None:
@@ -227,19 +264,31 @@ class CheckpointRecorder:
     def _log(self, path: Path) -> None:
         if self.mlflow_run_id is None or self.log_models:
             return
-        self._mlflow().log_artifact(self.mlflow_run_id, str(path), ARTIFACT_PATH)
+        run_id = self.mlflow_run_id
+        self._submit(
+            path.name, lambda: self._mlflow().log_artifact(run_id, str(path), ARTIFACT_PATH)
+        )
 
     def _log_model(self, path: Path, entry: dict[str, Any]) -> None:
-        """The checkpoint and a manifest naming only it: the model is a checkpoint folder."""
+        """The checkpoint and a manifest naming only it: the model is a checkpoint folder.
+
+        Both are copied now: a resumed loop may rewrite the file before the upload runs."""
         from vogflow import tracking
 
-        with tempfile.TemporaryDirectory(prefix="vogflow-model-") as tmp:
-            ck.write_manifest(tmp, {**self.manifest, "checkpoints": [entry]})
+        tmp = Path(tempfile.mkdtemp(prefix="vogflow-model-"))
+        shutil.copy2(path, tmp / path.name)
+        ck.write_manifest(tmp, {**self.manifest, "checkpoints": [entry]})
+        run_id = self.mlflow_run_id
+
+        def upload() -> None:
             tracking.log_checkpoint_model(
                 self._mlflow(),
-                self.mlflow_run_id,
-                [path, Path(tmp) / ck.MANIFEST],
+                run_id,
+                [tmp / path.name, tmp / ck.MANIFEST],
                 name=path.stem,
                 epoch=entry["epoch"],
                 recorded_by=RECORDER,
             )
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        self._submit(f"{path.stem} (model)", upload)

@@ -93,3 +93,7 @@ class VogCheckpoints(TrainerCallback):
             )
             return
         self.recorder.epoch_end(finished, model)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **_: Any):
+        if self.recorder is not None:  # the last uploads to an MLflow run, if any
+            self.recorder.close()

@@ -78,3 +78,7 @@ class VogCheckpoints(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.recorder is not None:
             self.recorder.epoch_end(trainer.current_epoch + 1, audited_module(pl_module))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.recorder is not None:  # the last uploads to an MLflow run, if any
+            self.recorder.close()

@@ -21,6 +21,7 @@ from vogflow.tracking.read import (
 )
 from vogflow.tracking.store import (
     TrackingError,
+    check_model_name,
     check_reachable,
     client,
     enabled,
@@ -52,6 +53,7 @@ __all__ = [
     "AuditRef",
     "TrackingError",
     "audit_params",
+    "check_model_name",
     "check_reachable",
     "client",
     "compare_run_url",

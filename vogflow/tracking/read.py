@@ -12,8 +12,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from vogflow.tracking.store import TrackingError, check_reachable, client, sqlite_path, tracking_uri
-from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG
+from vogflow.tracking.store import (
+    TrackingError,
+    adopt_copy,
+    check_reachable,
+    client,
+    sqlite_path,
+    tracking_uri,
+)
+from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG, alias_tag
 
 STAGE_TAG = "vogflow.stage"
 RUN_TAG = "vogflow.run"
@@ -62,10 +69,12 @@ def _reading_client() -> tuple[Any, str]:
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise TrackingError(
-            f"tracking store {uri} does not exist: run an audit first (`dvc repro`) or point "
-            "MLFLOW_TRACKING_URI at the store that holds it"
+            f"tracking store {uri} does not exist: run an audit first (`dvc repro`; in a clone "
+            "that pulled its outputs, `dvc repro -f -s track`) or point MLFLOW_TRACKING_URI at "
+            "the store that holds it"
         )
     check_reachable(uri)
+    adopt_copy(uri)
     return client(uri), uri
 
 
@@ -110,7 +119,9 @@ def _model_audit(client: Any, ref: str, uri: str) -> tuple[str, str, str | None]
     """``models:/name/<version|latest>`` or ``models:/name@alias`` -> (audit, name/version, run)."""
     mv = model_version(client, ref, uri)
     run_name = None
-    audit = (mv.tags or {}).get(AUDIT_RUN_TAG)
+    alias = MODEL_URI.fullmatch(ref).group(3)
+    tags = mv.tags or {}
+    audit = (alias and tags.get(alias_tag(alias))) or tags.get(AUDIT_RUN_TAG)
     if mv.run_id:
         tags = client.get_run(mv.run_id).data.tags
         run_name = tags.get(RUN_TAG)

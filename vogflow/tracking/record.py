@@ -22,6 +22,21 @@ import yaml
 from vogflow.io import TIMINGS
 
 TRACK_STAGE = "track"
+# The registered version of the latest audit of committed code.
+MODEL_ALIAS = "audited"
+# The parent run's metrics: one chart each in the UI, so only the headline of each question;
+# every number stays in the parent's tables/metrics.json and in its stage's own run.
+PARENT_METRICS = (
+    "test_accuracy",
+    "test_error_rate",
+    "decile_error_trend",
+    "scorecard.chosen.reliability",
+    "stability.seed.spearman.measured",
+    "memorization.auroc.measured",
+    "memorization.p_one_sided",
+    "toy.spearman.measured",
+    "ood.auroc_vog",
+)
 # Outputs too large or too raw to copy into the record: the manifest stands for the checkpoints
 # (the audited model is logged as an MLflow model), the rankings stand for the raw gradients.
 SKIP_OUTPUTS = re.compile(r"(^|/)(checkpoints|gradients)$")
@@ -51,6 +66,8 @@ class AuditRecord:
     children: list[ChildRecord]
     top: dict[str, Any]  # split -> DataFrame of the hardest examples of the audited run
     lock: dict[str, Any]
+    alias: str | None = None  # the registered model alias this audit moves, if any
+    metric_table: Any = None  # every headline number, grouped (a DataFrame)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -121,9 +138,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def compose(
-    workspace: Path, *, params: dict[str, Any], git: dict[str, str], exp_name: str | None = None
+    workspace: Path,
+    *,
+    params: dict[str, Any],
+    git: dict[str, str],
+    exp_name: str | None = None,
+    in_experiment: bool | None = None,
 ) -> AuditRecord:
-    """The record of the pipeline state in ``workspace`` (where DVC runs the stages)."""
+    """The record of the pipeline state in ``workspace`` (where DVC runs the stages).
+
+    ``in_experiment``: the audit runs under ``dvc exp run`` (default: when ``exp_name`` is
+    given); it then moves the model alias ``exp-<name>``, never ``audited``."""
     import pandas as pd
 
     from vogflow.rankings import preferred_score
@@ -192,7 +217,9 @@ def compose(
         if path.exists():
             table = pd.read_parquet(path)
             rank_by = str(table["rank_by"].iloc[0])
-            top[split] = hardest(table.rename(columns={"rank_score": rank_by}), rank_by, top_k)
+            # The score named by rank_by may itself be a column (hard_loss, vog_all_label):
+            # rank by rank_score and name the column only in the small table.
+            top[split] = hardest(table, "rank_score", top_k).rename(columns={"rank_score": rank_by})
             continue
         path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
         if path.exists():
@@ -201,9 +228,8 @@ def compose(
             if score is not None:
                 rank_by = score
                 top[split] = hardest(table, rank_by, top_k)
-    data, model = params.get("data", {}).get("name", "?"), params.get("model", {}).get("name", "?")
-    commit = git.get("git.commit", "unknown")[:7]
-    name = f"audit {data}/{model} @{commit}" + (f" ({exp_name})" if exp_name else "")
+    in_experiment = bool(exp_name) if in_experiment is None else in_experiment
+    name = run_name(params, git, exp_name)
     artifacts = [(workspace / "params.yaml", "config"), (workspace / "dvc.lock", "config")]
     for run_dir in sorted((workspace / "runs").glob("*/rankings")):
         artifacts.append((run_dir, f"rankings/{run_dir.parent.name}"))
@@ -218,17 +244,76 @@ def compose(
     }
     if exp_name:
         tags["dvc.exp_name"] = exp_name
+    if in_experiment:
+        tags["vogflow.experiment"] = "true"
     return AuditRecord(
         key=state_key(lock),
         name=name,
         tags=tags,
         params={k: str(v)[:6000] for k, v in flatten(params).items()},
-        metrics=headline,
+        metrics={k: v for k, v in headline.items() if k in PARENT_METRICS},
         description=describe(name, headline, claims, top.get("test"), rank_by),
         artifacts=artifacts,
         children=children,
         top=top,
         lock=lock,
+        alias=model_alias(git, exp_name, in_experiment),
+        metric_table=metric_table(headline),
+    )
+
+
+def run_name(params: dict[str, Any], git: dict[str, str], exp_name: str | None) -> str:
+    """What tells audits apart in a runs list cut after ~30 characters: the experiment's name
+    or the commit first (``*`` when the code had uncommitted changes), then data, model, epochs
+    and when it was logged."""
+    import time
+
+    commit = git.get("git.commit", "unknown")[:7]
+    first = exp_name or (commit + ("*" if git.get("git.dirty") == "true" else ""))
+    data, model = params.get("data", {}).get("name", "?"), params.get("model", {}).get("name", "?")
+    epochs = params.get("train", {}).get("epochs")
+    parts = [first, f"{data}/{model}"]
+    if epochs is not None:
+        parts.append(f"{epochs}ep")
+    parts.append(time.strftime("%m-%d %H:%M"))
+    return " ".join(parts)
+
+
+def model_alias(git: dict[str, str], exp_name: str | None, in_experiment: bool) -> str | None:
+    """``audited`` for committed code, ``exp-<name>`` under ``dvc exp run``, else none (a
+    project outside git counts as committed: there is nothing uncommitted to tell)."""
+    if in_experiment:
+        slug = re.sub(r"[^\w-]+", "-", exp_name or git.get("git.commit", "unknown")[:7])
+        return f"exp-{slug.strip('-') or 'unnamed'}"[:255]
+    return None if git.get("git.dirty") == "true" else MODEL_ALIAS
+
+
+def metric_table(headline: dict[str, float]) -> Any:
+    """Every headline number as rows of (group, metric, measured, lo, hi): one readable table
+    instead of a chart per number."""
+    import pandas as pd
+
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in headline.items():
+        group, _, rest = key.partition(".") if "." in key else ("model", "", key)
+        base, _, field = rest.rpartition(".")
+        if field not in ("measured", "lo", "hi"):
+            base, field = rest, "measured"
+        if group == "model" and rest.endswith(("_lo", "_hi")):
+            base, field = rest[:-3], rest[-2:]
+        rows.setdefault((group, base), {})[field] = value
+    return pd.DataFrame(
+        [
+            {
+                "group": g,
+                "metric": m,
+                "measured": v.get("measured"),
+                "lo": v.get("lo"),
+                "hi": v.get("hi"),
+            }
+            for (g, m), v in rows.items()
+        ],
+        columns=["group", "metric", "measured", "lo", "hi"],
     )
 
 

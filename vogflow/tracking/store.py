@@ -40,7 +40,14 @@ class TrackingError(VogflowError, RuntimeError):
     """The tracking store cannot be used (one line: the URI, what is wrong, the fix)."""
 
 
-__all__ = ["TrackingError", "project_root", "tracking_uri", "enabled", "check_reachable"]
+__all__ = [
+    "TrackingError",
+    "check_model_name",
+    "check_reachable",
+    "enabled",
+    "project_root",
+    "tracking_uri",
+]
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -66,8 +73,15 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
             "sqlite:///PATH, http://HOST:PORT or postgresql://... (or unset it for the "
             "project's mlflow.db)"
         )
+    if scheme == "file":
+        raise TrackingError(
+            f"MLFLOW_TRACKING_URI={uri!r}: MLflow's file store is in maintenance mode (MLflow "
+            "deprecates it); use sqlite:///PATH/mlflow.db (or unset it for the "
+            "project's mlflow.db)"
+        )
     if scheme in DRIVERS:
         _check_driver(uri)
+        _check_port(uri, timeout)
     if scheme in ("http", "https"):
         import urllib.request
 
@@ -82,6 +96,76 @@ def check_reachable(uri: str, *, timeout: float = 5.0) -> None:
         folder = path.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise TrackingError(f"tracking store {uri}: folder {folder} is not writable; {HINT}")
+        _check_sqlite_file(uri, path)
+
+
+def _check_sqlite_file(uri: str, path: Path) -> None:
+    """The SQLite store is absent (created on first use), empty, or a SQLite database."""
+    if path.is_dir():
+        raise TrackingError(
+            f"tracking store {uri}: {path} is a directory, not a database file; name a file "
+            f"inside it (sqlite:///{path}/mlflow.db)"
+        )
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with path.open("rb") as f:
+            header = f.read(16)
+    except OSError as err:
+        raise TrackingError(f"tracking store {uri}: {path} cannot be read ({err})") from err
+    if header != b"SQLite format 3\0":
+        raise TrackingError(
+            f"tracking store {uri}: {path} is not a SQLite database; point MLFLOW_TRACKING_URI "
+            "at the store's .db file, or move this file away"
+        )
+
+
+# The port each database listens on when its URI names none.
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+def _check_port(uri: str, timeout: float) -> None:
+    """A database server answers a TCP connect within ``timeout`` (its driver would retry for
+    minutes first). A socket path (no host) is left to the driver."""
+    import socket
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    if not url.host:
+        return
+    port = url.port or DEFAULT_PORTS.get(url.get_backend_name(), 0)
+    try:
+        with socket.create_connection((url.host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        shown = url.render_as_string(hide_password=True)
+        raise TrackingError(
+            f"tracking store {shown}: nothing answers on {url.host}:{port} ({err}); {HINT}"
+        ) from err
+
+
+def check_model_name(name: Any) -> None:
+    """``tracking.model_name`` is a name MLflow registers and ``models:/`` URIs can spell.
+
+    MLflow's own rules (mlflow.utils.validation._validate_model_name), restated: importing
+    mlflow would cost the validate stage seconds on every params change."""
+    import posixpath
+
+    problem = None
+    if not isinstance(name, str) or not name.strip():
+        problem = "it is empty"
+    elif any(c in name for c in "/:"):
+        problem = "MLflow refuses '/' and ':' in names"
+    elif "@" in name or name != name.strip():
+        problem = "models:/ URIs cannot spell a name with '@' or outer spaces"
+    elif posixpath.normpath(name) != name or name == "." or name.startswith(".."):
+        problem = "MLflow refuses names that are not a plain path component"
+    if problem:
+        raise TrackingError(
+            f"tracking.model_name: {name!r} is not a registered model name MLflow accepts "
+            f"({problem}); use letters, digits, '-', '_' or '.', e.g. vogflow-main"
+        )
 
 
 def _check_driver(uri: str) -> None:
@@ -131,6 +215,19 @@ def open_store(uri: str, *, timeout: float = 600) -> Iterator[Any]:
             f"tracking store {uri}: another audit held {path}.lock for {timeout:.0f}s; "
             "wait for it, or remove the lock file if no vogflow process is running"
         ) from err
+
+
+def adopt_copy(uri: str, *, timeout: float = 60) -> None:
+    """Point a copied or moved project's SQLite store at its own ``mlartifacts`` before a read,
+    so a copy whose original is gone reads its tables, artifacts and model (see
+    :func:`_rebase_artifacts`). A store vogflow cannot write to is left as it is."""
+    path = sqlite_path(uri)
+    if path is None or not path.exists() or not os.access(path, os.W_OK):
+        return
+    from filelock import FileLock, Timeout
+
+    with contextlib.suppress(Timeout), FileLock(str(path) + ".lock", timeout=timeout):
+        _rebase_artifacts(path)
 
 
 def _quiet_retries() -> None:
@@ -183,9 +280,15 @@ def _rebase_artifacts(db: Path) -> None:
         con.commit()
 
 
+# MLflow's UI opens an experiment of this kind in its "Model training" view, not the GenAI one.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
     exp = mlflow_client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND[0] not in exp.tags:
+            mlflow_client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     path = sqlite_path(uri)
@@ -193,7 +296,9 @@ def experiment_id(mlflow_client: Any, name: str, uri: str) -> str:
         # Artifacts beside the database, not in whichever folder the first writer ran from.
         location = (path.parent / "mlartifacts").resolve().as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(
+            name, artifact_location=location, tags=dict([EXPERIMENT_KIND])
+        )
     except Exception:  # another process created it meanwhile
         exp = mlflow_client.get_experiment_by_name(name)
         if exp is None:

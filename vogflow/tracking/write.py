@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import vogflow
-from vogflow.tracking.record import AuditRecord, flatten, hardest, numbers
+from vogflow.tracking.record import MODEL_ALIAS, AuditRecord, flatten, hardest, numbers
 from vogflow.tracking.store import (
     TrackingError,
     check_reachable,
@@ -22,6 +22,7 @@ from vogflow.tracking.store import (
     git_state,
     open_store,
     project_root,
+    sqlite_path,
     tracking_uri,
 )
 
@@ -30,7 +31,6 @@ AUDIT_KEY_TAG = "vogflow.audit_key"
 AUDIT_RUN_TAG = "vogflow.audit_run_id"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
-MODEL_ALIAS = "audited"
 RECORDED_BY_TAG = "vogflow.recorded_by"
 EPOCH_PARAM = "epoch"
 CHECKPOINT_MODEL_TYPE = "vogflow.checkpoint"
@@ -73,6 +73,7 @@ def find_audit(client: Any, experiment: str, key: str) -> str | None:
     found = client.search_runs(
         [experiment],
         filter_string=f"tags.`{AUDIT_KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
         max_results=1,
     )
     return found[0].info.run_id if found else None
@@ -89,20 +90,83 @@ def _last_audit_end(client: Any, experiment: str) -> float:
     return (found[0].info.end_time or 0) / 1000 if found else 0.0
 
 
-def _close_abandoned(client: Any, experiment: str, key: str) -> None:
-    """Mark FAILED the runs an earlier attempt at this state left RUNNING (its store went away
-    mid-way, so it could not close them), so no audit stays RUNNING for ever."""
-    stale = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{AUDIT_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
-    )
-    for parent in stale:
-        children = client.search_runs(
-            [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+# A logger refreshes its claim's heartbeat after every child run; a RUNNING claim silent for
+# longer was abandoned (its store went away, or it was killed).
+HEARTBEAT_TAG = "vogflow.heartbeat"
+CLAIM_TAG = "vogflow.claimed_at"
+STALE_SECONDS = 300.0
+# Two loggers that claim a state within this window both see both claims before deciding.
+SETTLE_SECONDS = 2.0
+
+
+def _beat(client: Any, run_id: str) -> None:
+    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time() * 1000)))
+
+
+def _alive(run: Any, now_ms: int) -> bool:
+    beat = run.data.tags.get(HEARTBEAT_TAG)
+    return beat is not None and now_ms - int(beat) < STALE_SECONDS * 1000
+
+
+def _claims(client: Any, experiment: str, key: str) -> list[Any]:
+    return list(
+        client.search_runs(
+            [experiment],
+            filter_string=f"tags.`{AUDIT_KEY_TAG}` = '{key}'",
+            max_results=1000,
         )
-        for run in [*children, parent]:
-            if run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, "FAILED")
+    )
+
+
+def _order(run: Any) -> tuple[int, str]:
+    """Who claimed first; the run id settles a tie, so every logger elects the same one."""
+    return int(run.data.tags.get(CLAIM_TAG) or run.info.start_time or 0), run.info.run_id
+
+
+def _winner(client: Any, experiment: str, key: str, mine: str) -> Any | None:
+    """The audit that owns this state when it is not ``mine``: a finished one, else the first
+    live claim; ``None`` when ``mine`` goes on. Abandoned claims are closed on the way."""
+    runs = _claims(client, experiment, key)
+    finished = sorted((r for r in runs if r.info.status == "FINISHED"), key=_order)
+    if finished:
+        return finished[0]
+    now = int(time.time() * 1000)
+    live = [r for r in runs if r.info.status == "RUNNING" and _alive(r, now)]
+    live.sort(key=_order)
+    if live and live[0].info.run_id != mine:
+        return live[0]
+    for run in runs:
+        if run.info.status == "RUNNING" and run.info.run_id != mine and not _alive(run, now):
+            _close(client, experiment, run.info.run_id)
+    return None
+
+
+def _close(client: Any, experiment: str, parent_id: str) -> None:
+    """Mark FAILED an abandoned audit and its stage runs, so no audit stays RUNNING for ever."""
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'"
+    )
+    for run in children:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, "FAILED")
+    client.set_terminated(parent_id, "FAILED")
+
+
+def _withdraw(client: Any, run_id: str) -> None:
+    """A claim that lost the election leaves no trace in the runs list."""
+    client.set_terminated(run_id, "KILLED")
+    client.delete_run(run_id)
+
+
+class Logged:
+    """The outcome of :func:`log_pipeline_audit`: ``run_id``, whether this call logged it
+    (``new``), and, when another logger holds the state but has not finished, ``running``."""
+
+    def __init__(self, run_id: str, new: bool, running: bool = False) -> None:
+        self.run_id, self.new, self.running = run_id, new, running
+
+    def __iter__(self) -> Iterator[Any]:  # ``run_id, new = log_pipeline_audit(...)``
+        return iter((self.run_id, self.new))
 
 
 def log_pipeline_audit(
@@ -112,12 +176,17 @@ def log_pipeline_audit(
     model_name: str,
     model_dir: Path | None,
     uri: str | None = None,
-) -> tuple[str, bool]:
-    """Log ``record`` as one parent run with a child per stage; returns ``(run id, new)``.
+) -> Logged:
+    """Log ``record`` as one parent run with a child per stage (unpacks as ``(run id, new)``).
 
     ``model_dir`` (the audited run's checkpoint folder) becomes a logged MLflow model, registered
-    as a new version of ``model_name`` with a description and the alias ``audited``. A state
-    already logged is not logged again (``new`` is False).
+    as a version of ``model_name`` (one version per distinct model, by sha256); see
+    :func:`_log_model` for the aliases. A state already logged in the store, by this project or
+    by a clone sharing the server, is not logged again (``new`` is False).
+
+    Loggers of one state elect one of them through the store: each first claims the state with
+    a RUNNING parent run, waits :data:`SETTLE_SECONDS`, then goes on only if its claim is the
+    first live one (others withdraw theirs, so the model is registered and the alias moved once).
     """
     uri = uri or tracking_uri()
     check_reachable(uri)
@@ -125,8 +194,7 @@ def log_pipeline_audit(
         exp = experiment_id(client, experiment, uri)
         done = find_audit(client, exp, record.key)
         if done:
-            return done, False
-        _close_abandoned(client, exp, record.key)
+            return Logged(done, False)
         # Stages reused from an earlier state ran before the last logged audit: the audit's own
         # span starts with the first stage that ran for this state.
         since = _last_audit_end(client, exp)
@@ -134,19 +202,28 @@ def log_pipeline_audit(
         started = [c.start for c in record.children if c.name in ran] or [
             c.start for c in record.children if c.start is not None
         ]
+        now = str(int(time.time() * 1000))
         parent = client.create_run(
             exp,
             run_name=record.name,
-            tags={**record.tags, NOTE_TAG: record.description},
+            tags={**record.tags, NOTE_TAG: record.description, CLAIM_TAG: now, HEARTBEAT_TAG: now},
             start_time=_ms(min(started)) if started else None,
         )
         parent_id = parent.info.run_id
         created = [parent_id]
         try:
+            if sqlite_path(uri) is None:  # a file lock already serialises a SQLite store
+                time.sleep(SETTLE_SECONDS)
+            owner = _winner(client, exp, record.key, parent_id)
+            if owner is not None:
+                _withdraw(client, parent_id)
+                return Logged(owner.info.run_id, False, running=owner.info.status == "RUNNING")
             _log_values(client, parent_id, params=record.params, metrics=record.metrics)
             _log_artifacts(client, parent_id, record.artifacts)
             for split, table in record.top.items():
                 client.log_table(parent_id, table, f"tables/hardest_{split}.json")
+            if record.metric_table is not None:
+                client.log_table(parent_id, record.metric_table, "tables/metrics.json")
             for child in record.children:
                 run = client.create_run(
                     exp,
@@ -169,6 +246,7 @@ def log_pipeline_audit(
                 )
                 _log_artifacts(client, run.info.run_id, child.artifacts)
                 client.set_terminated(run.info.run_id, "FINISHED", end_time=_ms(child.end))
+                _beat(client, parent_id)
             if model_dir is not None:
                 _log_model(client, uri, parent_id, record, model_dir, model_name)
             client.set_terminated(parent_id, "FINISHED")
@@ -179,14 +257,34 @@ def log_pipeline_audit(
                 except Exception:  # noqa: BLE001 - the store itself may be what failed
                     break
             raise
-    return parent_id, True
+    return Logged(parent_id, True)
+
+
+MODEL_SHA_TAG = "vogflow.model_sha256"
+
+
+def alias_tag(alias: str) -> str:
+    """The version tag holding the audit an alias points at (``models:/name@alias``)."""
+    return f"{AUDIT_RUN_TAG}.{alias}"
+
+
+def _version_of(client: Any, model_name: str, digest: str) -> Any | None:
+    """The registered version already holding these exact weights, if any."""
+    found = client.search_model_versions(
+        f"name = '{model_name}' and tags.`{MODEL_SHA_TAG}` = '{digest}'"
+    )
+    return min(found, key=lambda v: int(v.version)) if found else None
 
 
 def _log_model(
     client: Any, uri: str, parent_id: str, record: AuditRecord, model_dir: Path, model_name: str
 ) -> None:
     """The audited model as a real MLflow model: ``torch.export`` (no pickle), a signature and an
-    input example; its registered version carries a description and an alias."""
+    input example, registered from the logged model (so its page links the version).
+
+    One version per distinct model: the same weights (by sha256) logged again reuse their
+    version. The alias ``audited`` is moved only by an audit of committed code; an audit run by
+    ``dvc exp run`` (in the workspace, ``--temp`` or queued) moves ``exp-<name>`` instead."""
     import mlflow
     import numpy as np
     import torch
@@ -194,10 +292,10 @@ def _log_model(
     from vogflow.checkpoints import load_run_models
 
     models, manifest = load_run_models(model_dir)
-    model = models[-1].eval()
-    # Two rows: torch.export fixes a dimension of size 1, and the batch must stay free.
-    example = np.zeros((2, *manifest["input_shape"]), dtype=np.float32)
+    final = manifest["checkpoints"][-1]
+    digest = str(final["sha256"])  # load_run_models verified it against the file
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     with mlflow.start_run(run_id=parent_id):
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
@@ -211,32 +309,49 @@ def _log_model(
             ),
             context="train",
         )
-        with torch.no_grad():
-            info = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                serialization_format="pt2",
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        _ensure_registered(client, model_name)
+        version = _version_of(client, model_name, digest)
+        if version is None:
+            model = models[-1].eval()
+            # Two rows: torch.export fixes a dimension of size 1, and the batch must stay free.
+            example = np.zeros((2, *manifest["input_shape"]), dtype=np.float32)
+            with torch.no_grad():
+                info = mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    serialization_format="pt2",
+                    input_example=example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                )
+            version = mlflow.register_model(
+                info.model_uri, model_name, tags={AUDIT_RUN_TAG: parent_id, MODEL_SHA_TAG: digest}
             )
-    _ensure_registered(client, model_name)
-    version = client.create_model_version(
-        model_name,
-        info.model_uri,
-        run_id=parent_id,
-        # A server refuses a models:/ source without the logged model it names.
-        model_id=info.model_id,
-        tags={AUDIT_RUN_TAG: parent_id},
-        description=(
-            f"Final checkpoint ({manifest['checkpoints'][-1]['file']}) of the audited "
-            f"run; audit: {record.name}. Test accuracy "
-            f"{record.metrics.get('test_accuracy', float('nan')):.3f}."
-        ),
-    )
-    client.set_registered_model_alias(model_name, MODEL_ALIAS, version.version)
+            client.update_model_version(
+                model_name,
+                version.version,
+                description=(
+                    f"Final checkpoint ({final['file']}, sha256 {digest[:12]}) of the audited "
+                    f"run; audit: {record.name}. Test accuracy "
+                    f"{record.metrics.get('test_accuracy', float('nan')):.3f}."
+                ),
+            )
+            said = f"registered {model_name} version {version.version}"
+        else:
+            said = f"the model is unchanged (sha256 {digest[:12]}): {model_name} version " + str(
+                version.version
+            )
+    alias = record.alias
+    if alias:
+        client.set_registered_model_alias(model_name, alias, version.version)
+        # A reused version was first logged by another audit: the alias names this one.
+        client.set_model_version_tag(model_name, version.version, alias_tag(alias), parent_id)
+        said += f" (alias @{alias})"
+    else:
+        said += f"; @{MODEL_ALIAS} not moved: the audited code has uncommitted changes"
     client.set_tag(parent_id, "vogflow.model_name", model_name)
     client.set_tag(parent_id, "vogflow.model_version", str(version.version))
-    print(f"registered {model_name} version {version.version} (alias @{MODEL_ALIAS})", flush=True)
+    client.set_tag(parent_id, MODEL_SHA_TAG, digest)
+    print(said, flush=True)
 
 
 def _ensure_registered(client: Any, name: str) -> None:
@@ -244,7 +359,12 @@ def _ensure_registered(client: Any, name: str) -> None:
 
     try:
         client.create_registered_model(
-            name, description="The audited model of each vogflow audit (alias @audited: latest)."
+            name,
+            description=(
+                "The audited model of vogflow audits, one version per distinct model (tag "
+                "vogflow.model_sha256). Aliases: @audited, the latest audit of committed code; "
+                "@exp-<name>, the latest audit of that DVC experiment."
+            ),
         )
     except MlflowException:
         pass  # already registered
@@ -360,6 +480,6 @@ def tracking_failed(err: BaseException, uri: str) -> TrackingError:
     """A tracking failure after the work: the outputs are intact, and how to log them later."""
     return TrackingError(
         f"logging the audit to {uri} failed ({type(err).__name__}: {str(err).splitlines()[0]}); "
-        "every output is intact: once the store is reachable, run `dvc repro track` "
+        "every output is intact: once the store is reachable, run `dvc repro -f -s track` "
         "(or `python stages/track.py`) to log it"
     )
