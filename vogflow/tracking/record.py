@@ -202,7 +202,13 @@ def compose(
     artifacts = [(workspace / "params.yaml", "config"), (workspace / "dvc.lock", "config")]
     for run_dir in sorted((workspace / "runs").glob("*/rankings")):
         artifacts.append((run_dir, f"rankings/{run_dir.parent.name}"))
-    for folder in ("results/figures", "results/ood", "results/ranking", "results/scorecard"):
+    for folder in (
+        "results/figures",
+        "results/ood",
+        "results/ranking",
+        "results/report",
+        "results/scorecard",
+    ):
         if (workspace / folder).is_dir():
             artifacts.append((workspace / folder, Path(folder).name))
     tags = {
