@@ -24,6 +24,7 @@ body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica N
   color: var(--fg); background: #fff; }
 header { background: var(--bg); border-bottom: 1px solid var(--line); }
 header .wrap, main { max-width: 1180px; margin: 0 auto; padding: 14px 20px; }
+main > section:first-of-type > h2 { border-top: 0; margin-top: 6px; }
 h1 { font-size: 1.45em; margin: 0 0 6px; line-height: 1.25; overflow-wrap: anywhere; }
 h2 { font-size: 1.2em; margin: 30px 0 8px; padding-top: 8px; border-top: 1px solid var(--line); }
 h3 { font-size: 1.02em; margin: 18px 0 6px; }
@@ -50,7 +51,7 @@ td:first-child { overflow-wrap: anywhere; }
 table.compact { min-width: 0; }
 th { font-weight: 600; color: var(--muted); white-space: nowrap; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.num { white-space: nowrap; overflow-wrap: normal; }
+td.num, td.interval { white-space: nowrap; overflow-wrap: normal; }
 .verdict { font-weight: 700; white-space: nowrap; }
 .supported { color: var(--ok); }
 .contradicted { color: var(--bad); }
@@ -115,7 +116,7 @@ expected side; contradicted: on the other side; inconclusive: it straddles the n
 <div class="scroll"><table>
 <thead><tr><th>claim</th><th>expected</th><th class="num">measured</th><th>interval</th><th>verdict</th></tr></thead>
 <tbody>
-{% for c in r.claims %}<tr class="claim" data-claim="{{ c.name }}"><td>{{ c.name }}</td><td>{{ c.expected }}</td><td class="num">{{ c.measured | num }}</td><td>{% if c.lo is not none %}[{{ c.lo | num }}, {{ c.hi | num }}]{% else %}-{% endif %}</td><td class="verdict {{ c.verdict }}">{{ c.verdict }}</td></tr>
+{% for c in r.claims %}<tr class="claim" data-claim="{{ c.name }}"><td>{{ c.name }}</td><td>{{ c.expected }}</td><td class="num">{{ c.measured | num }}</td><td class="interval">{% if c.lo is not none %}[{{ c.lo | num }}, {{ c.hi | num }}]{% else %}-{% endif %}</td><td class="verdict {{ c.verdict }}">{{ c.verdict }}</td></tr>
 {% endfor %}</tbody></table></div>
 </section>
 {% endif %}
@@ -138,7 +139,7 @@ expected side; contradicted: on the other side; inconclusive: it straddles the n
 {% else %}<p>{{ s.issues_total }} of {{ s.n }} given labels are probably wrong{% if s.issues_total > s.issues | length %} (the {{ s.issues | length }} most doubtful shown; <code>vogflow export</code> writes them all){% endif %}. Each shows the given label and the label the evidence points to, with their probabilities averaged over the checkpoints.</p>
 <ul class="cards wide issues">
 {% for e in s.issues %}<li class="issue" data-index="{{ e.index }}" data-given="{{ e.given_id }}" data-suggested="{{ e.suggested_id }}">{% if e.image %}<img src="{{ e.image }}" alt="example {{ e.index }}">{% endif %}<b>#{{ e.index }}</b>{% if e.where %} <span class="muted">{{ e.where }}</span>{% endif %}<br>
-<span class="change">given <b class="wrong">{{ e.given }}</b> ({{ e.given_prob | num }}) &rarr; <b>{{ e.suggested }}</b> ({{ e.suggested_prob | num }})</span></li>
+<span class="change">given <b class="wrong">{{ e.given }}</b> <span class="muted">p={{ e.given_prob | prob }}</span> &rarr; <b>{{ e.suggested }}</b> <span class="muted">p={{ e.suggested_prob | prob }}</span></span></li>
 {% endfor %}</ul>{% endif %}
 </section>
 <section id="ends-{{ s.name }}"><h2>Hardest and easiest: {{ s.name }}</h2>
@@ -189,6 +190,10 @@ def _num(value: Any) -> str:
     return f"{value:.3g}"
 
 
+def _prob(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.2f}"
+
+
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
 
@@ -199,6 +204,7 @@ def _environment() -> Any:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    env.filters["prob"] = _prob
     return env
 
 

@@ -15,8 +15,8 @@ from vogflow.report.images import ImageSource
 
 SINGLE_NOTE = (
     "One audit of one training run: no claim of the paper is tested here, and which score is "
-    "reliable cannot be measured without seed reruns and planted noise (the pipeline's report, "
-    "`dvc repro report`, has both)."
+    "reliable cannot be measured without seed reruns and planted noise; the pipeline's report "
+    "(dvc repro report) has both."
 )
 
 
