@@ -77,6 +77,7 @@ def main() -> None:
             (n for n in card["ranking"] if n.startswith(VOG) and rows[n]["kind"] == "run"), None
         )
         claims = decile_verdicts(tables, main_run, prm.vog)
+        label_issues = label_issue_quality(shuffled)
 
         report = {
             **card,
@@ -87,6 +88,7 @@ def main() -> None:
             "rank_by": {"configured": prm.vog.rank_by, "score": rank_by, "reason": why},
             "best_vog": best_vog,
             "claims": claims,
+            "label_issues": label_issues,
         }
         write_json(args.report, report)
         write_ranking(
@@ -99,6 +101,13 @@ def main() -> None:
             top_k=prm.vog.top_k,
         )
         print(f"scorecard: the audit ranks by {rank_by} ({why})", flush=True)
+        print(
+            f"scorecard: label issues on {prm.memorization.run}'s changed labels: precision "
+            f"{label_issues['precision']:.3f}, recall {label_issues['recall']:.3f}, F1 "
+            f"{label_issues['f1']:.3f} ({label_issues['flagged']} flagged, "
+            f"{label_issues['wrong']} changed)",
+            flush=True,
+        )
         _write_table(card, args.table)
         _write_figure(card, args.figure, chosen=chosen, rank_by=rank_by, dpi=prm.figures.dpi)
         write_json(
@@ -115,8 +124,18 @@ def main() -> None:
                     "reliability": _get(rows.get(best_vog), "reliability"),
                     "split_half": _get(rows.get(best_vog), "split_half"),
                 },
+                "label_issues": label_issues,
             },
         )
+
+
+def label_issue_quality(table: Any) -> dict[str, float]:
+    """The ``label_issue`` flag of the shuffled run's training split against the labels that
+    actually changed (a shuffle leaves some in place): precision, recall, F1, counts."""
+    from vogflow.analysis.label_issues import flag_quality
+
+    changed = table["label"].to_numpy() != table["true_label"].to_numpy()
+    return flag_quality(table["label_issue"].to_numpy(dtype=bool), changed)
 
 
 def resolve_rank_by(configured: str, choices: dict, rows: dict) -> tuple[str, str]:

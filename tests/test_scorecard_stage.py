@@ -43,6 +43,7 @@ def _table(rng, n, *, noisy=None, vog=None, hard=None, error_driver=None) -> pd.
         "noisy": noisy,
         "pred": pred,
         "correct": pred == true_label,
+        "label_issue": np.zeros(n, bool),
     }
     for w in WINDOWS:
         for m in LABEL_MODES:
@@ -81,6 +82,9 @@ def _planted(folder: Path, *, misaligned: bool = False) -> None:
         noisy=noisy,
         hard={"hard_oracle": noisy + 0.01 * rng.random(M), "hard_loss": noisy + rng.normal(size=M)},
     )
+    # The flag finds the first 3 of every 4 changed labels and flags 5 clean ones.
+    found = noisy & (np.cumsum(noisy) % 4 != 0)
+    shuffled["label_issue"] = found | np.isin(np.arange(M), np.flatnonzero(~noisy)[:5])
     out = folder / "runs" / "shuffled" / "rankings" / "train.parquet"
     out.parent.mkdir(parents=True)
     shuffled.to_parquet(out, index=False)
@@ -157,6 +161,20 @@ def test_seeds_that_disagree_make_the_decile_claim_inconclusive(audit):
     assert metrics["rank_by"]["score"] == "vog_late_label"
     assert metrics["rank_by"]["verdict"] == "inconclusive"
     assert metrics["rank_by"]["expected"] == "increasing" and metrics["rank_by"]["lo"] > 0
+
+
+def test_the_label_issue_flag_is_scored_on_the_changed_labels(audit):
+    metrics = json.loads((audit / "metrics.json").read_text())["label_issues"]
+    report = json.loads((audit / "report.json").read_text())["label_issues"]
+    assert metrics == report
+    table = pd.read_parquet(audit.parents[1] / "runs" / "shuffled" / "rankings" / "train.parquet")
+    changed = table["label"] != table["true_label"]
+    hits = int((table["label_issue"] & changed).sum())
+    assert metrics["flagged"] == hits + 5 and metrics["wrong"] == int(changed.sum())
+    assert metrics["precision"] == pytest.approx(hits / (hits + 5))
+    assert metrics["recall"] == pytest.approx(hits / changed.sum())
+    p, r = metrics["precision"], metrics["recall"]
+    assert metrics["f1"] == pytest.approx(2 * p * r / (p + r))
 
 
 def test_metrics_hold_only_scalars(audit):
