@@ -128,8 +128,7 @@ def test_png_data_uri_holds_the_image():
 
 def test_export_label_issues_as_csv_rows():
     table = rankings()
-    rows, by = export.select(table, score=None, k=None, where="t")
-    frame = export.records(rows, by, n=len(table))
+    frame = export.records(*export.select(table, score=None, k=None, where="t"), n=len(table))
     flagged = table[table["label_issue"]].sort_values("label_prob")
     assert frame["index"].tolist() == flagged["index"].tolist()
     assert frame["given_label"].tolist() == [str(v) for v in flagged["label"]]
@@ -149,8 +148,7 @@ def test_export_label_issues_as_csv_rows():
 def test_export_top_k_of_a_score_with_paths():
     table = rankings()
     table.insert(1, "path", [f"test/c/{i:03d}.png" for i in table["index"]])
-    rows, by = export.select(table, score="hard_loss", k=7, where="t")
-    frame = export.records(rows, by, n=len(table))
+    frame = export.records(*export.select(table, score="hard_loss", k=7, where="t"), n=len(table))
     top = table.nlargest(7, "hard_loss")
     assert frame["index"].tolist() == top["index"].tolist()
     assert frame["path"].tolist() == top["path"].tolist()
@@ -160,8 +158,7 @@ def test_export_top_k_of_a_score_with_paths():
 
 def test_label_studio_tasks_carry_the_image_and_the_given_label(tmp_path):
     table = rankings()
-    rows, by = export.select(table, score=None, k=None, where="t")
-    frame = export.records(rows, by, n=len(table))
+    frame = export.records(*export.select(table, score=None, k=None, where="t"), n=len(table))
     pictures = {int(i): png_data_uri(np.zeros((1, 4, 4))) for i in table["index"]}
     tasks_path, config_path = export.write_label_studio(
         frame,

@@ -726,19 +726,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     suffix = (".csv",) if args.format == "csv" else (".json",)
     out = check_out_file(args.out, suffix)
-    if args.format == "label-studio" and args.data is None:
-        is_text = False
-        if args.audit.lower().endswith((".parquet", ".csv")) and Path(args.audit).is_file():
-            is_text = "text" in read_table_file(args.audit).columns
-        if not is_text:
-            raise UsageError(
-                f"--format label-studio needs the examples' pictures: pass --data {IMAGE_DATA}"
-            )
     table, where, split, images = load_audit_with_images(args)
-    rows, by = export.select(table, score=args.score, k=args.k, where=where)
+    rows, column, name = export.select(table, score=args.score, k=args.k, where=where)
+    if args.format == "label-studio" and images is None and "text" not in table.columns:
+        given = (
+            f"--data {args.data!r} holds no pictures (tabular features)"
+            if args.data
+            else (f"pass --data {IMAGE_DATA}")
+        )
+        raise UsageError(
+            f"--format label-studio shows each example to an annotator: {given}; or export "
+            "--format csv"
+        )
     names = images.class_names if images is not None else None
-    frame = export.records(rows, by, n=len(table), class_names=names)
-    what = "label issues" if by == "label_issue" else f"hardest by {by}"
+    frame = export.records(rows, column, name, n=len(table), class_names=names)
+    what = "label issues" if column is None else f"hardest by {name}"
     if args.format == "csv":
         path = export.write_csv(frame, out)
         print(f"wrote {path}: {len(frame)} {what} of {where} ({split})")
@@ -748,11 +750,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     labels = sorted({int(v) for v in table["label"]} | {int(v) for v in table["pred"]})
     count = len(names) if names is not None else max(labels) + 1
     classes = [class_name(i, names) for i in range(count)]
-    if images is None and "text" not in table.columns:
-        raise UsageError(
-            f"--format label-studio: --data {args.data!r} holds no pictures (tabular "
-            "features); export --format csv instead"
-        )
     tasks, config = export.write_label_studio(
         frame, out, classes=classes, images=images.uris if images is not None else None
     )

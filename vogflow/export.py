@@ -35,8 +35,9 @@ class ExportError(VogflowError, ValueError):
 
 def select(
     table: pd.DataFrame, *, score: str | None, k: int | None, where: str
-) -> tuple[pd.DataFrame, str]:
-    """The rows to export and what they were picked by.
+) -> tuple[pd.DataFrame, str | None, str]:
+    """``(rows, column, name)``: the rows to export, the score column they were picked by (None
+    for label issues) and its name as the reader knows it.
 
     No ``score``: the label issues, most doubtful given label first (all of them, or the first
     ``k``). A ``score``: the ``k`` highest (25 by default), hardest first.
@@ -50,27 +51,30 @@ def select(
             )
         flagged = table[table["label_issue"].astype(bool)]
         flagged = flagged.sort_values(["label_prob", "index"], kind="stable")
-        return (flagged if k is None else flagged.head(k)), "label_issue"
+        return (flagged if k is None else flagged.head(k)), None, "label_issue"
     column, shown = resolve_score(table, score, where=where)
-    picked = table.assign(_score=table[column].astype(float))
-    picked = picked.sort_values("_score", ascending=False, kind="stable").head(k or DEFAULT_K)
-    return picked.drop(columns="_score").assign(_by=column), shown
+    order = table[column].astype(float).sort_values(ascending=False, kind="stable").index
+    return table.loc[order[: k or DEFAULT_K]], column, shown
 
 
 def records(
     rows: pd.DataFrame,
-    by: str,
+    column: str | None,
+    name: str,
     *,
     n: int,
     class_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The export's rows: index, path, given and suggested label, score, evidence."""
-    issues = by == "label_issue"
-    column = None if issues else str(rows["_by"].iloc[0]) if len(rows) else None
+    """The export's rows: index, path or text, given and suggested label, score, evidence.
+
+    ``column`` None: label issues (the score is the given label's probability); else the rows
+    of a score ``name`` (column ``column``), hardest first, ``n`` rows in the table.
+    """
+    issues = has_label_issues(rows)
     out = []
     for rank, row in enumerate(rows.to_dict("records"), 1):
         given = class_name(row["label"], class_names)
-        if issues:
+        if column is None:
             suggested = class_name(row["suggested_label"], class_names)
             score = float(row["label_prob"])
             evidence = (
@@ -79,25 +83,21 @@ def records(
             )
         else:
             # A flagged row's suggestion where the table estimates them, else the final model's.
-            flagged = has_label_issues(rows) and bool(row["label_issue"])
-            suggested_id = row["suggested_label"] if flagged else row["pred"]
-            suggested = class_name(suggested_id, class_names)
+            flagged = issues and bool(row["label_issue"])
+            suggested = class_name(row["suggested_label" if flagged else "pred"], class_names)
             score = float(row[column])
             evidence = (
-                f"{by} = {score:.4g}, rank {rank} of {n} (1 = hardest); the final model "
+                f"{name} = {score:.4g}, rank {rank} of {n} (1 = hardest); the final model "
                 f"predicts {class_name(row['pred'], class_names)}"
-                + ("; label issue" if flagged else "")
+                + ("; a label issue" if flagged else "")
             )
-        record = {"index": int(row["index"])}
-        if PATH_COLUMN in row:
-            record[PATH_COLUMN] = row[PATH_COLUMN]
-        if "text" in row:
-            record["text"] = row["text"]
+        record = {c: row[c] for c in ("index", PATH_COLUMN, "text") if c in row}
         record |= {
+            "index": int(row["index"]),
             "given_label": given,
             "suggested_label": suggested,
             "score": score,
-            "score_name": "label_prob" if issues else by,
+            "score_name": "label_prob" if column is None else name,
             "evidence": evidence,
         }
         out.append(record)

@@ -48,7 +48,7 @@ def score_names(table: pd.DataFrame) -> list[str]:
         and not pd.api.types.is_bool_dtype(table[c])
     ]
     if RANK_SCORE in table.columns and "rank_by" in table.columns and len(table):
-        names.insert(0, str(table["rank_by"].iloc[0]))
+        names = [str(table["rank_by"].iloc[0]), *(n for n in names if n != RANK_SCORE)]
     return names
 
 
@@ -75,7 +75,7 @@ def resolve_score(
         return RANK_SCORE, rank_by
     offered = score_names(table)
     for column in (name, f"vog_{name}"):
-        if column in offered:
+        if column in offered and column in table.columns:
             return column, column
     raise ReportError(
         f"--score {name!r}: no such score in {where}; scores: {', '.join(offered) or 'none'}"
