@@ -265,3 +265,18 @@ def test_readme_export_example_runs(tmp_path, monkeypatch, capsys):
     tasks = json.loads((tmp_path / "relabel" / "tasks.json").read_text())
     assert tasks and tasks[0]["data"]["image"].startswith("data:image/png")
     assert (tmp_path / "relabel" / "tasks.xml").exists()
+
+
+def test_a_text_audit_exports_label_studio_tasks_without_pictures(tmp_path, capsys):
+    table = rankings()
+    table.insert(1, "text", [f"review {i}: <b>fine</b>" for i in table["index"]])
+    table.to_parquet(tmp_path / "dev.parquet", index=False)
+    out = tmp_path / "tasks.json"
+    argv = ["export", str(tmp_path / "dev.parquet"), "--format", "label-studio", "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    tasks = json.loads(out.read_text())
+    flagged = table[table["label_issue"]].sort_values("label_prob")
+    assert [t["data"]["text"] for t in tasks] == flagged["text"].tolist()
+    config = ET.fromstring(out.with_suffix(".xml").read_text())
+    assert config.find("Text").get("name") == config.find("Choices").get("toName") == "text"
+    assert all(t["predictions"][0]["result"][0]["to_name"] == "text" for t in tasks)
