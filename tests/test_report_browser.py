@@ -171,8 +171,9 @@ def pipeline_workspace(folder: Path) -> dict:
             "choices": {"any": {"score": "hard_loss_seedmean"}, "vog": {"score": "vog_late_pred"}},
         },
     )
-    write("results/scorecard/metrics.json", {"rank_by": {"score": "hard_loss_seedmean",
-                                                         "reliability": 0.9}})  # fmt: skip
+    flag = {"flagged": 40, "wrong": 50, "precision": 0.95, "recall": 0.76, "f1": 0.84}
+    scorecard = {"rank_by": {"score": "hard_loss_seedmean", "reliability": 0.9}}
+    write("results/scorecard/metrics.json", {**scorecard, "label_issues": flag})
     stats = {f"{k}_{s}": 50.0 for k in ("auroc", "aupr_in", "aupr_out") for s in ("mean", "std")}
     (folder / "results" / "ood").mkdir(parents=True)
     pd.DataFrame([{"method": "vog", **stats, "n_corruptions": 2}]).to_csv(
@@ -193,6 +194,8 @@ def test_the_report_stage_in_a_real_browser(browser, tmp_path):
         ["toy.spearman", "contradicted"],
     ]
     assert "hard_loss_seedmean" in found["text"] and "Out-of-distribution" in found["text"]
+    assert "flagged 40 training labels for 50 that were changed" in found["text"]
+    assert "precision 0.95, recall 0.76, F1 0.84" in found["text"]
     assert sorted(found["issues"]) == ["test", "train"]
     for split, hardest in zip(("train", "test"), found["hardest"], strict=True):
         table = pd.read_parquet(tmp_path / "results" / "ranking" / f"{split}.parquet")

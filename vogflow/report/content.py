@@ -115,6 +115,7 @@ class Report:
     claims: list[dict[str, Any]] = field(default_factory=list)
     choice: dict[str, Any] | None = None  # the scorecard's choice: score, reason, numbers
     ood: dict[str, Any] | None = None  # rows of the OoD summary, where it ran
+    issue_quality: str | None = None  # how the label-issue flag did on planted noise
     notes: list[str] = field(default_factory=list)
 
 

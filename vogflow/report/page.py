@@ -141,6 +141,7 @@ expected side; contradicted: on the other side; inconclusive: it straddles the n
 {% for e in s.issues %}<li class="issue" data-index="{{ e.index }}" data-given="{{ e.given_id }}" data-suggested="{{ e.suggested_id }}">{% if e.image %}<img src="{{ e.image }}" alt="example {{ e.index }}">{% endif %}<b>#{{ e.index }}</b>{% if e.where %} <span class="muted">{{ e.where }}</span>{% endif %}<br>
 <span class="change">given <b class="wrong">{{ e.given }}</b> <span class="muted">p={{ e.given_prob | prob }}</span> &rarr; <b>{{ e.suggested }}</b> <span class="muted">p={{ e.suggested_prob | prob }}</span></span></li>
 {% endfor %}</ul>{% endif %}
+{% if r.issue_quality and s.issues is not none %}<p class="muted quality">{{ r.issue_quality }}</p>{% endif %}
 </section>
 <section id="ends-{{ s.name }}"><h2>Hardest and easiest: {{ s.name }}</h2>
 <p>Ranked by <b>{{ s.rank_by }}</b> ({{ s.rank_where }}); rank 1 = hardest. Each card: index, given label &rarr; final prediction, score.</p>

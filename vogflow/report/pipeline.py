@@ -84,6 +84,20 @@ def choice(workspace: Path) -> dict[str, Any] | None:
     }
 
 
+def issue_quality(workspace: Path) -> str | None:
+    """How the label-issue flag did against the labels the noise run actually changed."""
+    measured = _json(workspace / "results" / "scorecard" / "metrics.json").get("label_issues")
+    if not measured or "f1" not in measured:
+        return None
+    run = _json(workspace / "results" / "scorecard" / "report.json").get("noise_run", "noise")
+    return (
+        f"How far to trust the flag: on the {run} run's planted noise it flagged "
+        f"{measured.get('flagged', '?')} training labels for {measured.get('wrong', '?')} that "
+        f"were changed: precision {measured['precision']:.2f}, recall {measured['recall']:.2f}, "
+        f"F1 {measured['f1']:.2f} (the scorecard stage)."
+    )
+
+
 def ood(workspace: Path) -> dict[str, Any] | None:
     path = workspace / "results" / "ood" / "table.csv"
     if not path.exists():
@@ -165,4 +179,5 @@ def build(
         claims=claims(workspace, run),
         choice=choice(workspace),
         ood=ood(workspace),
+        issue_quality=issue_quality(workspace),
     )
