@@ -58,16 +58,19 @@ td.num, td.interval { white-space: nowrap; overflow-wrap: normal; }
 .inconclusive { color: var(--unsure); }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(86px, 1fr));
   gap: 8px; list-style: none; padding: 0; margin: 6px 0; }
-.cards.wide { grid-template-columns: repeat(auto-fill, minmax(168px, 1fr)); }
+.cards.wide { grid-template-columns: repeat(auto-fill, minmax(160px, 1fr)); }
 .cards li { border: 1px solid var(--line); border-radius: 6px; padding: 6px; min-width: 0;
   font-size: .84em; line-height: 1.35; overflow-wrap: anywhere; }
 .cards img { display: block; width: 64px; height: 64px; object-fit: contain;
   image-rendering: pixelated; background: #000; margin-bottom: 4px; }
 .cards b { font-size: 1.05em; }
+.cards.wide li { display: flex; gap: 10px; align-items: flex-start; }
+.cards.wide img { flex: none; margin: 0; }
 .issue .change { font-size: 1.05em; }
 .wrong { color: var(--bad); }
 pre { background: var(--bg); border: 1px solid var(--line); border-radius: 6px; padding: 10px;
-  overflow-x: auto; font-size: .85em; line-height: 1.4; }
+  overflow-x: auto; font-size: .85em; line-height: 1.4; white-space: pre-wrap;
+  overflow-wrap: anywhere; }
 details { margin: 8px 0; }
 summary { cursor: pointer; color: var(--accent); }
 .reason { overflow-wrap: anywhere; }
@@ -79,7 +82,6 @@ footer { color: var(--muted); font-size: .85em; margin: 30px 0 20px; }
   th, td { padding-right: 6px; }
   table { font-size: .86em; }
   th { white-space: normal; }
-  .cards.wide { grid-template-columns: 1fr; }
 }
 """
 
@@ -138,8 +140,8 @@ expected side; contradicted: on the other side; inconclusive: it straddles the n
 {% elif not s.issues %}<p>No label issue found among the {{ s.n }} {{ s.name }} examples.</p>
 {% else %}<p>{{ s.issues_total }} of {{ s.n }} given labels are probably wrong{% if s.issues_total > s.issues | length %} (the {{ s.issues | length }} most doubtful shown; <code>vogflow export</code> writes them all){% endif %}. Each shows the given label and the label the evidence points to, with their probabilities averaged over the checkpoints.</p>
 <ul class="cards wide issues">
-{% for e in s.issues %}<li class="issue" data-index="{{ e.index }}" data-given="{{ e.given_id }}" data-suggested="{{ e.suggested_id }}">{% if e.image %}<img src="{{ e.image }}" alt="example {{ e.index }}">{% endif %}<b>#{{ e.index }}</b>{% if e.where %} <span class="muted">{{ e.where }}</span>{% endif %}<br>
-<span class="change">given <b class="wrong">{{ e.given }}</b> <span class="muted">p={{ e.given_prob | prob }}</span> &rarr; <b>{{ e.suggested }}</b> <span class="muted">p={{ e.suggested_prob | prob }}</span></span></li>
+{% for e in s.issues %}<li class="issue" data-index="{{ e.index }}" data-given="{{ e.given_id }}" data-suggested="{{ e.suggested_id }}">{% if e.image %}<img src="{{ e.image }}" alt="example {{ e.index }}">{% endif %}<div><b>#{{ e.index }}</b>{% if e.where %} <span class="muted">{{ e.where }}</span>{% endif %}<br>
+<span class="change">given <b class="wrong">{{ e.given }}</b> <span class="muted">p={{ e.given_prob | prob }}</span><br>&rarr; <b>{{ e.suggested }}</b> <span class="muted">p={{ e.suggested_prob | prob }}</span></span></div></li>
 {% endfor %}</ul>{% endif %}
 {% if r.issue_quality and s.issues is not none %}<p class="muted quality">{{ r.issue_quality }}</p>{% endif %}
 </section>

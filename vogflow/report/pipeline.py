@@ -16,7 +16,7 @@ import pandas as pd
 from vogflow.report.content import Report, split_section
 
 REPRODUCE = (
-    "git clone <this repository> && cd <it> && git checkout {commit}",
+    "git checkout {commit}  # in a clone of this repository",
     'pip install -e ".[test]"',
     "dvc pull  # or `dvc repro` to recompute every stage",
     "dvc repro report  # this page: results/report/index.html",
