@@ -271,9 +271,11 @@ def check_out_file(value: str, suffixes: Sequence[str] = OUT_SUFFIXES) -> Path:
     import tempfile
 
     out = Path(value)
+    what = "table " if suffixes == OUT_SUFFIXES else ""
     if out.suffix.lower() not in suffixes:
         raise UsageError(
-            f"--out {value!r}: unknown format {out.suffix or '(no suffix)'!r}; end the "
+            f"--out {value!r}: unknown {what}format "
+            f"{out.suffix or '(no suffix)'!r}; end the "
             f"name with {' or '.join(suffixes)}"
         )
     folder = out.parent
@@ -285,7 +287,7 @@ def check_out_file(value: str, suffixes: Sequence[str] = OUT_SUFFIXES) -> Path:
             "choose a writable folder"
         ) from err
     if out.is_dir():
-        raise UsageError(f"--out {value!r} is a folder; name the file inside it")
+        raise UsageError(f"--out {value!r} is a folder; name the {what}file inside it")
     # A real write (not os.access): it also catches read-only mounts and holds as root.
     try:
         with tempfile.TemporaryFile(dir=folder):
@@ -805,6 +807,9 @@ examples:
       --out rankings.parquet
   vogflow top models:/vogflow-main/3 -k 25
   vogflow compare models:/vogflow-main/2 models:/vogflow-main/3
+  vogflow report rankings.parquet --data npz:data.npz --out report.html
+  vogflow export rankings.parquet --data npz:data.npz --format label-studio \\
+      --out relabel/tasks.json
 
 Run `vogflow <command> --help` for each command's options. The MLflow store is
 MLFLOW_TRACKING_URI, else mlflow.db at the project root."""
