@@ -103,12 +103,18 @@ def _captions(
     scores: np.ndarray | None,
     labels: np.ndarray | None = None,
     class_names: Sequence[str] | Mapping[Any, str] | None = None,
+    ids: np.ndarray | None = None,
 ) -> list[str]:
+    """Per tile: ``#<id>`` (where ``ids`` is given: the example's index, to find it again) and
+    its label name on one line, then its score."""
     out = []
     for i in idx:
         parts = []
+        head = [] if ids is None else [f"#{np.asarray(ids)[i].item()}"]
         if labels is not None:
-            parts.append(_name(np.asarray(labels)[i].item(), class_names))
+            head.append(_name(np.asarray(labels)[i].item(), class_names))
+        if head:
+            parts.append(" ".join(head))
         if scores is not None:
             parts.append(f"{float(scores[i]):.3g}")
         out.append("\n".join(parts))
@@ -221,13 +227,15 @@ def _paired_grids(
     ncols: int,
     caption_lines: int,
     grid_h: float,
+    sides: tuple[str, str] = _SIDE_TITLES,
 ) -> None:
-    """One row of subfigures per ``(row_title, low_imgs, low_caps, high_imgs, high_caps)``."""
+    """One row of subfigures per ``(row_title, low_imgs, low_caps, high_imgs, high_caps)``;
+    ``sides`` titles the low and the high grid."""
     subs = fig.subfigures(len(rows), 2, squeeze=False)
     for (row_title, lo_img, lo_cap, hi_img, hi_cap), pair in zip(rows, subs, strict=True):
         prefix = f"{row_title}: " if row_title else ""
         for sub, img, cap, side in zip(
-            pair, (lo_img, hi_img), (lo_cap, hi_cap), _SIDE_TITLES, strict=True
+            pair, (lo_img, hi_img), (lo_cap, hi_cap), sides, strict=True
         ):
             _draw_tiles(
                 sub,
@@ -248,18 +256,21 @@ def lowest_highest(
     title: str = "",
     labels: np.ndarray | None = None,
     class_names: Sequence[str] | Mapping[Any, str] | None = None,
+    ids: np.ndarray | None = None,
+    sides: tuple[str, str] = _SIDE_TITLES,
 ) -> Figure:
     """The ``k`` lowest- and ``k`` highest-VoG examples of the whole set, side by side (Fig. 7).
 
     images (N,C,H,W) or (N,H,W) in [0,1] (only the rows shown are read: a lazy view of a streamed
     split will do); scores (N,), higher VoG = harder; labels (N,) optional
     class ids named through ``class_names``. Grids are ``ceil(sqrt(k))`` wide (5x5 for k=25);
-    each tile is captioned with its label name (if given) and score. With N < k each grid shows
-    all N.
+    each tile is captioned with ``#<id>`` (``ids`` (N,), the examples' indices, if given), its
+    label name (if given) and score. With N < k each grid shows all N. ``sides``: the two grids'
+    titles (any score, not only VoG, can be shown).
     """
     lo, hi = lowest_highest_indices(scores, k)
     ncols = max(1, math.ceil(math.sqrt(k)))
-    lines = 1 + (labels is not None)
+    lines = 1 + (labels is not None or ids is not None)
     _, w, h = _grid_inches(len(lo), ncols, lines)
     fig, host = _titled(2 * w, h, title)
     _paired_grids(
@@ -268,14 +279,15 @@ def lowest_highest(
             (
                 "",
                 _to_hwc(images[lo]),
-                _captions(lo, scores, labels, class_names),
+                _captions(lo, scores, labels, class_names, ids),
                 _to_hwc(images[hi]),
-                _captions(hi, scores, labels, class_names),
+                _captions(hi, scores, labels, class_names, ids),
             )
         ],
         ncols=ncols,
         caption_lines=lines,
         grid_h=h,
+        sides=sides,
     )
     return fig
 
@@ -289,12 +301,16 @@ def per_class_lowest_highest(
     class_names: Sequence[str] | Mapping[Any, str],
     k: int = 25,
     title: str = "",
+    ids: np.ndarray | None = None,
+    sides: tuple[str, str] = _SIDE_TITLES,
 ) -> Figure:
     """One row per class in ``class_ids``: its ``k`` lowest and ``k`` highest VoG (Figs. 2, 3).
 
     images (N,C,H,W) or (N,H,W) in [0,1]; scores (N,), higher VoG = harder; classes (N,) the
-    class id of each example; ``class_names[c]`` names class ``c``. Tiles carry the score.
+    class id of each example; ``class_names[c]`` names class ``c``. Tiles carry the score, and
+    ``#<id>`` where ``ids`` (N,) is given; ``sides`` titles the two grids of a row.
     """
+    lines = 1 + (ids is not None)
     scores = np.asarray(scores, dtype=float)
     classes = np.asarray(classes)
     ncols = max(1, math.ceil(math.sqrt(k)))
@@ -307,17 +323,17 @@ def per_class_lowest_highest(
             (
                 name,
                 _to_hwc(images[lo]),
-                _captions(lo, scores),
+                _captions(lo, scores, ids=ids),
                 _to_hwc(images[hi]),
-                _captions(hi, scores),
+                _captions(hi, scores, ids=ids),
             )
         )
     # All rows share the height of the fullest grid so they line up; no taller than needed.
     slots = max((len(r[1]) for r in rows), default=1)
-    _, w, h = _grid_inches(slots, ncols, 1)
+    _, w, h = _grid_inches(slots, ncols, lines)
     fig, host = _titled(2 * w, h * max(1, len(rows)), title)
     if rows:
-        _paired_grids(host, rows, ncols=ncols, caption_lines=1, grid_h=h)
+        _paired_grids(host, rows, ncols=ncols, caption_lines=lines, grid_h=h, sides=sides)
     return fig
 
 
