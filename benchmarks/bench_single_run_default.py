@@ -11,7 +11,8 @@ its training labels shuffled. Only single-run scores count (no ``_seedmean``): p
 score's reliability (Spearman with a seed rerun, test split), planted-noise AUROC (the shuffled
 run's training split) and decile trend (test error rising with the score), and the scorecard's
 own single-run choice. The default is the score that is never excluded (noise AUROC > 0.5 and a
-rising trend on every dataset) with the highest mean reliability.
+rising trend on every dataset where one is measured: a test split without errors has none) with
+the highest mean reliability.
 
 Each dataset's audit runs the real stages (train, gradients, score, scorecard) as subprocesses
 in a scratch folder; ``digits`` reads this project's own scorecard
@@ -152,6 +153,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep or tmp)
         reports = {name: audit(name, base / name) for name in args.datasets}
+
+    def value(row: dict, key: str) -> float:
+        # NaN is written as null: a score constant on a split, or a test split without errors.
+        return float("nan") if row[key] is None else float(row[key])
+
+    def mean_reliability(per: dict) -> float:
+        return float(np.nanmean([value(r, "reliability") for r in per.values()]))
+
     rows: dict[str, dict[str, dict]] = {}
     for name, report in reports.items():
         for score, row in report["scores"].items():
@@ -162,17 +171,19 @@ def main() -> None:
         for s, per in rows.items()
         if len(per) == len(reports) and all(r["excluded"] is None for r in per.values())
     }
-    order = sorted(kept, key=lambda s: -np.mean([r["reliability"] for r in kept[s].values()]))
+    order = sorted(kept, key=lambda s: -mean_reliability(kept[s]))
     head = " | ".join(f"{d}: reliability / noise AUROC / trend" for d in reports)
     print(f"\n| score | mean reliability | {head} |")
     print("|---|---:|" + "---|" * len(reports))
     for s in order:
         cells = " | ".join(
-            f"{kept[s][d]['reliability']:.3f} / {kept[s][d]['noise_auroc']:.3f} / "
-            f"{kept[s][d]['decile_trend']:.3f}"
+            " / ".join(
+                f"{value(kept[s][d], k):.3f}"
+                for k in ("reliability", "noise_auroc", "decile_trend")
+            )
             for d in reports
         )
-        print(f"| {s} | {np.mean([r['reliability'] for r in kept[s].values()]):.3f} | {cells} |")
+        print(f"| {s} | {mean_reliability(kept[s]):.3f} | {cells} |")
     print("\nthe scorecard's single-run choice per dataset:")
     for name, report in reports.items():
         print(f"  {name}: {report['choices']['single_run']['score']}")

@@ -67,9 +67,11 @@ class Ranking:
 def scores(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """Every score the table offers by its scorecard name, higher = harder: the VoG variants
     (``vog_<w>_<m>``, ``_abs``, ``_raw``), then every other numeric or flag column."""
-    from vogflow.stagekit.reports import score_variants
+    from vogflow.stagekit.reports import score_variants as variants
 
-    out = {f"vog_{k}": np.asarray(v, dtype=np.float64) for k, v in score_variants(table).items()}
+    out: dict[str, np.ndarray] = {}
+    if all(c in table.columns for c in ("label", "pred")):
+        out = {f"vog_{k}": np.asarray(v, dtype=np.float64) for k, v in variants(table).items()}
     for col in table.columns:
         kind = table[col].dtype.kind
         if col not in out and col not in NOT_SCORES and kind in "fbiu":
