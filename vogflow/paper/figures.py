@@ -235,7 +235,8 @@ def audit_figures(
                     class_names=dataset.classes,
                     ids=ids,
                     sides=sides,
-                    title=f"{split}: {ranking.line()}",
+                    title=f"{split}: ranked by {ranking.name}",
+                    subtitle=f"({ranking.reason})",
                 ),
             )
             yield (
@@ -249,7 +250,8 @@ def audit_figures(
                     k=k,
                     ids=ids,
                     sides=sides,
-                    title=f"{split}: per class, {ranking.line()}",
+                    title=f"{split}: per class, ranked by {ranking.name}",
+                    subtitle=f"({ranking.reason})",
                 ),
             )
         for window in ("early", "late"):
