@@ -96,6 +96,7 @@ def main() -> None:
             rank_by,
             runs_dir,
             seed_runs,
+            reason=short_reason(prm.vog.rank_by, rows.get(rank_by), len(seed_runs)),
             audited=prm.tracking.register_run,
             splits=prm.gradients.splits,
             top_k=prm.vog.top_k,
@@ -138,6 +139,19 @@ def label_issue_quality(table: Any) -> dict[str, float]:
     return flag_quality(table["label_issue"].to_numpy(dtype=bool), changed)
 
 
+def short_reason(configured: str, row: dict | None, n_seeds: int) -> str:
+    """Where the audit's ranking was chosen, in one line for every surface that shows it."""
+    if configured != "auto":
+        return "set in params.yaml (vog.rank_by)"
+    if row is None:
+        return "chosen by the scorecard: no score passed its checks, the paper's score"
+    return (
+        f"chosen by the scorecard: most reliable across {n_seeds} seeds of the scores that find "
+        f"planted noise and test errors (reliability {row['reliability']:.2f}, noise AUROC "
+        f"{row['noise_auroc']:.2f})"
+    )
+
+
 def resolve_rank_by(configured: str, choices: dict, rows: dict) -> tuple[str, str]:
     """The score the audit ranks by, and why: ``auto`` takes the scorecard's choice, a
     ``<window>_<mode>`` names the VoG variant under ``vog.normalise``, any other name must be one
@@ -162,12 +176,14 @@ def write_ranking(
     runs_dir: Path,
     seed_runs: list[str],
     *,
+    reason: str,
     audited: str,
     splits: tuple[str, ...],
     top_k: int,
 ) -> None:
     """The audited run's rankings table of each split with the audit's ranking score
-    (``rank_score``, higher = harder, named in ``rank_by``) and ``rank`` (1 = hardest)."""
+    (``rank_score``, higher = harder, named in ``rank_by``, chosen as ``rank_reason`` says) and
+    ``rank`` (1 = hardest)."""
     from vogflow.analysis.scorecard import mean_percentile
     from vogflow.rankings import read, top_bottom, write_csv, write_parquet
 
@@ -185,6 +201,7 @@ def write_ranking(
             score = candidates(table)[name]
         ranked = table.assign(
             rank_by=name,
+            rank_reason=reason,
             rank_score=score,
             rank=table.assign(s=score)["s"].rank(ascending=False, method="first").astype(int),
         )

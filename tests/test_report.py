@@ -21,8 +21,9 @@ import pytest
 from report_tables import npz_images, rankings
 
 from vogflow import cli, export
-from vogflow.report import NOT_ESTIMATED, Report, render, resolve_score, split_section
-from vogflow.report.content import ReportError, per_class
+from vogflow.rank_choice import ScoreError
+from vogflow.report import NOT_ESTIMATED, Report, ranking, render, split_section
+from vogflow.report.content import per_class
 from vogflow.report.images import png_data_uri
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,12 +65,14 @@ def test_hardest_and_easiest_are_the_ends_of_the_ranking():
 
 def test_the_audit_ranking_is_the_default_and_answers_to_its_name():
     table = rankings(ranked=True)
-    assert resolve_score(table, None) == ("rank_score", "hard_loss_seedmean")
-    assert resolve_score(table, "hard_loss_seedmean") == ("rank_score", "hard_loss_seedmean")
-    assert resolve_score(table, "late_label") == ("vog_late_label", "vog_late_label")
-    assert resolve_score(rankings(), None) == ("vog_late_label", "vog_late_label")
-    with pytest.raises(ReportError, match=r"--score 'nope'.*hard_loss"):
-        resolve_score(table, "nope")
+    # The same resolution as every other surface (vogflow.rank_choice).
+    default = ranking(table, None, where="t")
+    assert default.name == "hard_loss_seedmean"
+    assert np.array_equal(default.values, table["rank_score"].to_numpy())
+    assert ranking(table, "hard_loss_seedmean", where="t").name == "hard_loss_seedmean"
+    assert ranking(table, "late_label", where="t").name == "vog_late_label"
+    with pytest.raises(ScoreError, match=r"--score 'nope'.*hard_loss"):
+        ranking(table, "nope", where="t")
     section = split_section(table, "test", rank_where="here", k=3)
     best = table.sort_values("rank")["index"].tolist()[:3]
     assert [e["index"] for e in section.hardest] == best
@@ -77,7 +80,7 @@ def test_the_audit_ranking_is_the_default_and_answers_to_its_name():
 
 def test_per_class_summary_counts_each_class():
     table = rankings(n=120)
-    rows = per_class(table, "hard_loss", None)
+    rows = per_class(table, table["hard_loss"].to_numpy(), None)
     assert sum(r["size"] for r in rows) == len(table)
     for row in rows:
         group = table[table["label"] == int(row["label"])]

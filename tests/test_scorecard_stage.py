@@ -220,6 +220,7 @@ def test_scorecard_figure_draws_one_bar_per_measured_value():
 def test_the_audit_ranks_by_the_configured_score(audit):
     ranked = pd.read_parquet(audit / "ranking" / "test.parquet")
     assert (ranked["rank_by"] == "vog_late_label").all()
+    assert (ranked["rank_reason"] == "set in params.yaml (vog.rank_by)").all()
     top = ranked.loc[ranked["rank"] == 1]
     assert top["vog_late_label"].item() == ranked["vog_late_label"].max()
     assert (audit / "ranking" / "test_top.csv").exists()
@@ -237,6 +238,10 @@ def test_auto_ranks_by_the_scorecard_choice_and_a_bad_name_is_refused(tmp_path):
     chosen = json.loads((out / "metrics.json").read_text())["chosen"]["score"]
     ranked = pd.read_parquet(out / "ranking" / "test.parquet")
     assert (ranked["rank_by"] == chosen).all() and chosen.startswith("hard_oracle")
+    # Where the choice was made, in the line every surface prints beside the ranking.
+    reason = ranked["rank_reason"].iloc[0]
+    assert reason.startswith("chosen by the scorecard: most reliable across 5 seeds")
+    assert "noise AUROC 1.00" in reason
     hardest = ranked.loc[ranked["rank"] == 1, "hard_oracle"].item()
     assert hardest == ranked["hard_oracle"].max()
 

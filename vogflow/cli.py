@@ -476,7 +476,7 @@ def _audit(
 
     from vogflow import sources
     from vogflow.api import audit
-    from vogflow.rankings import preferred_score, write_csv, write_parquet
+    from vogflow.rankings import write_csv, write_parquet
 
     items = source.for_audit()
     sources.check_fit(model, items, source.names)
@@ -542,10 +542,18 @@ def _audit(
             experiment=args.experiment,
         )
         print(f"logged to MLflow: run {run_id} ({tracking.tracking_uri()})")
-    column = preferred_score(table.columns)
-    if column and args.show > 0:
-        print(f"\nhardest {min(args.show, len(table))} by {column} (rank 1 = hardest):")
-        print_table(_hardest(table, column, args.show))
+    from vogflow import rank_choice
+
+    ranking = rank_choice.resolve(table, where=str(out))
+    if args.show > 0:
+        print(f"\n{ranking.line()}")
+        print(f"hardest {min(args.show, len(table))} by {ranking.name} (rank 1 = hardest):")
+        print_table(_hardest(ranking.ranked(table), ranking.name, args.show))
+    flagged = int(table["label_issue"].sum())
+    print(
+        f"\nlabel issues: {flagged} of {len(table)} labels probably wrong (column label_issue, "
+        "with suggested_label, suggested_label_prob and label_prob as the evidence)"
+    )
     return 0
 
 
@@ -620,18 +628,25 @@ def audit_table(audit: str, split: str | None, run: str | None) -> tuple[Any, st
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from vogflow import compare
+    from vogflow import rank_choice
 
-    column = compare.score_column(args.score)
-    table, where, split = audit_table(args.audit, args.split, args.run)
-    if column not in table.columns:
-        offered = ", ".join(compare.score_names(table)) or "none"
-        raise UsageError(
-            f"--score {args.score!r}: no column {column} in {where}; scores: {offered}"
-        )
+    seeds: Any = None
+    if args.audit.lower().endswith((".parquet", ".csv")):
+        split = _file_split(args.audit, args.split)
+        table, where = read_table_file(args.audit), args.audit
+    else:
+        from vogflow import tracking
+
+        split = args.split or "test"
+        ref = tracking.resolve_audit(args.audit, run=args.run)
+        table, where = tracking.read_rankings(ref, split), ref.describe()
+        if args.score and args.score.endswith(rank_choice.SEEDMEAN):
+            seeds = tracking.seed_rankings(ref, split)
+    ranking = rank_choice.resolve(table, args.score, seed_tables=seeds, where=where)
     print(f"{where}: {f'{split} split, ' if split else ''}{len(table)} examples")
-    print(f"hardest {min(args.k, len(table))} by {column} (rank 1 = hardest):")
-    print_table(_hardest(table, column, args.k))
+    print(ranking.line())
+    print(f"hardest {min(args.k, len(table))} by {ranking.name} (rank 1 = hardest):")
+    print_table(_hardest(ranking.ranked(table), ranking.name, args.k))
     return 0
 
 
@@ -1087,8 +1102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--score",
-        default="late_label",
-        help="score: <window>_<mode>[_raw], e.g. late_label (default), all_pred",
+        default=None,
+        help="any score column or scorecard name, e.g. hard_aum, late_label (default: A's "
+        "ranking, the audit's choice)",
     )
     p.add_argument(
         "--top-fraction",
@@ -1136,7 +1152,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="split of an audit in MLflow (default: test); a table file is the split in its name",
     )
     p.add_argument("-k", type=_positive, default=25, help="how many (default: 25)")
-    p.add_argument("--score", default="late_label", help="score (default: late_label)")
+    p.add_argument(
+        "--score",
+        default=None,
+        help="any score column or scorecard name, e.g. hard_aum, late_label, hard_aum_seedmean "
+        "(default: the audit's ranking; a single run's table: the single-run default)",
+    )
     p.add_argument("--run", default=None, help="training run inside the audit (default: main)")
     p.set_defaults(func=cmd_top)
 

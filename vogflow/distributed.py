@@ -68,7 +68,7 @@ def assemble(parts: Sequence[Extraction]) -> Extraction:
         # An empty range never saw a logit, so it knows no class count: it adds no rows anyway.
         probs=None
         if first.probs is None
-        else np.concatenate([p.probs for p in parts if len(p.label)]),
+        else np.concatenate([p.probs for p in parts if len(p.label)] or [first.probs]),
     )
 
 

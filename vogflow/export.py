@@ -21,7 +21,7 @@ import pandas as pd
 from vogflow.errors import VogflowError
 from vogflow.io import write_text
 from vogflow.rankings import PATH_COLUMN
-from vogflow.report.content import class_name, has_label_issues, resolve_score
+from vogflow.report.content import class_name, has_label_issues, ranking
 
 FORMATS = ("csv", "label-studio")
 DEFAULT_K = 25
@@ -36,8 +36,8 @@ class ExportError(VogflowError, ValueError):
 def select(
     table: pd.DataFrame, *, score: str | None, k: int | None, where: str
 ) -> tuple[pd.DataFrame, str | None, str]:
-    """``(rows, column, name)``: the rows to export, the score column they were picked by (None
-    for label issues) and its name as the reader knows it.
+    """``(rows, column, name)``: the rows to export, the column of their score (``_score``;
+    None for label issues) and the score's name as every surface spells it.
 
     No ``score``: the label issues, most doubtful given label first (all of them, or the first
     ``k``). A ``score``: the ``k`` highest (25 by default), hardest first.
@@ -52,9 +52,10 @@ def select(
         flagged = table[table["label_issue"].astype(bool)]
         flagged = flagged.sort_values(["label_prob", "index"], kind="stable")
         return (flagged if k is None else flagged.head(k)), None, "label_issue"
-    column, shown = resolve_score(table, score, where=where)
-    order = table[column].astype(float).sort_values(ascending=False, kind="stable").index
-    return table.loc[order[: k or DEFAULT_K]], column, shown
+    chosen = ranking(table, score, where=where)
+    scored = table.assign(_score=chosen.values)
+    order = scored["_score"].sort_values(ascending=False, kind="stable").index
+    return scored.loc[order[: k or DEFAULT_K]], "_score", chosen.name
 
 
 def records(

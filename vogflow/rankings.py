@@ -38,9 +38,10 @@ BASELINE_COLUMNS = tuple(f"{BASELINE_PREFIX}{name}" for name in BASELINES)
 FLAG_COLUMNS = ("label_issue", "suggested_label", "suggested_label_prob", "label_prob")
 PATH_COLUMN = "path"
 
-# The score to show when nobody chose one. The paper's score first (late window, true label:
-# Figs. 4, 5), then the whole run in the same mode, then the predicted-label mode that needs no
-# trusted label; a table with a narrower set of windows still gets a VoG column.
+# The VoG column to show when a table has no baseline to rank by (``rank_choice`` prefers the
+# audit's ranking, then the measured single-run default). The paper's score first (late window,
+# true label: Figs. 4, 5), then the whole run in the same mode, then the predicted-label mode
+# that needs no trusted label; a table with a narrower set of windows still gets a VoG column.
 PREFERRED_SCORES = ("vog_late_label", "vog_all_label", "vog_late_pred", "vog_all_pred")
 
 

@@ -12,7 +12,7 @@ from vogflow.report.content import (
     NOT_ESTIMATED,
     Report,
     SplitSection,
-    resolve_score,
+    ranking,
     split_section,
 )
 from vogflow.report.page import render, write
@@ -23,7 +23,7 @@ __all__ = [
     "Report",
     "SplitSection",
     "render",
-    "resolve_score",
+    "ranking",
     "split_section",
     "write",
 ]

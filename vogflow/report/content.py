@@ -15,71 +15,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vogflow.errors import VogflowError
-from vogflow.rankings import IDENTIFIERS, preferred_score
+from vogflow.rank_choice import Ranking, resolve
+from vogflow.rankings import IDENTIFIERS
 
 # The label-issue estimate of a rankings table: the given label is probably wrong
 # (``label_issue``), the class the evidence points to and its probability, and the given label's
 # probability, both averaged over the checkpoints.
 LABEL_ISSUE_COLUMNS = ("label_issue", "suggested_label", "suggested_label_prob", "label_prob")
 NOT_ESTIMATED = "label issues: not estimated in this table"
-RANK_SCORE = "rank_score"  # the audit's ranking (results/ranking/): its score, named by rank_by
-# Integer bookkeeping columns: never a score to rank by.
-NOT_SCORES = ("index", "label", "true_label", "pred", "rank", "suggested_label")
 HARDEST_SHARE = 0.1  # the per-class summary's "among the hardest" share
-
-
-class ReportError(VogflowError, ValueError):
-    """A table or option the report cannot use."""
 
 
 def has_label_issues(table: pd.DataFrame) -> bool:
     return all(c in table.columns for c in LABEL_ISSUE_COLUMNS)
 
 
-def score_names(table: pd.DataFrame) -> list[str]:
-    """The names a score may be given by: every numeric score column, and the audit's ranking
-    under its own name."""
-    names = [
-        c
-        for c in table.columns
-        if c not in NOT_SCORES
-        and pd.api.types.is_numeric_dtype(table[c])
-        and not pd.api.types.is_bool_dtype(table[c])
-    ]
-    if RANK_SCORE in table.columns and "rank_by" in table.columns and len(table):
-        names = [str(table["rank_by"].iloc[0]), *(n for n in names if n != RANK_SCORE)]
-    return names
-
-
-def resolve_score(
-    table: pd.DataFrame, name: str | None, *, where: str = "the table"
-) -> tuple[str, str]:
-    """``(column, shown name)`` of the score to rank by, higher = harder.
-
-    No name: the audit's ranking (``rank_score``, shown as its ``rank_by``) where the table has
-    one, else :func:`vogflow.rankings.preferred_score`. A name: a score column (``hard_loss``,
-    ``vog_late_pred``), a VoG score without its prefix (``late_pred``), or the ranking's
-    ``rank_by`` (``hard_aum_seedmean``).
-    """
-    ranked = RANK_SCORE in table.columns and "rank_by" in table.columns and len(table)
-    rank_by = str(table["rank_by"].iloc[0]) if ranked else None
-    if name is None:
-        if rank_by is not None:
-            return RANK_SCORE, rank_by
-        column = preferred_score(table.columns)
-        if column is None:
-            raise ReportError(f"{where} has no score column to rank by; pass --score NAME")
-        return column, column
-    if name in (rank_by, RANK_SCORE) and rank_by is not None:
-        return RANK_SCORE, rank_by
-    offered = score_names(table)
-    for column in (name, f"vog_{name}"):
-        if column in offered and column in table.columns:
-            return column, column
-    raise ReportError(
-        f"--score {name!r}: no such score in {where}; scores: {', '.join(offered) or 'none'}"
-    )
+def ranking(table: pd.DataFrame, score: str | None, *, where: str) -> Ranking:
+    """The score the report and the export rank by: the one every surface uses
+    (:func:`vogflow.rank_choice.resolve`: the audit's ranking, else the single-run default, or
+    the score named)."""
+    return resolve(table, score, where=where)
 
 
 def class_name(label: Any, names: Sequence[str] | None) -> str:
@@ -174,13 +129,14 @@ def label_issue_rows(
 
 
 def per_class(
-    table: pd.DataFrame, column: str, names: Sequence[str] | None
+    table: pd.DataFrame, score: np.ndarray, names: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    """Size, error rate, label issues, mean score and share among the hardest, per given label."""
+    """Size, error rate, label issues, mean score and share among the hardest, per given label;
+    ``score``: ``(N,)`` in row order, higher = harder."""
     k = max(1, int(round(HARDEST_SHARE * len(table))))
     hardest = np.zeros(len(table), dtype=bool)
-    hardest[np.argsort(-table[column].to_numpy(dtype=float), kind="stable")[:k]] = True
-    frame = table.assign(_hard=hardest, _error=~table["correct"].astype(bool))
+    hardest[np.argsort(-np.asarray(score, dtype=float), kind="stable")[:k]] = True
+    frame = table.assign(_hard=hardest, _error=~table["correct"].astype(bool), _score=score)
     issues = has_label_issues(table)
     rows = []
     for label, group in frame.groupby("label", sort=True):
@@ -190,7 +146,7 @@ def per_class(
                 "size": len(group),
                 "error_rate": float(group["_error"].mean()),
                 "issues": int(group["label_issue"].astype(bool).sum()) if issues else None,
-                "mean_score": float(group[column].mean()),
+                "mean_score": float(group["_score"].mean()),
                 "hardest_share": float(group["_hard"].mean()),
             }
         )
@@ -202,7 +158,7 @@ def split_section(
     name: str,
     *,
     score: str | None = None,
-    rank_where: str,
+    rank_where: str | None = None,
     k: int = 12,
     issue_limit: int = 60,
     class_names: Sequence[str] | None = None,
@@ -211,10 +167,13 @@ def split_section(
 ) -> SplitSection:
     """One split's section: label issues, ``k`` hardest and easiest, per-class summary.
 
-    ``images``: data URIs of the examples by index (only the rows shown are asked for).
+    ``score``: as ``vogflow top --score`` (None: the table's own ranking); ``rank_where``: where
+    that choice was made, when the caller knows better than the table. ``images``: data URIs of
+    the examples by index (only the rows shown are asked for).
     """
-    column, shown = resolve_score(table, score, where=where)
-    order = np.argsort(-table[column].to_numpy(dtype=float), kind="stable")
+    chosen = ranking(table, score, where=where)
+    values = np.asarray(chosen.values, dtype=float)
+    order = np.argsort(-values, kind="stable")
     k = min(k, len(table) // 2 or len(table))
     top, bottom = table.iloc[order[:k]], table.iloc[order[::-1][:k]]
     issues = has_label_issues(table)
@@ -227,17 +186,17 @@ def split_section(
         name=name,
         n=len(table),
         error_rate=float(1 - table["correct"].astype(bool).mean()) if len(table) else 0.0,
-        rank_by=shown,
-        rank_where=rank_where,
+        rank_by=chosen.name,
+        rank_where=rank_where or chosen.reason,
         hardest=[
             _example(r, s, class_names, pictures)
-            for r, s in zip(top.to_dict("records"), top[column], strict=True)
+            for r, s in zip(top.to_dict("records"), values[order[:k]], strict=True)
         ],
         easiest=[
             _example(r, s, class_names, pictures)
-            for r, s in zip(bottom.to_dict("records"), bottom[column], strict=True)
+            for r, s in zip(bottom.to_dict("records"), values[order[::-1][:k]], strict=True)
         ],
-        per_class=per_class(table, column, class_names),
+        per_class=per_class(table, values, class_names),
         issues=label_issue_rows(table, class_names, pictures, issue_limit) if issues else None,
         issues_total=int(table["label_issue"].astype(bool).sum()) if issues else 0,
         images=bool(pictures),

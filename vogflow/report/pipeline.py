@@ -139,11 +139,10 @@ def build(
     images = images or {}
     sections = []
     for split in params.gradients.splits:
+        # The audit's ranking, else (no scorecard) the run's own table by the single-run default.
         ranking = workspace / "results" / "ranking" / f"{split}.parquet"
-        where = "results/ranking: the scorecard's choice, or vog.rank_by when set"
         if not ranking.exists():
             ranking = workspace / "runs" / run / "rankings" / f"{split}.parquet"
-            where = f"run {run}'s own table: no scorecard ranking"
         if not ranking.exists():
             continue
         source = images.get(split)
@@ -151,7 +150,6 @@ def build(
             split_section(
                 pd.read_parquet(ranking),
                 split,
-                rank_where=where,
                 k=k,
                 class_names=source.class_names if source else None,
                 images=source.uris if source else None,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from vogflow.report.content import RANK_SCORE, Report, split_section
+from vogflow.report.content import Report, split_section
 from vogflow.report.images import ImageSource
 
 SINGLE_NOTE = (
@@ -31,17 +31,10 @@ def build(
     k: int,
     commands: list[str],
 ) -> Report:
-    if score is not None:
-        rank_where = "chosen with --score"
-    elif RANK_SCORE in table.columns:
-        rank_where = "the audit's ranking, as the table records it"
-    else:
-        rank_where = "the default of a table without a recorded ranking"
     section = split_section(
         table,
         split,
         score=score,
-        rank_where=rank_where,
         k=k,
         class_names=images.class_names if images else None,
         images=images.uris if images else None,
@@ -64,7 +57,7 @@ def build(
         commands=commands,
         choice={
             "score": section.rank_by,
-            "where": rank_where,
+            "where": section.rank_where,
             "reason": None,
             "numbers": [],
             "others": [],

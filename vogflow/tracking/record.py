@@ -121,7 +121,7 @@ def compose(
     """The record of the pipeline state in ``workspace`` (where DVC runs the stages)."""
     import pandas as pd
 
-    from vogflow.rankings import preferred_score
+    from vogflow import rank_choice
 
     lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
     dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
@@ -182,20 +182,18 @@ def compose(
     top, rank_by = {}, "the audit's ranking"
     top_k = params.get("vog", {}).get("top_k", 25)
     for split in ("test", "train"):
-        # The audit's ranking (the scorecard's choice), else the run's own VoG table.
-        path = workspace / "results" / "ranking" / f"{split}.parquet"
-        if path.exists():
-            table = pd.read_parquet(path)
-            rank_by = str(table["rank_by"].iloc[0])
-            top[split] = hardest(table.rename(columns={"rank_score": rank_by}), rank_by, top_k)
-            continue
-        path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
-        if path.exists():
-            table = pd.read_parquet(path)
-            score = preferred_score(table.columns)
-            if score is not None:
-                rank_by = score
-                top[split] = hardest(table, rank_by, top_k)
+        # The audit's ranking (the scorecard's choice), else the run's own table by the
+        # single-run default: the same ranking, under the same name, as `vogflow top`.
+        for path in (
+            workspace / "results" / "ranking" / f"{split}.parquet",
+            workspace / "runs" / register_run / "rankings" / f"{split}.parquet",
+        ):
+            if path.exists():
+                table = pd.read_parquet(path)
+                ranking = rank_choice.resolve(table, where=str(path))
+                rank_by = ranking.line()
+                top[split] = hardest(ranking.ranked(table), ranking.name, top_k)
+                break
     data, model = params.get("data", {}).get("name", "?"), params.get("model", {}).get("name", "?")
     commit = git.get("git.commit", "unknown")[:7]
     name = f"audit {data}/{model} @{commit}" + (f" ({exp_name})" if exp_name else "")
@@ -234,12 +232,9 @@ def compose(
 
 
 def hardest(table: Any, column: str, k: int) -> Any:
-    """The ``k`` hardest rows by ``column`` with what a person needs to find them."""
-    keep = [
-        c
-        for c in ("index", "path", "text", "label", "true_label", "pred", "correct", "noisy")
-        if c in table.columns
-    ]
+    """The ``k`` hardest rows by ``column`` with what a person needs to find them and act on."""
+    wanted = ("index", "path", "text", "label", "true_label", "pred", "correct", "noisy")
+    keep = [c for c in (*wanted, "label_issue", "suggested_label") if c in table.columns]
     top = table.nlargest(k, column)[[*keep, column]].reset_index(drop=True)
     top.insert(0, "rank", range(1, len(top) + 1))
     return top
@@ -319,7 +314,8 @@ def describe(
     if "test_accuracy" in metrics:
         lines += ["", f"Test accuracy of the audited model: {metrics['test_accuracy']:.3f}."]
     if top is not None and len(top):
-        lines += ["", f"### The 10 hardest test examples (by `{rank_by}`)", ""]
+        said = f"{rank_by[0].upper()}{rank_by[1:]}."
+        lines += ["", "### The 10 hardest test examples", "", said, ""]
         head = top.head(10)
         lines.append("| " + " | ".join(map(str, head.columns)) + " |")
         lines.append("|" + "---|" * len(head.columns))
