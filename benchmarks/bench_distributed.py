@@ -87,6 +87,8 @@ def _zeros(n: int, k: int):
         vog_raw={f"{w}_{m}": np.zeros(n) for w in WINDOWS for m in LABEL_MODES},
         stats={s: np.zeros((k, n), dtype=np.int64 if s == "pred" else np.float32) for s in STATS},
         windows={},
+        # The averaged softmax a split's extraction carries too (10 classes, as CIFAR-10).
+        probs=np.zeros((n, 10), dtype=np.float32),
     )
 
 

@@ -1,7 +1,7 @@
 """Every figure of the paper's kinds for the audited run (PNGs, DVC plots, MLflow artifacts).
 
     python stages/figures.py --run main --rankings runs/main/rankings \
-        --deciles runs/main/deciles.json \
+        --ranking results/ranking --deciles runs/main/deciles.json \
         --stability results/stability/report.json \
         --memorization results/memorization/scores.parquet --ood results/ood/table.csv \
         --out results/figures
@@ -18,6 +18,12 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--run", required=True)
     p.add_argument("--rankings", required=True, help="rankings folder of the run")
+    p.add_argument(
+        "--ranking",
+        required=True,
+        help="the audit's ranking folder (results/ranking); a split without one is shown by the "
+        "single-run default",
+    )
     p.add_argument("--deciles", required=True, help="decile report JSON of the score stage")
     p.add_argument("--stability", required=True, help="stability report JSON")
     p.add_argument("--memorization", required=True, help="memorization scores parquet")
@@ -33,14 +39,21 @@ def main() -> None:
         from vogflow.io import read_json
         from vogflow.paper.figures import audit_figures
         from vogflow.paper.ood import paper_table1
+        from vogflow.rank_choice import resolve
         from vogflow.rankings import read
 
         fig_cfg = ctx.params.figures
         out = Path(args.out)
         paths = {split: Path(args.rankings) / f"{split}.parquet" for split in ("train", "test")}
+        tables = {split: read(path) for split, path in paths.items() if path.exists()}
+        rankings = {}
+        for split, table in tables.items():
+            # The audit's ranking of the split (the same rows with rank columns), else the run's.
+            ranked = Path(args.ranking) / f"{split}.parquet"
+            rankings[split] = resolve(read(ranked) if ranked.exists() else table)
         figures = audit_figures(
             load_dataset(ctx.params.data, ctx.root),
-            {split: read(path) for split, path in paths.items() if path.exists()},
+            tables,
             read_json(args.deciles),
             read_json(args.stability),
             pd.read_parquet(args.memorization),
@@ -48,6 +61,7 @@ def main() -> None:
             paper_table1(),
             grid=fig_cfg.grid,
             classes=fig_cfg.classes,
+            rankings=rankings,
         )
         for name, fig in figures:
             save(fig, out / f"{name}.png", dpi=fig_cfg.dpi)

@@ -25,18 +25,22 @@ def main() -> None:
     args = p.parse_args()
 
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
+        from vogflow.rank_choice import SEEDMEAN, canonical, resolve, scores
         from vogflow.rankings import build, top_bottom, write_csv, write_parquet
         from vogflow.stagekit.reports import (
             decile_analysis,
             headline,
             run_score,
-            score_variants,
             write_curves,
         )
         from vogflow.stagekit.runs import load_extraction
 
         prm = ctx.params
         key = run_score(prm.vog.rank_by)
+        # The hardest/easiest CSV shows what `vogflow top` shows for this table: vog.rank_by
+        # where one run can compute it, else the single-run default.
+        named = prm.vog.rank_by
+        own = None if named == "auto" or named.endswith(SEEDMEAN) else named
         out, metrics = Path(args.out), {}
         report = {"curves": {}}  # stays empty when the test split is not scored
         for npz in sorted(Path(args.gradients).glob("*.npz")):
@@ -50,9 +54,10 @@ def main() -> None:
                 normalise=prm.vog.normalise,
             )
             write_parquet(table, out / f"{split}.parquet")
-            column = f"vog_{key}"
-            scored = table.assign(**{column: score_variants(table)[key]})
-            top = top_bottom(scored, column, prm.vog.top_k)
+            # A name this table lacks is the scorecard stage's to refuse, with its own message.
+            mine = own if own and canonical(own, scores(table)) in scores(table) else None
+            ranking = resolve(table, mine, where=f"run {args.run}")
+            top = top_bottom(ranking.ranked(table), ranking.name, prm.vog.top_k)
             write_csv(top, out / f"{split}_top.csv")
             # Not "error": `dvc metrics show` reports any key named so as a failure to load.
             metrics[split] = {"error_rate": float(1 - table["correct"].mean())}

@@ -77,6 +77,7 @@ def main() -> None:
             (n for n in card["ranking"] if n.startswith(VOG) and rows[n]["kind"] == "run"), None
         )
         claims = decile_verdicts(tables, main_run, prm.vog)
+        label_issues = label_issue_quality(shuffled)
 
         report = {
             **card,
@@ -87,6 +88,7 @@ def main() -> None:
             "rank_by": {"configured": prm.vog.rank_by, "score": rank_by, "reason": why},
             "best_vog": best_vog,
             "claims": claims,
+            "label_issues": label_issues,
         }
         write_json(args.report, report)
         write_ranking(
@@ -94,11 +96,19 @@ def main() -> None:
             rank_by,
             runs_dir,
             seed_runs,
+            reason=short_reason(prm.vog.rank_by, rows.get(rank_by), len(seed_runs)),
             audited=prm.tracking.register_run,
             splits=prm.gradients.splits,
             top_k=prm.vog.top_k,
         )
         print(f"scorecard: the audit ranks by {rank_by} ({why})", flush=True)
+        print(
+            f"scorecard: label issues on {prm.memorization.run}'s changed labels: precision "
+            f"{label_issues['precision']:.3f}, recall {label_issues['recall']:.3f}, F1 "
+            f"{label_issues['f1']:.3f} ({label_issues['flagged']} flagged, "
+            f"{label_issues['wrong']} changed)",
+            flush=True,
+        )
         _write_table(card, args.table)
         _write_figure(card, args.figure, chosen=chosen, rank_by=rank_by, dpi=prm.figures.dpi)
         write_json(
@@ -115,8 +125,31 @@ def main() -> None:
                     "reliability": _get(rows.get(best_vog), "reliability"),
                     "split_half": _get(rows.get(best_vog), "split_half"),
                 },
+                "label_issues": label_issues,
             },
         )
+
+
+def label_issue_quality(table: Any) -> dict[str, float]:
+    """The ``label_issue`` flag of the shuffled run's training split against the labels that
+    actually changed (a shuffle leaves some in place): precision, recall, F1, counts."""
+    from vogflow.analysis.label_issues import flag_quality
+
+    changed = table["label"].to_numpy() != table["true_label"].to_numpy()
+    return flag_quality(table["label_issue"].to_numpy(dtype=bool), changed)
+
+
+def short_reason(configured: str, row: dict | None, n_seeds: int) -> str:
+    """Where the audit's ranking was chosen, in one line for every surface that shows it."""
+    if configured != "auto":
+        return "set in params.yaml (vog.rank_by)"
+    if row is None:
+        return "chosen by the scorecard: no score passed its checks, the paper's score"
+    return (
+        f"chosen by the scorecard: most reliable across {n_seeds} seeds of the scores that find "
+        f"planted noise and test errors (reliability {row['reliability']:.2f}, noise AUROC "
+        f"{row['noise_auroc']:.2f})"
+    )
 
 
 def resolve_rank_by(configured: str, choices: dict, rows: dict) -> tuple[str, str]:
@@ -143,12 +176,14 @@ def write_ranking(
     runs_dir: Path,
     seed_runs: list[str],
     *,
+    reason: str,
     audited: str,
     splits: tuple[str, ...],
     top_k: int,
 ) -> None:
     """The audited run's rankings table of each split with the audit's ranking score
-    (``rank_score``, higher = harder, named in ``rank_by``) and ``rank`` (1 = hardest)."""
+    (``rank_score``, higher = harder, named in ``rank_by``, chosen as ``rank_reason`` says) and
+    ``rank`` (1 = hardest)."""
     from vogflow.analysis.scorecard import mean_percentile
     from vogflow.rankings import read, top_bottom, write_csv, write_parquet
 
@@ -166,6 +201,7 @@ def write_ranking(
             score = candidates(table)[name]
         ranked = table.assign(
             rank_by=name,
+            rank_reason=reason,
             rank_score=score,
             rank=table.assign(s=score)["s"].rank(ascending=False, method="first").astype(int),
         )

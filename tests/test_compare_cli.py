@@ -27,6 +27,8 @@ from vogflow.rankings import contract_columns, read, write_parquet
 MODEL = "vogflow-main"
 N_TEST = 60
 SCORE = "vog_late_label"
+# What a table of one run (no audit ranking) is shown by when no score is named.
+DEFAULT = "hard_aum"
 FAST = ["--n-boot", "20"]  # the bootstrap only widens intervals; a few resamples suffice here
 
 FACTORY_SOURCE = """
@@ -210,7 +212,9 @@ def test_compare_two_versions_logs_a_compare_run(store: Store, tmp_path: Path, c
     report = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert report["a"]["audit_run_id"] == store.audits["a"]
     assert report["b"]["audit_run_id"] == store.audits["b"]
-    assert report["n"] == N_TEST and report["column"] == SCORE
+    # Neither audit logged a ranking of its own: both are shown by the single-run default.
+    assert report["n"] == N_TEST and report["column"] == DEFAULT
+    assert f"ranked by {DEFAULT} (the single-run default: one run cannot measure" in out
     assert 0 <= report["top_overlap"]["jaccard"] <= 1 and report["top_overlap"]["k"] == 6
     assert len(report["deciles"]["a"]["error"]) == len(report["deciles"]["b"]["error"]) == 10
     assert report["error"]["a"] == pytest.approx(1 - store.tables["a"]["correct"].mean())
@@ -271,7 +275,7 @@ def test_compare_does_not_depend_on_images(store: Store, tmp_path: Path, capsys)
 
 
 def test_planted_swap_is_the_top_mover(store: Store, tmp_path: Path) -> None:
-    args = ["compare", f"models:/{MODEL}/1", f"models:/{MODEL}/3", *FAST]
+    args = ["compare", f"models:/{MODEL}/1", f"models:/{MODEL}/3", *FAST, "--score", "late_label"]
     assert cli.main([*args, "--no-images", "--out", str(tmp_path / "c")]) == 0
     movers = pd.read_csv(tmp_path / "c" / "movers.csv")
     top = movers.head(2).set_index("index")
@@ -319,18 +323,90 @@ def _printed_indices(out: str) -> list[int]:
 def test_top_prints_the_k_hardest_in_order(store: Store, capsys) -> None:
     assert cli.main(["top", f"models:/{MODEL}/1", "-k", "7"]) == 0
     table = store.tables["a"]
-    expected = table.sort_values(SCORE, ascending=False, kind="stable")["index"].head(7).tolist()
-    assert _printed_indices(capsys.readouterr().out) == expected
+    expected = table.sort_values(DEFAULT, ascending=False, kind="stable")["index"].head(7).tolist()
+    out = capsys.readouterr().out
+    assert _printed_indices(out) == expected
+    assert f"ranked by {DEFAULT} (the single-run default" in out
     # The same from the audit run id, with another score.
     assert cli.main(["top", store.audits["a"], "-k", "3", "--score", "early_pred"]) == 0
     by = table.sort_values("vog_early_pred", ascending=False, kind="stable")["index"]
     assert _printed_indices(capsys.readouterr().out) == by.head(3).tolist()
 
 
+def log_ranked_audit(store: Store, name: str) -> tuple[str, dict[str, pd.DataFrame], pd.DataFrame]:
+    """A pipeline audit of two seed runs whose scorecard ranked it by ``hard_aum_seedmean``
+    (``results/ranking``), logged as the track stage logs it; returns its run id, the runs'
+    tables and the ranking table."""
+    import yaml
+
+    from vogflow.analysis.scorecard import mean_percentile
+    from vogflow.tracking.record import compose
+
+    folder = store.root / name
+    tables = {"main": store.tables["a"], "seed1": store.tables["b"]}
+    for run, table in tables.items():
+        write_parquet(table, folder / "runs" / run / "rankings" / "test.parquet")
+    score = mean_percentile({r: t["hard_aum"].to_numpy() for r, t in tables.items()})
+    ranked = tables["main"].assign(
+        rank_by="hard_aum_seedmean",
+        rank_reason="chosen by the scorecard: planted here",
+        rank_score=score,
+        rank=pd.Series(score).rank(ascending=False, method="first").astype(int).to_numpy(),
+    )
+    write_parquet(ranked, folder / "results" / "ranking" / "test.parquet")
+    (folder / "dvc.yaml").write_text((store.root / "a" / "dvc.yaml").read_text())
+    data = {"name": "npz", "path": str(store.npz)}
+    lock = {
+        "stages": {
+            "train@main": {"params": {"params.yaml": {"data": data, "model": {"name": "tiny"}}}},
+            "score@main": {"outs": [{"path": "runs/main/rankings", "md5": name}]},
+        }
+    }
+    (folder / "dvc.lock").write_text(yaml.safe_dump(lock))
+    params = {
+        "data": data,
+        "vog": {"rank_by": "auto"},
+        "tracking": {"register_run": "main"},
+        "stability": {"seed_runs": list(tables)},
+    }
+    record = compose(folder, params=params, git={})
+    run_id, _ = tracking.log_pipeline_audit(
+        record, experiment="vogflow", model_name=MODEL, model_dir=None, uri=store.uri
+    )
+    return run_id, tables, ranked
+
+
+def test_top_shows_the_audits_own_ranking_and_any_seed_mean(store: Store, capsys) -> None:
+    from vogflow.analysis.scorecard import mean_percentile
+
+    run_id, tables, ranked = log_ranked_audit(store, "ranked")
+    assert cli.main(["top", run_id, "-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by hard_aum_seedmean (chosen by the scorecard: planted here)" in out
+    by_audit = ranked.sort_values("rank_score", ascending=False, kind="stable")["index"]
+    assert _printed_indices(out) == by_audit.head(5).tolist()
+    # Another seed mean is computed from the seed runs' logged rankings.
+    assert cli.main(["top", run_id, "-k", "5", "--score", "hard_loss_seedmean"]) == 0
+    out = capsys.readouterr().out
+    want = mean_percentile({r: t["hard_loss"].to_numpy() for r, t in tables.items()})
+    assert _printed_indices(out) == np.argsort(-want, kind="stable")[:5].tolist()
+    assert "ranked by hard_loss_seedmean (asked for with --score; over runs main, seed1)" in out
+    # The ranking file answers its own seed mean (the name the scorecard gave it) ...
+    local = store.root / "ranked" / "results" / "ranking" / "test.parquet"
+    assert cli.main(["top", str(local), "--score", "hard_aum_seedmean", "-k", "5"]) == 0
+    assert _printed_indices(capsys.readouterr().out) == by_audit.head(5).tolist()
+    # ... while one run's table cannot make one, and says what to do instead.
+    one_run = store.root / "ranked" / "runs" / "main" / "rankings" / "test.parquet"
+    assert cli.main(["top", str(one_run), "--score", "hard_aum_seedmean"]) == 2
+    err = one_line_error(capsys, "top")
+    assert "a seed mean needs the audit's seed runs" in err and "or use hard_aum" in err
+
+
 def test_top_unknown_score_lists_the_valid_ones(store: Store, capsys) -> None:
     assert cli.main(["top", f"models:/{MODEL}/1", "--score", "middle_label"]) == 2
     err = one_line_error(capsys, "top")
-    assert "no column vog_middle_label" in err and "late_label" in err
+    assert "--score 'middle_label': no such score" in err
+    assert "vog_late_label" in err and "hard_aum" in err and "label_prob" in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +450,9 @@ def test_audit_end_to_end_natural_order(
     printed = capsys.readouterr().out
     order = [printed.index(f"epoch_{e}.pt") for e in (1, 2, 10)]
     assert order == sorted(order)
-    assert "hardest 10 by vog_late_label" in printed
+    assert f"hardest 10 by {DEFAULT}" in printed
+    assert f"ranked by {DEFAULT} (the single-run default: one run cannot measure" in printed
+    assert "label issues: " in printed
 
     table = read(out)
     assert list(table.columns) == contract_columns()
@@ -393,7 +471,7 @@ def test_audit_end_to_end_natural_order(
     run_id = printed.split("logged to MLflow: run ")[1].split()[0]
     pd.testing.assert_frame_equal(read(out), direct)
     assert cli.main(["top", run_id, "-k", "4"]) == 0
-    expected = direct.sort_values(SCORE, ascending=False, kind="stable")["index"].head(4)
+    expected = direct.sort_values(DEFAULT, ascending=False, kind="stable")["index"].head(4)
     assert _printed_indices(capsys.readouterr().out) == expected.tolist()
 
 

@@ -176,6 +176,34 @@ def test_lowest_highest_shows_exactly_the_extremes(data, tmp_path):
     _save_and_check(fig, tmp_path)
 
 
+def test_a_ranking_grid_names_each_example_and_why_the_score(data, tmp_path):
+    images, scores, classes = data["images"], data["scores"], data["classes"]
+    ids = np.arange(len(scores)) + 100  # indices need not be row positions
+    fig = F.lowest_highest(
+        images,
+        scores,
+        k=4,
+        labels=classes,
+        class_names=NAMES,
+        ids=ids,
+        sides=("easiest by hard_aum", "hardest by hard_aum"),
+        title="test: ranked by hard_aum",
+        subtitle="(the single-run default: " + "measured on three datasets " * 6 + ")",
+    )
+    order = np.argsort(scores)
+    for heading, idx in (("easiest by hard_aum", order[:4]), ("hardest by", order[::-1][:4])):
+        tiles = _tiles(_grid(fig, heading))
+        np.testing.assert_allclose(_shown(tiles), images[idx, 0])
+        want = [f"#{ids[i]} {NAMES[classes[i]]}\n{scores[i]:.3g}" for i in idx]
+        assert _captions(tiles) == want
+    texts = _texts(fig)
+    assert "test: ranked by hard_aum" in texts
+    # The reason is wrapped to the figure's width, not cut off.
+    [why] = [t for t in texts if t.startswith("(the single-run default")]
+    assert why.count("\n") >= 1 and why.replace("\n", " ").count("measured") == 6
+    _save_and_check(fig, tmp_path)
+
+
 def test_lowest_highest_fewer_than_k(data, tmp_path):
     fig = F.lowest_highest(data["images"][:7], data["scores"][:7], k=25)
     # Seven examples: three easiest and three hardest, the middle one in neither.

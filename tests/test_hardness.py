@@ -11,7 +11,6 @@ from vogflow.analysis.hardness import (
     baseline_scores,
     data_map,
     forgetting_events,
-    likely_mislabeled,
 )
 from vogflow.paper import memorization
 
@@ -116,18 +115,6 @@ def test_missing_statistics_give_only_their_scores_and_bad_shapes_are_refused():
         baseline_scores({"margin": MARGIN}, np.array([0, 1]))
     with pytest.raises(ValueError, match="out of range"):
         baseline_scores({"margin": MARGIN}, LABEL, idx=[4])
-
-
-def test_likely_mislabeled_needs_disagreement_and_a_top_score():
-    label = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
-    pred = np.array([0, 1, 0, 2, 1, 1, 0, 1, 2, 0])  # disagree at 1, 3, 6, 9
-    score = np.array([0.0, 9.0, 8.0, 1.0, 0.0, 0.0, 7.0, 0.0, 0.0, np.nan])
-    flags = likely_mislabeled(pred, label, score, share=0.3)  # top 3 scores: 1, 2, 6
-    assert np.flatnonzero(flags).tolist() == [1, 6]
-    # NaN never counts as top, even when the share reaches it.
-    assert not likely_mislabeled(pred, label, score, share=1.0)[9]
-    with pytest.raises(ValueError, match="share"):
-        likely_mislabeled(pred, label, score, share=0.0)
 
 
 def test_memorization_reuses_the_moved_baselines():

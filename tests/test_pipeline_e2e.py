@@ -121,6 +121,7 @@ def test_every_output_exists_and_rankings_follow_the_contract(project):
         "results/stability/metrics.json",
         "results/memorization/metrics.json",
         "results/figures/ood_auroc.png",
+        "results/report/index.html",
     ):
         assert (repo / path).exists(), path
     assert "up to date" in sh(["dvc", "status"], repo, env).stdout
@@ -139,6 +140,7 @@ def test_mlflow_holds_one_complete_audit(project):
     assert not others
     expected = {"validate", "toy", "stability", "scorecard", "memorization", "ood", "figures"}
     expected.add("headline")
+    expected.add("report")
     expected |= {f"{s}@{r}" for s in ("train", "gradients", "score") for r in RUNS}
     assert set(children) == expected
     for key in HEADLINE:
@@ -162,6 +164,10 @@ def test_mlflow_holds_one_complete_audit(project):
         "config/dvc.lock",
         "config/params.yaml",
     }
+    # The audit's page, where MLflow's artifact viewer shows it.
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "report")] == [
+        "report/index.html"
+    ]
 
 
 def test_the_registered_model_loads_without_pickle_and_matches_the_checkpoint(project):

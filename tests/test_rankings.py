@@ -12,6 +12,7 @@ from vogflow.rankings import (
     BASE_COLUMNS,
     BASELINE_COLUMNS,
     FLAG_COLUMNS,
+    RankingsError,
     build,
     contract_columns,
     preferred_score,
@@ -29,8 +30,10 @@ NEW_COLUMNS = [
     "hard_datamap_confidence",
     "hard_datamap_variability",
     "hard_disagree",
-    "likely_mislabeled",
+    "label_issue",
     "suggested_label",
+    "suggested_label_prob",
+    "label_prob",
 ]
 
 
@@ -57,7 +60,9 @@ def _extraction(n: int = 40, k: int = 5, seed: int = 0) -> Extraction:
         "msp": p.max(-1),
     }
     vog = {f"{w}_{m}": rng.random(n) for w in WINDOWS for m in LABEL_MODES}
-    return Extraction(label=label, pred=pred[-1], vog_raw=vog, stats=stats)
+    return Extraction(
+        label=label, pred=pred[-1], vog_raw=vog, stats=stats, probs=p.mean(0).astype(np.float32)
+    )
 
 
 def test_contract_lists_the_new_columns_after_the_unchanged_ones():
@@ -76,26 +81,36 @@ def test_contract_lists_the_new_columns_after_the_unchanged_ones():
     # The baselines are the hardness module's, every checkpoint, against the trained label.
     for name, score in baseline_scores(ext.stats, ext.label).items():
         np.testing.assert_array_equal(table[f"hard_{name}"], score)
-    assert table["likely_mislabeled"].dtype == bool
+    assert table["label_issue"].dtype == bool
     assert table["suggested_label"].dtype == np.int64
+    assert table["label_prob"].dtype == table["suggested_label_prob"].dtype == np.float64
 
 
-def test_likely_mislabeled_follows_the_stated_rule():
+def test_label_issues_are_the_averaged_probabilities_evidence():
     ext = _extraction()
-    table = build(ext, share=0.2)
-    disagree = ext.pred != ext.label
-    top = table["hard_loss"].rank(ascending=False, method="first") <= 8  # ceil(0.2 * 40)
-    expected = disagree & top.to_numpy()
-    assert expected.any() and not expected.all()
-    assert table["likely_mislabeled"].tolist() == expected.tolist()
-    assert table["suggested_label"].tolist() == np.where(expected, ext.pred, ext.label).tolist()
-    # The never-fitted quarter holds the highest final losses: all 10 disagree, 8 are flagged.
-    assert table["likely_mislabeled"].sum() == 8
-    # Any score column can drive the rule; an unknown one is refused with the valid names.
-    by_vog = build(ext, flag_by="vog_late_label", share=0.5)
-    assert not (by_vog["likely_mislabeled"] & ~disagree).any()
-    with pytest.raises(ValueError, match="hard_loss"):
-        build(ext, flag_by="loss")
+    table = build(ext)
+    rows = np.arange(len(ext.label))
+    probs = ext.probs.astype(np.float64)
+    favoured = probs.argmax(1)
+    # The never-fitted quarter: every checkpoint favours label + 1, so each is flagged with it.
+    expected = favoured != ext.label
+    assert expected[: len(rows) // 4].all() and not expected[len(rows) // 4 :].any()
+    assert table["label_issue"].tolist() == expected.tolist()
+    assert table["suggested_label"].tolist() == np.where(expected, favoured, ext.label).tolist()
+    np.testing.assert_allclose(table["label_prob"], probs[rows, ext.label], rtol=1e-6)
+    np.testing.assert_allclose(
+        table["suggested_label_prob"], probs[rows, table["suggested_label"]], rtol=1e-6
+    )
+    # Every flag shows its evidence: the suggested class is more probable than the label.
+    flagged = table[table["label_issue"]]
+    assert (flagged["suggested_label_prob"] > flagged["label_prob"]).all()
+
+
+def test_an_extraction_without_probabilities_is_refused_with_the_fix():
+    ext = _extraction()
+    ext.probs = None
+    with pytest.raises(RankingsError, match="rerun the gradients stage"):
+        build(ext)
 
 
 def test_tiny_table_aum_and_forgetting_by_hand():
@@ -107,8 +122,9 @@ def test_tiny_table_aum_and_forgetting_by_hand():
         pred=pred[-1],
         vog_raw={"late_label": np.array([0.1, 0.2, 0.3])},
         stats={"pred": pred, "margin": margin},
+        probs=np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.1, 0.45, 0.45]]),
     )
-    table = build(ext, flag_by="hard_aum", share=0.3)  # ceil(0.9) = 1 example
+    table = build(ext)
     assert list(table.columns) == [
         *BASE_COLUMNS,
         "vog_late_label_raw",
@@ -121,9 +137,11 @@ def test_tiny_table_aum_and_forgetting_by_hand():
     ]
     assert table["hard_aum"].tolist() == pytest.approx([-2.5, 1.25, 0.0])  # -mean margin
     assert table["hard_forgetting"].tolist() == [1.0, 1.0, 2.0]
-    # Example 1 has the top AUM score and its final prediction (0) is not its label (1).
-    assert table["likely_mislabeled"].tolist() == [False, True, False]
+    # Example 1's checkpoints favour class 0 over its label 1; example 2's tie keeps its label.
+    assert table["label_issue"].tolist() == [False, True, False]
     assert table["suggested_label"].tolist() == [0, 0, 2]
+    assert table["suggested_label_prob"].tolist() == pytest.approx([0.9, 0.6, 0.45])
+    assert table["label_prob"].tolist() == pytest.approx([0.9, 0.3, 0.45])
     assert isinstance(table, pd.DataFrame)
 
 

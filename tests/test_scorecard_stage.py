@@ -43,6 +43,7 @@ def _table(rng, n, *, noisy=None, vog=None, hard=None, error_driver=None) -> pd.
         "noisy": noisy,
         "pred": pred,
         "correct": pred == true_label,
+        "label_issue": np.zeros(n, bool),
     }
     for w in WINDOWS:
         for m in LABEL_MODES:
@@ -81,6 +82,9 @@ def _planted(folder: Path, *, misaligned: bool = False) -> None:
         noisy=noisy,
         hard={"hard_oracle": noisy + 0.01 * rng.random(M), "hard_loss": noisy + rng.normal(size=M)},
     )
+    # The flag finds the first 3 of every 4 changed labels and flags 5 clean ones.
+    found = noisy & (np.cumsum(noisy) % 4 != 0)
+    shuffled["label_issue"] = found | np.isin(np.arange(M), np.flatnonzero(~noisy)[:5])
     out = folder / "runs" / "shuffled" / "rankings" / "train.parquet"
     out.parent.mkdir(parents=True)
     shuffled.to_parquet(out, index=False)
@@ -159,6 +163,20 @@ def test_seeds_that_disagree_make_the_decile_claim_inconclusive(audit):
     assert metrics["rank_by"]["expected"] == "increasing" and metrics["rank_by"]["lo"] > 0
 
 
+def test_the_label_issue_flag_is_scored_on_the_changed_labels(audit):
+    metrics = json.loads((audit / "metrics.json").read_text())["label_issues"]
+    report = json.loads((audit / "report.json").read_text())["label_issues"]
+    assert metrics == report
+    table = pd.read_parquet(audit.parents[1] / "runs" / "shuffled" / "rankings" / "train.parquet")
+    changed = table["label"] != table["true_label"]
+    hits = int((table["label_issue"] & changed).sum())
+    assert metrics["flagged"] == hits + 5 and metrics["wrong"] == int(changed.sum())
+    assert metrics["precision"] == pytest.approx(hits / (hits + 5))
+    assert metrics["recall"] == pytest.approx(hits / changed.sum())
+    p, r = metrics["precision"], metrics["recall"]
+    assert metrics["f1"] == pytest.approx(2 * p * r / (p + r))
+
+
 def test_metrics_hold_only_scalars(audit):
     metrics = json.loads((audit / "metrics.json").read_text())
 
@@ -202,6 +220,7 @@ def test_scorecard_figure_draws_one_bar_per_measured_value():
 def test_the_audit_ranks_by_the_configured_score(audit):
     ranked = pd.read_parquet(audit / "ranking" / "test.parquet")
     assert (ranked["rank_by"] == "vog_late_label").all()
+    assert (ranked["rank_reason"] == "set in params.yaml (vog.rank_by)").all()
     top = ranked.loc[ranked["rank"] == 1]
     assert top["vog_late_label"].item() == ranked["vog_late_label"].max()
     assert (audit / "ranking" / "test_top.csv").exists()
@@ -219,6 +238,10 @@ def test_auto_ranks_by_the_scorecard_choice_and_a_bad_name_is_refused(tmp_path):
     chosen = json.loads((out / "metrics.json").read_text())["chosen"]["score"]
     ranked = pd.read_parquet(out / "ranking" / "test.parquet")
     assert (ranked["rank_by"] == chosen).all() and chosen.startswith("hard_oracle")
+    # Where the choice was made, in the line every surface prints beside the ranking.
+    reason = ranked["rank_reason"].iloc[0]
+    assert reason.startswith("chosen by the scorecard: most reliable across 5 seeds")
+    assert "noise AUROC 1.00" in reason
     hardest = ranked.loc[ranked["rank"] == 1, "hard_oracle"].item()
     assert hardest == ranked["hard_oracle"].max()
 

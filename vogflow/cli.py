@@ -265,16 +265,18 @@ def print_table(frame: Any) -> None:
 OUT_SUFFIXES = (".parquet", ".csv")
 
 
-def check_out_file(value: str) -> Path:
-    """``--out``: a .parquet or .csv path whose folder takes files (created if missing), checked
-    before any work."""
+def check_out_file(value: str, suffixes: Sequence[str] = OUT_SUFFIXES) -> Path:
+    """``--out``: a path ending in one of ``suffixes`` (a .parquet or .csv table by default) whose
+    folder takes files (created if missing), checked before any work."""
     import tempfile
 
     out = Path(value)
-    if out.suffix.lower() not in OUT_SUFFIXES:
+    what = "table " if suffixes == OUT_SUFFIXES else ""
+    if out.suffix.lower() not in suffixes:
         raise UsageError(
-            f"--out {value!r}: unknown table format {out.suffix or '(no suffix)'!r}; end the "
-            "name with .parquet or .csv"
+            f"--out {value!r}: unknown {what}format "
+            f"{out.suffix or '(no suffix)'!r}; end the "
+            f"name with {' or '.join(suffixes)}"
         )
     folder = out.parent
     try:
@@ -285,7 +287,7 @@ def check_out_file(value: str) -> Path:
             "choose a writable folder"
         ) from err
     if out.is_dir():
-        raise UsageError(f"--out {value!r} is a folder; name the table file inside it")
+        raise UsageError(f"--out {value!r} is a folder; name the {what}file inside it")
     # A real write (not os.access): it also catches read-only mounts and holds as root.
     try:
         with tempfile.TemporaryFile(dir=folder):
@@ -474,7 +476,7 @@ def _audit(
 
     from vogflow import sources
     from vogflow.api import ModelFailed, audit
-    from vogflow.rankings import preferred_score, write_csv, write_parquet
+    from vogflow.rankings import write_csv, write_parquet
 
     items = source.for_audit()
     sources.check_fit(model, items, source.names)
@@ -547,10 +549,18 @@ def _audit(
             experiment=args.experiment,
         )
         print(f"logged to MLflow: run {run_id} ({tracking.tracking_uri()})")
-    column = preferred_score(table.columns)
-    if column and args.show > 0:
-        print(f"\nhardest {min(args.show, len(table))} by {column} (rank 1 = hardest):")
-        print_table(_hardest(table, column, args.show))
+    from vogflow import rank_choice
+
+    ranking = rank_choice.resolve(table, where=str(out))
+    if args.show > 0:
+        print(f"\n{ranking.line()}")
+        print(f"hardest {min(args.show, len(table))} by {ranking.name} (rank 1 = hardest):")
+        print_table(_hardest(ranking.ranked(table), ranking.name, args.show))
+    flagged = int(table["label_issue"].sum())
+    print(
+        f"\nlabel issues: {flagged} of {len(table)} labels probably wrong (column label_issue, "
+        "with suggested_label, suggested_label_prob and label_prob as the evidence)"
+    )
     return 0
 
 
@@ -612,10 +622,22 @@ def _file_split(value: str, asked: str | None) -> str | None:
     return named
 
 
-def cmd_top(args: argparse.Namespace) -> int:
-    from vogflow import compare
+def audit_table(audit: str, split: str | None, run: str | None) -> tuple[Any, str, str | None]:
+    """``(table, where, split)`` of AUDIT: a local table file (its split named by the file, which
+    ``split`` may only confirm) or an audit in MLflow (``split``, default test)."""
+    if audit.lower().endswith((".parquet", ".csv")):
+        return read_table_file(audit), audit, _file_split(audit, split)
+    from vogflow import tracking
 
-    column = compare.score_column(args.score)
+    split = split or "test"
+    ref = tracking.resolve_audit(audit, run=run)
+    return tracking.read_rankings(ref, split), ref.describe(), split
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from vogflow import rank_choice
+
+    seeds: Any = None
     if args.audit.lower().endswith((".parquet", ".csv")):
         split = _file_split(args.audit, args.split)
         table, where = read_table_file(args.audit), args.audit
@@ -625,14 +647,138 @@ def cmd_top(args: argparse.Namespace) -> int:
         split = args.split or "test"
         ref = tracking.resolve_audit(args.audit, run=args.run)
         table, where = tracking.read_rankings(ref, split), ref.describe()
-    if column not in table.columns:
-        offered = ", ".join(compare.score_names(table)) or "none"
-        raise UsageError(
-            f"--score {args.score!r}: no column {column} in {where}; scores: {offered}"
-        )
+        if args.score and args.score.endswith(rank_choice.SEEDMEAN):
+            seeds = tracking.seed_rankings(ref, split)
+    ranking = rank_choice.resolve(table, args.score, seed_tables=seeds, where=where)
     print(f"{where}: {f'{split} split, ' if split else ''}{len(table)} examples")
-    print(f"hardest {min(args.k, len(table))} by {column} (rank 1 = hardest):")
-    print_table(_hardest(table, column, args.k))
+    print(ranking.line())
+    print(f"hardest {min(args.k, len(table))} by {ranking.name} (rank 1 = hardest):")
+    print_table(_hardest(ranking.ranked(table), ranking.name, args.k))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# report, export
+
+
+IMAGE_DATA = "npz:PATH, imagefolder:PATH or params:PARAMS_YAML (the pipeline's dataset)"
+
+
+def parse_image_data(spec: str | None) -> tuple[str, str] | None:
+    """``--data`` of report/export: where the examples' pictures are (None: not given)."""
+    if spec is None:
+        return None
+    from vogflow.report.images import IMAGE_KINDS
+
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in IMAGE_KINDS or not path:
+        raise UsageError(f"--data {spec!r}: write {IMAGE_DATA}, the data the table was audited on")
+    if not Path(path).exists():
+        raise UsageError(f"--data {spec!r}: {path!r} does not exist; check the path")
+    return kind, path
+
+
+def _table_split(audit: str, asked: str | None) -> str | None:
+    """A table file's split: its name (train.parquet), else ``--split``; they must agree."""
+    named = Path(audit).stem if Path(audit).stem in SPLITS else None
+    if named and asked and asked != named:
+        raise UsageError(
+            f"--split {asked}: {audit!r} holds the {named} split by its name; drop --split or "
+            "give the table of that split"
+        )
+    return named or asked
+
+
+def load_audit_with_images(args: argparse.Namespace) -> tuple[Any, str, str, Any]:
+    """``(table, where, split, images)`` for report/export: the table of AUDIT, and the pictures
+    of the split it was audited on (None without --data or for tabular data), checked to match."""
+    data = parse_image_data(args.data)
+    is_file = args.audit.lower().endswith((".parquet", ".csv"))
+    split = _table_split(args.audit, args.split) if is_file else args.split
+    table, where, _ = audit_table(args.audit, None if is_file else split, args.run)
+    split = split or "test"
+    images = None
+    if data is not None:
+        from vogflow.report.images import load
+
+        images = load(*data, split)
+        if images is not None and images.n != len(table):
+            raise UsageError(
+                f"--data {args.data!r}: its {split} split has {images.n} examples but "
+                f"{where} has {len(table)} rows; give the data and --split the table was "
+                "audited on"
+            )
+    return table, where, split, images
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
+    from vogflow.report import write
+    from vogflow.report.single import build
+
+    out = check_out_file(args.out, (".html", ".htm"))
+    table, where, split, images = load_audit_with_images(args)
+    data = f" --data {shlex.quote(args.data)}" if args.data else ""
+    commands = [
+        "vogflow " + shlex.join(args.argv),
+        f"vogflow export {shlex.quote(args.audit)}{data} --split {split} "
+        "--format label-studio --out relabel.json",
+    ]
+    report = build(
+        table,
+        where=where,
+        split=split,
+        data=args.data,
+        images=images,
+        score=args.score,
+        k=args.k,
+        commands=commands,
+    )
+    path = write(report, out)
+    issues = report.splits[0].issues
+    found = "not estimated" if issues is None else str(report.splits[0].issues_total)
+    print(
+        f"wrote {path}: {len(table)} {split} examples, ranked by {report.splits[0].rank_by}, "
+        f"label issues {found}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vogflow import export
+
+    suffix = (".csv",) if args.format == "csv" else (".json",)
+    out = check_out_file(args.out, suffix)
+    table, where, split, images = load_audit_with_images(args)
+    rows, column, name = export.select(table, score=args.score, k=args.k, where=where)
+    if args.format == "label-studio" and images is None and "text" not in table.columns:
+        given = (
+            f"--data {args.data!r} holds no pictures (tabular features)"
+            if args.data
+            else (f"pass --data {IMAGE_DATA}")
+        )
+        raise UsageError(
+            f"--format label-studio shows each example to an annotator: {given}; or export "
+            "--format csv"
+        )
+    names = images.class_names if images is not None else None
+    frame = export.records(rows, column, name, n=len(table), class_names=names)
+    what = "label issues" if column is None else f"hardest by {name}"
+    if args.format == "csv":
+        path = export.write_csv(frame, out)
+        print(f"wrote {path}: {len(frame)} {what} of {where} ({split})")
+        return 0
+    from vogflow.report.content import class_name
+
+    labels = sorted({int(v) for v in table["label"]} | {int(v) for v in table["pred"]})
+    count = len(names) if names is not None else max(labels) + 1
+    classes = [class_name(i, names) for i in range(count)]
+    tasks, config = export.write_label_studio(
+        frame, out, classes=classes, images=images.uris if images is not None else None
+    )
+    print(f"wrote {tasks}: {len(frame)} Label Studio tasks ({what} of {where}, {split})")
+    print(f"wrote {config}: the labeling config to import them with")
     return 0
 
 
@@ -695,6 +841,9 @@ examples:
       --out rankings.parquet
   vogflow top models:/vogflow-main/3 -k 25
   vogflow compare models:/vogflow-main/2 models:/vogflow-main/3
+  vogflow report rankings.parquet --data npz:data.npz --out report.html
+  vogflow export rankings.parquet --data npz:data.npz --format label-studio \\
+      --out relabel/tasks.json
 
 Run `vogflow <command> --help` for each command's options. The MLflow store is
 MLFLOW_TRACKING_URI, else mlflow.db at the project root."""
@@ -792,6 +941,41 @@ examples:
   vogflow top models:/vogflow-main/3
   vogflow top 3f2a9c... --split train -k 50 --score early_label --run seed1
   vogflow top rankings.parquet -k 10"""
+
+
+REPORT_DESCRIPTION = """\
+Write the report of one audit table as a single self-contained HTML page (inline
+images and style, no script, no network): what was audited, the score it is
+ranked by and why, the label issues with their pictures, given and suggested
+label, the hardest and easiest examples, a per-class summary, and the commands
+that reproduce it. AUDIT is a rankings table (.parquet or .csv, as `vogflow
+audit` writes it) or an audit in MLflow (as for `vogflow top`). --data gives the
+examples' pictures: the data the table was audited on, and --split the split
+(a file named train.parquet or test.parquet names its own). The pipeline writes
+its own report (`dvc repro report`: results/report/index.html)."""
+
+REPORT_EPILOG = """\
+examples:
+  vogflow report rankings.parquet --data npz:data/mine.npz --split test --out report.html
+  vogflow report results/ranking/train.parquet --data params:params.yaml --out train.html
+  vogflow report models:/vogflow-main/3 --split train --data params:params.yaml"""
+
+EXPORT_DESCRIPTION = """\
+Export examples for relabeling: the label issues of an audit table (default: the
+rows with label_issue, the most doubtful given label first; -k keeps the first
+k), or with --score the k highest of any score (default 25). --format csv writes
+index, path (image folders), given label, suggested label, score and evidence;
+--format label-studio writes Label Studio tasks JSON (each picture inline as a
+PNG data URI in data.image, the given label pre-selected as a prediction, the
+suggestion as a second one) and, beside it, the labeling config (.xml) to create
+the project with. AUDIT, --data and --split as for `vogflow report`."""
+
+EXPORT_EPILOG = """\
+examples:
+  vogflow export rankings.parquet --out label_issues.csv
+  vogflow export rankings.parquet --data npz:data/mine.npz --split test \\
+      --format label-studio --out relabel/tasks.json
+  vogflow export results/ranking/train.parquet --score hard_loss -k 50 --out top50.csv"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -944,8 +1128,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--score",
-        default="late_label",
-        help="score: <window>_<mode>[_raw], e.g. late_label (default), all_pred",
+        default=None,
+        help="any score column or scorecard name, e.g. hard_aum, late_label (default: A's "
+        "ranking, the audit's choice)",
     )
     p.add_argument(
         "--top-fraction",
@@ -993,10 +1178,60 @@ def build_parser() -> argparse.ArgumentParser:
         help="split of an audit in MLflow (default: test); a table file is the split in its name",
     )
     p.add_argument("-k", type=_positive, default=25, help="how many (default: 25)")
-    p.add_argument("--score", default="late_label", help="score (default: late_label)")
+    p.add_argument(
+        "--score",
+        default=None,
+        help="any score column or scorecard name, e.g. hard_aum, late_label, hard_aum_seedmean "
+        "(default: the audit's ranking; a single run's table: the single-run default)",
+    )
     p.add_argument("--run", default=None, help="training run inside the audit (default: main)")
     p.set_defaults(func=cmd_top)
+
+    p = sub.add_parser(
+        "report",
+        help="write an audit's report: one self-contained HTML page",
+        description=REPORT_DESCRIPTION,
+        epilog=REPORT_EPILOG,
+        formatter_class=fmt,
+    )
+    _audit_source_options(p)
+    p.add_argument("-k", type=_positive, default=12, help="hardest and easiest shown (default: 12)")
+    p.add_argument("--score", default=None, help="score to rank by (default: the table's ranking)")
+    p.add_argument("--out", default="report.html", help="the page to write (default: report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "export",
+        help="export label issues (or the top k of a score) for relabeling",
+        description=EXPORT_DESCRIPTION,
+        epilog=EXPORT_EPILOG,
+        formatter_class=fmt,
+    )
+    _audit_source_options(p)
+    p.add_argument(
+        "--score", default=None, help="export the k highest of this score instead of label issues"
+    )
+    p.add_argument(
+        "-k", type=_positive, default=None, help="how many (default: every label issue, or 25)"
+    )
+    p.add_argument("--format", default="csv", choices=("csv", "label-studio"))
+    p.add_argument("--out", required=True, help="file to write (.csv, or .json for label-studio)")
+    p.set_defaults(func=cmd_export)
     return parser
+
+
+def _audit_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("audit", metavar="AUDIT", help="rankings .parquet/.csv, models:/... or run id")
+    p.add_argument("--data", default=None, metavar="KIND:PATH", help=f"the pictures: {IMAGE_DATA}")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=SPLITS,
+        help="split the table holds (default: the file's name, else test)",
+    )
+    p.add_argument(
+        "--run", default=None, help="training run inside an MLflow audit (default: main)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

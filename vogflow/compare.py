@@ -1,9 +1,10 @@
-"""Compare two audits of the same data: how far the VoG ranking of one model moved in another.
+"""Compare two audits of the same data: how far the ranking of one model moved in another.
 
 One job: given two rankings tables (see :mod:`vogflow.rankings`) of the same split, align the
 examples by index (refusing tables of different data), then measure how the two rankings agree
 (Spearman and Kendall correlation, overlap of the hardest sets), each audit's error per VoG decile,
-and which examples moved most in rank. Rank 1 = hardest (highest VoG).
+and which examples moved most in rank, on one score column (the audit's ranking score by default,
+see ``vogflow.rank_choice``). Rank 1 = hardest (highest score).
 
 Tables in, plain JSON-able dicts and a movers table out; numpy, scipy and pandas only.
 """
@@ -24,11 +25,6 @@ from vogflow.errors import VogflowError
 
 class CompareError(VogflowError, ValueError):
     """Two audits cannot be compared example by example (different data, missing score)."""
-
-
-def score_column(score: str) -> str:
-    """The table column of a score name: ``late_label`` -> ``vog_late_label`` (full names pass)."""
-    return score if score.startswith("vog_") else f"vog_{score}"
 
 
 def score_names(table: pd.DataFrame) -> list[str]:
@@ -192,7 +188,7 @@ def compare(
     a: pd.DataFrame,
     b: pd.DataFrame,
     *,
-    column: str = "vog_late_label",
+    column: str,
     top_fraction: float = 0.1,
     n_movers: int = 25,
     bins: int = 10,

@@ -120,7 +120,8 @@ def _print_compare(report: dict, refs: Sequence[Any], movers: Any, show: int, sp
     for name, ref in zip("AB", refs, strict=True):
         print(f"{name}  {ref.describe()}")
     n = report["n"]
-    print(f"{split} split, {n} examples, score {report['column']} (higher = harder)\n")
+    print(f"{split} split, {n} examples")
+    print(f"ranked by {report['column']} ({report['reason']}); higher = harder\n")
     a, b = report["deciles"]["a"], report["deciles"]["b"]
     overlap = report["top_overlap"]
     rows = [
@@ -216,6 +217,22 @@ def check_out_folder(value: str) -> Path:
             f"--out {value!r}: cannot write there ({err.strerror or err}); choose a writable folder"
         ) from err
     return folder
+def _rankings(tables: list, refs: list, score: str | None, split: str) -> list:
+    """One score for both audits: the one asked for, else A's ranking (the audit's choice);
+    B is ranked by the same name, so the two rankings are comparable."""
+    from vogflow import rank_choice, tracking
+
+    def seeds(ref: Any, name: str | None) -> dict:
+        wanted = name is not None and name.endswith(rank_choice.SEEDMEAN)
+        return tracking.seed_rankings(ref, split) if wanted else {}
+
+    a = rank_choice.resolve(
+        tables[0], score, seed_tables=seeds(refs[0], score), where=f"A ({refs[0].describe()})"
+    )
+    b = rank_choice.resolve(
+        tables[1], a.name, seed_tables=seeds(refs[1], a.name), where=f"B ({refs[1].describe()})"
+    )
+    return [a, b]
 
 
 def run_compare(args: Any) -> int:
@@ -231,11 +248,12 @@ def run_compare(args: Any) -> int:
         check_out_folder(args.out)  # before resolving, downloading and comparing anything
     refs = [tracking.resolve_audit(ref, run=args.run) for ref in (args.a, args.b)]
     tables = [_read_split(refs[0], refs[1], args.split), _read_split(refs[1], refs[0], args.split)]
-    column = compare.score_column(args.score)
+    rankings = _rankings(tables, refs, args.score, args.split)
+    column = rankings[0].name
     names = ("A", "B")
     result = compare.compare(
-        tables[0],
-        tables[1],
+        rankings[0].ranked(tables[0]),
+        rankings[1].ranked(tables[1]),
         column=column,
         top_fraction=args.top_fraction,
         n_movers=args.movers,
@@ -247,7 +265,8 @@ def run_compare(args: Any) -> int:
         "a": _ref_record(refs[0]),
         "b": _ref_record(refs[1]),
         "split": args.split,
-        "score": args.score,
+        "score": column,
+        "reason": rankings[0].reason,
         **result.report,
     }
     with tempfile.TemporaryDirectory() as tmp:

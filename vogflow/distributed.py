@@ -65,6 +65,10 @@ def assemble(parts: Sequence[Extraction]) -> Extraction:
         vog_raw={k: np.concatenate([p.vog_raw[k] for p in parts]) for k in first.vog_raw},
         stats={k: np.concatenate([p.stats[k] for p in parts], axis=1) for k in first.stats},
         windows=first.windows,
+        # An empty range never saw a logit, so it knows no class count: it adds no rows anyway.
+        probs=None
+        if first.probs is None
+        else np.concatenate([p.probs for p in parts if len(p.label)] or [first.probs]),
     )
 
 

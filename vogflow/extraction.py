@@ -20,6 +20,9 @@ class Extraction:
     ``stats[name]``: ``(K, N)`` per-checkpoint ``pred`` (int), ``loss`` (cross-entropy on the given
     labels), ``margin`` (given-label logit minus the largest other logit; low = hard), ``el2n``
     (L2 norm of softmax minus one-hot; high = hard) and ``msp`` (max softmax probability).
+    ``probs``: ``(N, C)`` float32 softmax probabilities averaged over the ``K`` checkpoints, the
+    evidence behind the label-issue estimate (``analysis.label_issues``); None in extractions
+    written before it was kept.
     """
 
     label: np.ndarray
@@ -27,6 +30,7 @@ class Extraction:
     vog_raw: dict[str, np.ndarray]
     stats: dict[str, np.ndarray]
     windows: dict[str, list[int]] = field(default_factory=dict)
+    probs: np.ndarray | None = None
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array mapping, for one ``.npz`` file."""
@@ -34,6 +38,8 @@ class Extraction:
         out.update({f"vog_{k}_raw": v for k, v in self.vog_raw.items()})
         out.update({f"stat_{k}": v for k, v in self.stats.items()})
         out.update({f"window_{k}": np.asarray(v) for k, v in self.windows.items()})
+        if self.probs is not None:
+            out["probs"] = self.probs
         return out
 
     @classmethod
@@ -51,4 +57,5 @@ class Extraction:
             vog_raw=strip("vog_", "_raw"),
             stats=strip("stat_"),
             windows={k: v.tolist() for k, v in strip("window_").items()},
+            probs=arrays.get("probs"),
         )

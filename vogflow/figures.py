@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ _TILE_IN = 1.0
 _GAP_IN = 0.08
 _CAPTION_LINE_IN = 0.14
 _TITLE_IN = 0.4
+_SUBTITLE_LINE_IN = 0.16
 _CAPTION_PT = 7
 # Blank share of a grid's width on each side, wider than the gap between tiles, so the two grids
 # of a side-by-side pair read as two.
@@ -103,12 +105,18 @@ def _captions(
     scores: np.ndarray | None,
     labels: np.ndarray | None = None,
     class_names: Sequence[str] | Mapping[Any, str] | None = None,
+    ids: np.ndarray | None = None,
 ) -> list[str]:
+    """Per tile: ``#<id>`` (where ``ids`` is given: the example's index, to find it again) and
+    its label name on one line, then its score."""
     out = []
     for i in idx:
         parts = []
+        head = [] if ids is None else [f"#{np.asarray(ids)[i].item()}"]
         if labels is not None:
-            parts.append(_name(np.asarray(labels)[i].item(), class_names))
+            head.append(_name(np.asarray(labels)[i].item(), class_names))
+        if head:
+            parts.append(" ".join(head))
         if scores is not None:
             parts.append(f"{float(scores[i]):.3g}")
         out.append("\n".join(parts))
@@ -202,15 +210,30 @@ def image_grid(
     return fig
 
 
-def _titled(width_in: float, body_in: float, title: str) -> tuple[Figure, Figure | SubFigure]:
-    """A figure ``body_in`` tall plus, when titled, a title strip above; returns (fig, body)."""
+def _titled(
+    width_in: float, body_in: float, title: str, subtitle: str = ""
+) -> tuple[Figure, Figure | SubFigure]:
+    """A figure ``body_in`` tall plus, when titled, a title strip above (and under the title a
+    smaller ``subtitle``, wrapped to the width); returns (fig, body)."""
     if not title:
         fig = Figure(figsize=(width_in, body_in))
         return fig, fig
-    fig = Figure(figsize=(width_in, body_in + _TITLE_IN))
+    # About 15 characters of the 8-point subtitle per inch of width.
+    lines = textwrap.wrap(subtitle, width=max(20, int(width_in * 15))) if subtitle else []
+    head_in = _TITLE_IN + len(lines) * _SUBTITLE_LINE_IN
+    fig = Figure(figsize=(width_in, body_in + head_in))
     # The title gets its own strip so it can never overlap the grid titles below it.
-    head, body = fig.subfigures(2, 1, height_ratios=[_TITLE_IN, body_in])
-    head.suptitle(title, fontsize=12, y=0.5, va="center")
+    head, body = fig.subfigures(2, 1, height_ratios=[head_in, body_in])
+    head.suptitle(title, fontsize=12, y=1 - 0.5 * _TITLE_IN / head_in, va="center")
+    if lines:
+        head.text(
+            0.5,
+            0.5 * _SUBTITLE_LINE_IN / head_in,
+            "\n".join(lines),
+            fontsize=8,
+            ha="center",
+            va="bottom",
+        )
     return fig, body
 
 
@@ -221,13 +244,15 @@ def _paired_grids(
     ncols: int,
     caption_lines: int,
     grid_h: float,
+    sides: tuple[str, str] = _SIDE_TITLES,
 ) -> None:
-    """One row of subfigures per ``(row_title, low_imgs, low_caps, high_imgs, high_caps)``."""
+    """One row of subfigures per ``(row_title, low_imgs, low_caps, high_imgs, high_caps)``;
+    ``sides`` titles the low and the high grid."""
     subs = fig.subfigures(len(rows), 2, squeeze=False)
     for (row_title, lo_img, lo_cap, hi_img, hi_cap), pair in zip(rows, subs, strict=True):
         prefix = f"{row_title}: " if row_title else ""
         for sub, img, cap, side in zip(
-            pair, (lo_img, hi_img), (lo_cap, hi_cap), _SIDE_TITLES, strict=True
+            pair, (lo_img, hi_img), (lo_cap, hi_cap), sides, strict=True
         ):
             _draw_tiles(
                 sub,
@@ -248,34 +273,40 @@ def lowest_highest(
     title: str = "",
     labels: np.ndarray | None = None,
     class_names: Sequence[str] | Mapping[Any, str] | None = None,
+    ids: np.ndarray | None = None,
+    sides: tuple[str, str] = _SIDE_TITLES,
+    subtitle: str = "",
 ) -> Figure:
     """The ``k`` lowest- and ``k`` highest-VoG examples of the whole set, side by side (Fig. 7).
 
     images (N,C,H,W) or (N,H,W) in [0,1] (only the rows shown are read: a lazy view of a streamed
     split will do); scores (N,), higher VoG = harder; labels (N,) optional
     class ids named through ``class_names``. Grids are ``ceil(sqrt(k))`` wide (5x5 for k=25);
-    each tile is captioned with its label name (if given) and score. With N < k each grid shows
-    all N.
+    each tile is captioned with ``#<id>`` (``ids`` (N,), the examples' indices, if given), its
+    label name (if given) and score. With N < k each grid shows all N. ``sides``: the two grids'
+    titles (any score, not only VoG, can be shown); ``subtitle``: smaller text under the title
+    (why this score).
     """
     lo, hi = lowest_highest_indices(scores, k)
     ncols = max(1, math.ceil(math.sqrt(k)))
-    lines = 1 + (labels is not None)
+    lines = 1 + (labels is not None or ids is not None)
     _, w, h = _grid_inches(len(lo), ncols, lines)
-    fig, host = _titled(2 * w, h, title)
+    fig, host = _titled(2 * w, h, title, subtitle)
     _paired_grids(
         host,
         [
             (
                 "",
                 _to_hwc(images[lo]),
-                _captions(lo, scores, labels, class_names),
+                _captions(lo, scores, labels, class_names, ids),
                 _to_hwc(images[hi]),
-                _captions(hi, scores, labels, class_names),
+                _captions(hi, scores, labels, class_names, ids),
             )
         ],
         ncols=ncols,
         caption_lines=lines,
         grid_h=h,
+        sides=sides,
     )
     return fig
 
@@ -289,12 +320,17 @@ def per_class_lowest_highest(
     class_names: Sequence[str] | Mapping[Any, str],
     k: int = 25,
     title: str = "",
+    ids: np.ndarray | None = None,
+    sides: tuple[str, str] = _SIDE_TITLES,
+    subtitle: str = "",
 ) -> Figure:
     """One row per class in ``class_ids``: its ``k`` lowest and ``k`` highest VoG (Figs. 2, 3).
 
     images (N,C,H,W) or (N,H,W) in [0,1]; scores (N,), higher VoG = harder; classes (N,) the
-    class id of each example; ``class_names[c]`` names class ``c``. Tiles carry the score.
+    class id of each example; ``class_names[c]`` names class ``c``. Tiles carry the score, and
+    ``#<id>`` where ``ids`` (N,) is given; ``sides`` titles the two grids of a row.
     """
+    lines = 1 + (ids is not None)
     scores = np.asarray(scores, dtype=float)
     classes = np.asarray(classes)
     ncols = max(1, math.ceil(math.sqrt(k)))
@@ -307,17 +343,17 @@ def per_class_lowest_highest(
             (
                 name,
                 _to_hwc(images[lo]),
-                _captions(lo, scores),
+                _captions(lo, scores, ids=ids),
                 _to_hwc(images[hi]),
-                _captions(hi, scores),
+                _captions(hi, scores, ids=ids),
             )
         )
     # All rows share the height of the fullest grid so they line up; no taller than needed.
     slots = max((len(r[1]) for r in rows), default=1)
-    _, w, h = _grid_inches(slots, ncols, 1)
-    fig, host = _titled(2 * w, h * max(1, len(rows)), title)
+    _, w, h = _grid_inches(slots, ncols, lines)
+    fig, host = _titled(2 * w, h * max(1, len(rows)), title, subtitle)
     if rows:
-        _paired_grids(host, rows, ncols=ncols, caption_lines=1, grid_h=h)
+        _paired_grids(host, rows, ncols=ncols, caption_lines=lines, grid_h=h, sides=sides)
     return fig
 
 

@@ -431,6 +431,9 @@ def stream(
         for s in STATS
     }
     vog = {f"{w}_{m}": torch.zeros(n, device=dev) for w in windows for m in label_modes}
+    # The softmax summed over checkpoints (allocated once the class count is known): its mean is
+    # the evidence of the label-issue estimate, kept so it never needs the models again.
+    prob_sum: torch.Tensor | None = None
     labels = torch.zeros(n, dtype=torch.long, device=dev)
     preds = torch.zeros(n, dtype=torch.long, device=dev)
     bad_inputs = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -488,6 +491,9 @@ def stream(
                                 differ = []
                     for name, value in _per_checkpoint_stats(logits.detach(), y).items():
                         stats[name][t, rows] = value
+                    if prob_sum is None:
+                        prob_sum = torch.zeros(n, logits.shape[1], device=dev)
+                    prob_sum[rows] += torch.softmax(logits.detach().float(), dim=1)
                     targets = {"label": y, "pred": final_pred}
                     for j, mode in enumerate(own):
                         nonzero, pixels = _input_grad(
@@ -542,6 +548,9 @@ def stream(
         vog_raw={key: v.cpu().double().numpy() for key, v in vog.items()},
         stats={name: v.cpu().numpy() for name, v in stats.items()},
         windows=chosen,
+        probs=(prob_sum / k).cpu().numpy()
+        if prob_sum is not None
+        else np.zeros((0, 0), np.float32),
     )
     health = Health(
         examples=seen,

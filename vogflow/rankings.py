@@ -6,9 +6,12 @@ for each window ``w`` and label mode ``m`` computed, ``vog_{w}_{m}_raw`` and ``v
 (class-normalised); then the hardness baselines from the same checkpoints, ``hard_<name>`` for
 each name of ``analysis.hardness.BASELINES`` whose statistic the extraction has (every one
 oriented higher = harder: ``hard_margin``, ``hard_msp``, ``hard_aum`` and
-``hard_datamap_confidence`` are negated); then ``likely_mislabeled`` and ``suggested_label``
-(see :func:`build`). Higher VoG = harder. A text audit also has ``text`` after ``index``: the
-example as a person reads it.
+``hard_datamap_confidence`` are negated); then the label-issue estimate
+(``analysis.label_issues``): ``label_issue`` (bool: the given label is probably wrong),
+``suggested_label`` (int: the class the evidence points to; ``label`` where no issue),
+``suggested_label_prob`` and ``label_prob`` (float: those classes' softmax probabilities averaged
+over the checkpoints, the evidence). Higher VoG = harder. A text audit also has ``text`` after
+``index``: the example as a person reads it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vogflow.analysis.hardness import BASELINES, baseline_scores, likely_mislabeled
+from vogflow.analysis.hardness import BASELINES, baseline_scores
+from vogflow.analysis.label_issues import find_label_issues
 from vogflow.errors import VogflowError
 from vogflow.extraction import Extraction
 from vogflow.io import write_text, write_with
@@ -31,12 +35,13 @@ BASE_COLUMNS = ("index", "label", "true_label", "noisy", "pred", "correct")
 IDENTIFIERS = ("path", "text")
 BASELINE_PREFIX = "hard_"
 BASELINE_COLUMNS = tuple(f"{BASELINE_PREFIX}{name}" for name in BASELINES)
-FLAG_COLUMNS = ("likely_mislabeled", "suggested_label")
+FLAG_COLUMNS = ("label_issue", "suggested_label", "suggested_label_prob", "label_prob")
 PATH_COLUMN = "path"
 
-# The score to show when nobody chose one. The paper's score first (late window, true label:
-# Figs. 4, 5), then the whole run in the same mode, then the predicted-label mode that needs no
-# trusted label; a table with a narrower set of windows still gets a VoG column.
+# The VoG column to show when a table has no baseline to rank by (``rank_choice`` prefers the
+# audit's ranking, then the measured single-run default). The paper's score first (late window,
+# true label: Figs. 4, 5), then the whole run in the same mode, then the predicted-label mode
+# that needs no trusted label; a table with a narrower set of windows still gets a VoG column.
 PREFERRED_SCORES = ("vog_late_label", "vog_all_label", "vog_late_pred", "vog_all_pred")
 
 
@@ -63,6 +68,10 @@ def contract_columns(windows=WINDOWS, modes=LABEL_MODES, *, path: bool = False) 
     return [*base, *score_columns(windows, modes), *BASELINE_COLUMNS, *FLAG_COLUMNS]
 
 
+class RankingsError(VogflowError, ValueError):
+    """Rankings tables that cannot be compared or read."""
+
+
 def build(
     extraction: Extraction,
     *,
@@ -70,8 +79,6 @@ def build(
     noisy: np.ndarray | None = None,
     path: np.ndarray | None = None,
     normalise: str = "z",
-    flag_by: str = "hard_loss",
-    share: float = 0.1,
     text: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """The rankings table of one split from an extraction.
@@ -83,18 +90,21 @@ def build(
     within the final checkpoint's predicted classes.
 
     The ``hard_*`` columns are ``analysis.hardness.baseline_scores`` over every checkpoint, taken
-    against ``label``. ``likely_mislabeled``: the final checkpoint's ``pred`` differs from
-    ``label`` AND column ``flag_by`` (higher = harder) is in the top ``share`` of this split
-    (``analysis.hardness.likely_mislabeled``). ``flag_by`` defaults to the final loss, since loss
-    found shuffled labels better than any VoG variant on the data measured so far (DESIGN §7);
-    pass the score the scorecard chose on yours. ``suggested_label``: ``pred`` where flagged,
-    else ``label``. ``text``: each example's text (a ``text`` column after ``index``).
+    against ``label``. The label-issue columns are
+    ``analysis.label_issues.find_label_issues`` of ``extraction.probs`` (the softmax averaged
+    over the checkpoints) against ``label``. ``text``: each example's text (a ``text`` column
+    after ``index``).
     """
     n = len(extraction.label)
     label = np.asarray(extraction.label, dtype=np.int64)
     true_label = label if true_label is None else np.asarray(true_label, dtype=np.int64)
     noisy = np.zeros(n, dtype=bool) if noisy is None else np.asarray(noisy, dtype=bool)
     pred = np.asarray(extraction.pred, dtype=np.int64)
+    if extraction.probs is None:
+        raise RankingsError(
+            "this extraction has no averaged probabilities (written by an older vogflow): "
+            "rerun the gradients stage (`dvc repro`) or `vogflow audit`"
+        )
     if text is not None and len(text) != n:
         raise ValueError(f"{len(text)} texts for {n} examples")
     table: dict[str, Any] = {"index": np.arange(n, dtype=np.int64)}
@@ -121,19 +131,8 @@ def build(
             table[f"vog_{w}_{m}"] = class_normalise(raw, classes[m], method=normalise)
     for name, score in baseline_scores(extraction.stats, label).items():
         table[f"{BASELINE_PREFIX}{name}"] = score
-    if flag_by not in table:
-        raise ValueError(
-            f"flag_by {flag_by!r} is not a score column of this table; valid: "
-            + ", ".join(k for k, v in table.items() if np.asarray(v).dtype.kind == "f")
-        )
-    flagged = likely_mislabeled(pred, label, table[flag_by], share=share)
-    table["likely_mislabeled"] = flagged
-    table["suggested_label"] = np.where(flagged, pred, label)
+    table |= find_label_issues(extraction.probs, label).columns()
     return pd.DataFrame(table)
-
-
-class RankingsError(VogflowError, ValueError):
-    """Rankings tables that cannot be compared or read."""
 
 
 def check_aligned(tables: dict[str, pd.DataFrame]) -> None:

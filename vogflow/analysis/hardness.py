@@ -2,9 +2,9 @@
 
 One job: turn the ``(K, N)`` statistics every extraction already has (``pred``, ``loss``,
 ``margin``, ``el2n``, ``msp``; see ``vogflow.extraction.STATS``) into the difficulty scores VoG is
-compared with, every one oriented higher = harder, and the ``likely_mislabeled`` rule built on
-them. The statistics are taken against the label the run trained on (shuffled ones included), so
-"hard" here means hard to fit that label.
+compared with, every one oriented higher = harder (which labels are probably wrong is
+``analysis.label_issues``). The statistics are taken against the label the run trained on
+(shuffled ones included), so "hard" here means hard to fit that label.
 
 Arrays in, arrays out; numpy only.
 """
@@ -170,31 +170,3 @@ def baseline_scores(
     if "pred" in stats:
         out["disagree"] = (np.asarray(stats["pred"])[final] != label).astype(np.float64)
     return {name: out[name] for name in BASELINES if name in out}
-
-
-def likely_mislabeled(
-    pred: np.ndarray, label: np.ndarray, score: np.ndarray, *, share: float = 0.1
-) -> np.ndarray:
-    """Examples worth a relabelling look: ``(N,)`` bool.
-
-    The rule: the final checkpoint's prediction ``pred`` differs from the trained ``label`` AND
-    ``score`` (higher = harder) is among the top ``ceil(share * N)`` of the ``N`` examples given
-    (ties broken by position; NaN scores never count as top). Either half alone flags too much:
-    disagreement alone includes every plain mistake on a hard but correct label, and a high score
-    alone includes correctly fitted atypical examples.
-    """
-    if not 0 < share <= 1:
-        raise ValueError(f"share must be in (0, 1], got {share}")
-    pred, label = np.asarray(pred), np.asarray(label)
-    score = np.asarray(score, dtype=np.float64)
-    if not pred.shape == label.shape == score.shape or score.ndim != 1:
-        raise ValueError(
-            f"pred {pred.shape}, label {label.shape} and score {score.shape} must all be (N,)"
-        )
-    if score.size == 0:
-        return np.zeros(0, dtype=bool)
-    # NaN would sort as the largest value; -inf moves it to the bottom, and the mask keeps it out
-    # even when the top share reaches that far.
-    missing = np.isnan(score)
-    top = top_sets(np.where(missing, -np.inf, score)[None, :], share)[0]
-    return (pred != label) & top & ~missing

@@ -201,6 +201,7 @@ def audit_figures(
     *,
     grid: int,
     classes: int,
+    rankings: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[str, Figure]]:
     """Every figure of the paper's kinds for one audited run, as ``(name, figure)``, one at a time
     so the caller saves and frees each before the next is drawn.
@@ -209,13 +210,50 @@ def audit_figures(
     stage's decile report; ``stability``: the stability report; ``memorization``: the memorization
     scores table (``index``, ``noisy`` and one column per score); ``ood``: the OoD summary table
     (one row per method); ``published``: the paper's Table 1 (``ood.paper_table1``). ``grid``:
-    tiles per side of a grid; ``classes``: classes drawn per class.
+    tiles per side of a grid; ``classes``: classes drawn per class. ``rankings``: split -> the
+    audit's ranking (``vogflow.rank_choice.Ranking``) of that split's table; each gets the first
+    grids, ``audit_ranking_<split>`` (whole split) and ``audit_ranking_per_class_<split>``, ahead
+    of the paper's VoG grids. Every tile names its example's index (``#<index>``).
     """
     k = grid**2
+    rankings = rankings or {}
     # Grids need images; a 1-D (toy, tabular) dataset has none to show.
     for split, table in tables.items() if len(dataset.input_shape) == 3 else ():
         x = dataset.split(split).x
         images = dataset.denormalise(x) if x.ndim == 4 else x
+        ids = table["index"].to_numpy()
+        ranking = rankings.get(split)
+        if ranking is not None:
+            sides = (f"easiest by {ranking.name}", f"hardest by {ranking.name}")
+            yield (
+                f"audit_ranking_{split}",
+                lowest_highest(
+                    images,
+                    ranking.values,
+                    k=k,
+                    labels=table["label"].to_numpy(),
+                    class_names=dataset.classes,
+                    ids=ids,
+                    sides=sides,
+                    title=f"{split}: ranked by {ranking.name}",
+                    subtitle=f"({ranking.reason})",
+                ),
+            )
+            yield (
+                f"audit_ranking_per_class_{split}",
+                per_class_lowest_highest(
+                    images,
+                    ranking.values,
+                    table["label"].to_numpy(),
+                    class_ids=list(range(min(classes, dataset.num_classes))),
+                    class_names=dataset.classes,
+                    k=k,
+                    ids=ids,
+                    sides=sides,
+                    title=f"{split}: per class, ranked by {ranking.name}",
+                    subtitle=f"({ranking.reason})",
+                ),
+            )
         for window in ("early", "late"):
             for mode in ("label", "pred"):
                 col = f"vog_{window}_{mode}"
@@ -228,6 +266,7 @@ def audit_figures(
                         k=k,
                         labels=labels,
                         class_names=dataset.classes,
+                        ids=ids,
                         title=f"{split}: lowest and highest VoG ({window} window, {mode} mode)",
                     ),
                 )
@@ -240,6 +279,7 @@ def audit_figures(
                     class_ids=list(range(min(classes, dataset.num_classes))),
                     class_names=dataset.classes,
                     k=k,
+                    ids=ids,
                     title=f"{split}: per class, {window} window",
                 ),
             )

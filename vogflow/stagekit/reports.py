@@ -18,7 +18,7 @@ def score_variants(table: Any, *, windows=None, modes=("label", "pred")) -> dict
     for w in windows or WINDOWS:
         for m in modes:
             col = f"vog_{w}_{m}"
-            if col not in table.columns:
+            if col not in table.columns or f"{col}_raw" not in table.columns:
                 continue
             classes = table["label" if m == "label" else "pred"].to_numpy()
             raw = table[f"{col}_raw"].to_numpy()

@@ -18,6 +18,7 @@ from vogflow.tracking.read import (
     rankings_splits,
     read_rankings,
     resolve_audit,
+    seed_rankings,
 )
 from vogflow.tracking.store import (
     TrackingError,
@@ -69,6 +70,7 @@ __all__ = [
     "project_root",
     "rankings_splits",
     "read_rankings",
+    "seed_rankings",
     "resolve_audit",
     "tracking_uri",
 ]

@@ -188,13 +188,19 @@ def _candidates(client: Any, audit: AuditRef) -> list[tuple[str, str]]:
 
     A pipeline audit keeps every run's rankings on the parent (``rankings/<run>``) and on each
     score child in the project's layout (``runs/<run>/rankings``); an API audit in ``rankings``.
+    The audited run's table ranked by the audit (``ranking``: the same columns plus ``rank_by``,
+    ``rank_score``, ``rank_reason``, ``rank``) comes first, so every reader shows that ranking.
     """
     if audit.source_run_id:
         return [
             (audit.source_run_id, f"runs/{audit.run}/rankings"),
             (audit.source_run_id, "rankings"),
         ]
-    out = [(audit.audit_run_id, f"rankings/{audit.run}")]
+    out = []
+    params = client.get_run(audit.audit_run_id).data.params
+    if params.get("tracking.register_run", "main") == audit.run:
+        out.append((audit.audit_run_id, "ranking"))
+    out.append((audit.audit_run_id, f"rankings/{audit.run}"))
     for child in _children(client, audit.audit_run_id):
         tags = child.data.tags
         if tags.get(STAGE_TAG, "").startswith("score") and tags.get(RUN_TAG) == audit.run:
@@ -221,6 +227,24 @@ def _locate(client: Any, audit: AuditRef, split: str) -> tuple[str, str]:
         f"{audit.describe()}: no rankings for split {split!r} of run {audit.run!r} (found: "
         f"{found}); choose --split or --run accordingly"
     )
+
+
+def seed_rankings(audit: AuditRef, split: str) -> dict[str, Any]:
+    """The rankings tables of ``split`` of the audit's seed runs (``stability.seed_runs``), for a
+    ``_seedmean`` score; empty when the audit logged none (an API audit, one run)."""
+    import ast
+
+    if audit.source_run_id:
+        return {}
+    client, _ = _reading_client()
+    listed = client.get_run(audit.audit_run_id).data.params.get("stability.seed_runs")
+    if not listed:
+        return {}
+    runs = [str(r) for r in ast.literal_eval(listed)]
+    return {
+        r: read_rankings(AuditRef(audit.ref, audit.audit_run_id, r, uri=audit.uri), split)
+        for r in runs
+    }
 
 
 def rankings_splits(audit: AuditRef) -> list[str]:

@@ -151,7 +151,7 @@ def compose(
     given); it then moves the model alias ``exp-<name>``, never ``audited``."""
     import pandas as pd
 
-    from vogflow.rankings import preferred_score
+    from vogflow import rank_choice
 
     lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
     dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
@@ -212,28 +212,30 @@ def compose(
     top, rank_by = {}, "the audit's ranking"
     top_k = params.get("vog", {}).get("top_k", 25)
     for split in ("test", "train"):
-        # The audit's ranking (the scorecard's choice), else the run's own VoG table.
-        path = workspace / "results" / "ranking" / f"{split}.parquet"
-        if path.exists():
-            table = pd.read_parquet(path)
-            rank_by = str(table["rank_by"].iloc[0])
-            # The score named by rank_by may itself be a column (hard_loss, vog_all_label):
-            # rank by rank_score and name the column only in the small table.
-            top[split] = hardest(table, "rank_score", top_k).rename(columns={"rank_score": rank_by})
-            continue
-        path = workspace / "runs" / register_run / "rankings" / f"{split}.parquet"
-        if path.exists():
-            table = pd.read_parquet(path)
-            score = preferred_score(table.columns)
-            if score is not None:
-                rank_by = score
-                top[split] = hardest(table, rank_by, top_k)
+        # The audit's ranking (the scorecard's choice), else the run's own table by the
+        # single-run default: the same ranking, under the same name, as `vogflow top`.
+        for path in (
+            workspace / "results" / "ranking" / f"{split}.parquet",
+            workspace / "runs" / register_run / "rankings" / f"{split}.parquet",
+        ):
+            if path.exists():
+                table = pd.read_parquet(path)
+                ranking = rank_choice.resolve(table, where=str(path))
+                rank_by = ranking.line()
+                top[split] = hardest(ranking.ranked(table), ranking.name, top_k)
+                break
     in_experiment = bool(exp_name) if in_experiment is None else in_experiment
     name = run_name(params, git, exp_name)
     artifacts = [(workspace / "params.yaml", "config"), (workspace / "dvc.lock", "config")]
     for run_dir in sorted((workspace / "runs").glob("*/rankings")):
         artifacts.append((run_dir, f"rankings/{run_dir.parent.name}"))
-    for folder in ("results/figures", "results/ood", "results/ranking", "results/scorecard"):
+    for folder in (
+        "results/figures",
+        "results/ood",
+        "results/ranking",
+        "results/report",
+        "results/scorecard",
+    ):
         if (workspace / folder).is_dir():
             artifacts.append((workspace / folder, Path(folder).name))
     tags = {
@@ -318,12 +320,9 @@ def metric_table(headline: dict[str, float]) -> Any:
 
 
 def hardest(table: Any, column: str, k: int) -> Any:
-    """The ``k`` hardest rows by ``column`` with what a person needs to find them."""
-    keep = [
-        c
-        for c in ("index", "path", "text", "label", "true_label", "pred", "correct", "noisy")
-        if c in table.columns
-    ]
+    """The ``k`` hardest rows by ``column`` with what a person needs to find them and act on."""
+    wanted = ("index", "path", "text", "label", "true_label", "pred", "correct", "noisy")
+    keep = [c for c in (*wanted, "label_issue", "suggested_label") if c in table.columns]
     top = table.nlargest(k, column)[[*keep, column]].reset_index(drop=True)
     top.insert(0, "rank", range(1, len(top) + 1))
     return top
@@ -403,7 +402,8 @@ def describe(
     if "test_accuracy" in metrics:
         lines += ["", f"Test accuracy of the audited model: {metrics['test_accuracy']:.3f}."]
     if top is not None and len(top):
-        lines += ["", f"### The 10 hardest test examples (by `{rank_by}`)", ""]
+        said = f"{rank_by[0].upper()}{rank_by[1:]}."
+        lines += ["", "### The 10 hardest test examples", "", said, ""]
         head = top.head(10)
         lines.append("| " + " | ".join(map(str, head.columns)) + " |")
         lines.append("|" + "---|" * len(head.columns))
