@@ -80,13 +80,14 @@ def scores(table: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def canonical(name: str, offered: Mapping[str, np.ndarray]) -> str:
-    """``late_label`` -> ``vog_late_label`` where the short name is not itself a score."""
-    if name in offered or name.startswith("vog_"):
+    """``late_label`` -> ``vog_late_label``, ``aum`` -> ``hard_aum`` (a ``_seedmean`` kept) where
+    the short name is not itself a score."""
+    if name in offered or name.startswith(("vog_", "hard_")):
         return name
     base = name.removesuffix(SEEDMEAN)
-    vog = f"vog_{base}"
-    if vog in offered or vog.removesuffix("_abs").removesuffix("_raw") in offered:
-        return vog + name[len(base) :]
+    for prefix in ("vog_", "hard_"):
+        if f"{prefix}{base}" in offered:
+            return f"{prefix}{name}"
     return name
 
 
