@@ -140,7 +140,8 @@ def resolve(
             from vogflow.analysis.scorecard import mean_percentile
 
             base = name.removesuffix(SEEDMEAN)
-            per_run = {r: scores(t)[base] for r, t in seed_tables.items() if base in scores(t)}
+            each = {r: scores(t) for r, t in seed_tables.items()}
+            per_run = {r: s[base] for r, s in each.items() if base in s}
             if len(per_run) == len(seed_tables) and len(per_run) >= 2:
                 runs = ", ".join(per_run)
                 return Ranking(name, mean_percentile(per_run), f"{ASKED}; over runs {runs}")
