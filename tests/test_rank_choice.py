@@ -77,6 +77,8 @@ def test_every_score_column_and_scorecard_name_is_accepted():
     assert canonical("late_label_abs", offered) == "vog_late_label_abs"
     assert canonical("late_label_seedmean", offered) == "vog_late_label_seedmean"
     assert canonical("hard_aum_seedmean", offered) == "hard_aum_seedmean"
+    assert canonical("aum", offered) == "hard_aum"
+    assert canonical("loss_seedmean", offered) == "hard_loss_seedmean"
     np.testing.assert_allclose(
         resolve(table, "late_label_abs").values, np.abs(table["vog_late_label"]), rtol=1e-6
     )

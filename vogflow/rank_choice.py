@@ -80,13 +80,14 @@ def scores(table: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def canonical(name: str, offered: Mapping[str, np.ndarray]) -> str:
-    """``late_label`` -> ``vog_late_label`` where the short name is not itself a score."""
-    if name in offered or name.startswith("vog_"):
+    """``late_label`` -> ``vog_late_label``, ``aum`` -> ``hard_aum`` (a ``_seedmean`` kept) where
+    the short name is not itself a score."""
+    if name in offered or name.startswith(("vog_", "hard_")):
         return name
     base = name.removesuffix(SEEDMEAN)
-    vog = f"vog_{base}"
-    if vog in offered or vog.removesuffix("_abs").removesuffix("_raw") in offered:
-        return vog + name[len(base) :]
+    for prefix in ("vog_", "hard_"):
+        if f"{prefix}{base}" in offered:
+            return f"{prefix}{name}"
     return name
 
 
@@ -139,7 +140,8 @@ def resolve(
             from vogflow.analysis.scorecard import mean_percentile
 
             base = name.removesuffix(SEEDMEAN)
-            per_run = {r: scores(t)[base] for r, t in seed_tables.items() if base in scores(t)}
+            each = {r: scores(t) for r, t in seed_tables.items()}
+            per_run = {r: s[base] for r, s in each.items() if base in s}
             if len(per_run) == len(seed_tables) and len(per_run) >= 2:
                 runs = ", ".join(per_run)
                 return Ranking(name, mean_percentile(per_run), f"{ASKED}; over runs {runs}")
