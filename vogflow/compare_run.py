@@ -217,6 +217,8 @@ def check_out_folder(value: str) -> Path:
             f"--out {value!r}: cannot write there ({err.strerror or err}); choose a writable folder"
         ) from err
     return folder
+
+
 def _rankings(tables: list, refs: list, score: str | None, split: str) -> list:
     """One score for both audits: the one asked for, else A's ranking (the audit's choice);
     B is ranked by the same name, so the two rankings are comparable."""

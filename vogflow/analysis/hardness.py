@@ -15,8 +15,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from vogflow.analysis.ranks import top_sets
-
 # Every name :func:`baseline_scores` can return, in a fixed order (the rankings table's order);
 # it lives in names.py, where the config checks vog.rank_by without the scoring math.
 from vogflow.names import BASELINES
