@@ -1,12 +1,13 @@
 """Log the whole audit to MLflow: one parent run, a child per stage, the audited model.
 
-    python stages/track.py
+    python stages/track.py --out .vogflow/logged.json
 
 The last stage of the pipeline: it depends on every output, so it runs once per new pipeline
 state and logs that state once (a state already in the store, logged from this project or from
-a clone sharing the server, is not logged again). It writes no file: a pulled clone has nothing
-missing, and `dvc status` is clean there; a clone with its own store logs the audit into it with
-`dvc repro -f -s track`. Stages never talk to MLflow themselves, so a tracking failure here costs
+a clone sharing the server, is not logged again). Its output is a small marker of the logged
+state, cached and pushed like any output: a clone that pulls the outputs gets it too and its
+`dvc status` is clean (`dvc repro -f -s track` logs the pulled audit into another store), while
+a plain clone lacks it, so its first `dvc repro` logs the audit into its own store. Stages never talk to MLflow themselves, so a tracking failure here costs
 no result: rerun `dvc repro -f -s track`.
 """
 
@@ -22,23 +23,29 @@ from vogflow.stagekit import parser, stage
 
 def main() -> None:
     p = parser(__doc__)
+    p.add_argument("--out", required=True, help="marker of the logged state")
     args = p.parse_args()
 
     with stage("track", params_path=args.params) as ctx:
         from vogflow import tracking
+        from vogflow.io import write_json
+        from vogflow.tracking.record import state_key
 
+        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
+        # Nothing in it varies between reruns of one state (no run id, no time): DVC caches it.
+        marker = {"audit_key": state_key(lock), "tracked": tracking.enabled()}
         if not tracking.enabled():
             print(
                 "tracking is off (VOGFLOW_TRACKING=off): nothing is logged; to log this audit "
                 "later, run `dvc repro -f -s track`",
                 flush=True,
             )
+            write_json(args.out, marker)
             return
         from vogflow.tracking.record import compose, outputs
         from vogflow.tracking.store import git_state
         from vogflow.tracking.write import log_pipeline_audit, tracking_failed
 
-        lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
         workspace = Path.cwd()
         prm = ctx.params
         # DVC sets these for every `dvc exp run` (workspace, --temp and queued alike).
@@ -75,6 +82,7 @@ def main() -> None:
                 f"this pipeline state is already logged by run {logged.run_id} in {uri}",
                 flush=True,
             )
+        write_json(args.out, marker)
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
