@@ -49,7 +49,7 @@ def test_readme_text_example_runs_in_python_and_from_the_shell(tmp_path, monkeyp
 def test_readme_shows_the_two_setup_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "pip install -e . && dvc repro" in readme
-    test_command = 'pip install -e ".[test]" && pytest && pytest -m slow'
+    test_command = 'pip install -e ".[test]" && pytest && pytest -m integration && pytest -m slow'
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
