@@ -22,6 +22,7 @@ from processes import HUNG_AFTER_S
 from torch.utils.data import TensorDataset
 from vog_reference import SmallCNN, models_from, perturbed_checkpoints
 
+from vogflow import procgroup
 from vogflow.distributed import assemble, shard_rows
 from vogflow.engine import run_extraction
 from vogflow.gradients import GradientError, Health, check_health
@@ -69,10 +70,15 @@ def worker(case: str, out: str) -> None:
     torch.set_num_threads(1)
     try:
         extraction = extract_case(case)
-    except GradientError as err:
-        if int(os.environ["RANK"]) == 0:
+    except Exception as err:
+        if procgroup.reported_by_rank0(err):
+            # Rank 0 names this rank's failure: leaving first would let torchrun stop rank 0
+            # before it says so, however fast rank 0 runs. As the stages and the CLI do.
+            procgroup.outlive_rank0()
+            sys.exit(1)
+        if isinstance(err, GradientError) and int(os.environ["RANK"]) == 0:
             sys.exit(f"{case}: {err}")
-        sys.exit(1)
+        raise
     if int(os.environ["RANK"]) == 0:
         write_npz(out, **extraction.arrays())
     else:
