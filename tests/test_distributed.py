@@ -331,6 +331,37 @@ def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_pat
 
 
 @pytest.mark.integration
+def test_a_refusal_every_rank_meets_is_said_once_however_late_rank_0_gets_there(trained, tmp_path):
+    """Both ranks refuse the same bad argument before any work; rank 1 gets there first (rank 0
+    is held back 20 s here, as a loaded machine may), and waits for rank 0 to say it instead of
+    leaving, which would make torchrun stop rank 0 before it said anything."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x[:20], y_train=digits.target[:20],
+             x_test=x[20:40], y_test=digits.target[20:40])  # fmt: skip
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(20)\n"
+    )
+    command = [sys.executable, "-m", "vogflow.cli", "audit", "--processes", "2", "--quiet"]
+    command += ["--checkpoints", str(trained / "runs/main/checkpoints"), "--window-size", "9"]
+    command += ["--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(tmp_path / "bad.parquet")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(ROOT)])}
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith("vogflow audit: error: window 'early' of size 9"), done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("death", ["raise", "exit"])
 def test_the_stage_fails_whole_when_a_rank_dies(trained, tmp_path, death):
     """Rank 1 fails mid-extraction: nonzero exit, nothing written; a raise is named in one line
