@@ -29,10 +29,8 @@ from vogflow.models import build_model
 from vogflow.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-# Measured between 1 and 2 processes on this recipe: at most 1e-7 after 4 epochs (weights up to
-# 0.5), inside the float tolerance of `numerics`. A mean of the ranks' mean losses instead of
-# weighted sums puts the gradient of an uneven step off by more than 1e-3 (below, against ATOL),
-# and another seed moves weights by ~1e-1, so the comparisons tell them apart.
+# A mean of the ranks' mean losses instead of weighted sums puts the gradient of an uneven step
+# off by more than 1e-3 (below, against ATOL): far outside the float rounding of a sum.
 ATOL = 1e-5
 # 1438 digits training examples in batches of 63, split 32 + 31 between 2 ranks: every step
 # exercises the weighting of uneven shares.
@@ -201,11 +199,24 @@ def two(project, tmp_path_factory):
     return done
 
 
+# Two processes sum each step's gradient in another order than one, and training carries each
+# step's rounding into the next: after 4 epochs (92 steps) the weights differ by up to 1e-7 with
+# this machine's AVX-512 kernels but 1e-4 with torch's portable ones (the kernel pass). So the
+# checkpoints agree to 1e-3 of the largest weight, ten times that, while another seed moves
+# weights by ~1e-1; the weighting of uneven shares is checked per step, to float rounding, above.
+TRAINED_RTOL, TRAINED_ATOL_SCALE = 1e-3, 2e-3
+
+
 def assert_weights_close(got: dict, want: dict, where: str) -> None:
-    # Two processes sum each step's gradient in another order than one: float tolerance.
     assert got.keys() == want.keys(), where
     for key in want:
-        assert_arrays_close(got[key].numpy(), want[key].numpy(), err_msg=f"{where}: {key}")
+        assert_arrays_close(
+            got[key].numpy(),
+            want[key].numpy(),
+            rtol=TRAINED_RTOL,
+            atol_scale=TRAINED_ATOL_SCALE,
+            err_msg=f"{where}: {key}",
+        )
 
 
 @pytest.mark.integration
