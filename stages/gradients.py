@@ -68,6 +68,10 @@ def peer(args: Any) -> None:
         if not procgroup.reported_by_rank0(err):
             if mine:
                 raise
+            # The same params refuse on rank 0, which says so: wait for that, unless it is not.
+            procgroup.await_rank0_report()
+            where = f"rank {procgroup.rank()} of {procgroup.world_size()}"
+            print(f"gradients@{args.run}: {where}: {err}", file=sys.stderr)
             sys.exit(2)
         if mine:  # a bug here: its traceback, beside rank 0's line naming this rank
             traceback.print_exc()

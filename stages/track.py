@@ -7,7 +7,8 @@ state and logs that state once (a state already in the store, logged from this p
 a clone sharing the server, is not logged again). Its output is a small marker of the logged
 state, cached and pushed like any output: a clone that pulls the outputs gets it too and its
 `dvc status` is clean (`dvc repro -f -s track` logs the pulled audit into another store), while
-a plain clone lacks it, so its first `dvc repro` logs the audit into its own store. Stages never talk to MLflow themselves, so a tracking failure here costs
+a plain clone lacks it, so its first `dvc repro` logs the audit into its own store. Stages
+never talk to MLflow themselves, so a tracking failure here costs
 no result: rerun `dvc repro -f -s track`.
 """
 

@@ -47,6 +47,10 @@ def peer(args: Any) -> None:
     except VogflowError as err:  # the same params and data refuse on rank 0 too, which reports it
         if procgroup.reported_by_rank0(err):  # rank 0's own failure: let it say so first
             procgroup.outlive_rank0()
+        else:  # wait for rank 0 to say it; here only if rank 0 was not refused
+            procgroup.await_rank0_report()
+            where = f"rank {procgroup.rank()} of {procgroup.world_size()}"
+            print(f"train@{args.run}: {where}: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
         if procgroup.lost_contact(err):  # another rank went away: the launcher names it

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SmallCNN, direct_gradients, direct_vog, models_from
+from numerics import assert_arrays_close, assert_tables_close
 from torch.utils.data import DataLoader, TensorDataset
+from vog_reference import SmallCNN, direct_gradients, direct_vog, models_from
 
 from vogflow.api import audit
 from vogflow.checkpoints import CheckpointError
@@ -88,7 +89,7 @@ def test_every_layout_and_data_form_gives_the_direct_answer(small_cnn_setup, ref
     # The contract only grows: later columns (baselines, flags) follow these.
     assert list(first.columns)[: len(COLUMNS)] == COLUMNS
     for name, table in tables.items():
-        pd.testing.assert_frame_equal(table, first, obj=name, rtol=1e-5, atol=1e-7)
+        assert_tables_close(table, first, obj=name)
 
     # The audited model itself is untouched: weights and mode.
     assert model.training
@@ -100,7 +101,7 @@ def test_every_layout_and_data_form_gives_the_direct_answer(small_cnn_setup, ref
     assert not first["noisy"].any()
     np.testing.assert_array_equal(first["pred"], reference["pred"])
     np.testing.assert_array_equal(first["correct"], reference["pred"] == y.numpy())
-    np.testing.assert_allclose(first["vog_all_label_raw"], reference["raw"], rtol=1e-4)
+    assert_arrays_close(first["vog_all_label_raw"], reference["raw"])
     np.testing.assert_allclose(first["vog_all_label"], reference["z"], rtol=1e-3, atol=1e-4)
     # The z-scores are not the raw values, and the early/late windows are genuinely other subsets.
     assert not np.allclose(first["vog_all_label"], first["vog_all_label_raw"])
@@ -171,6 +172,7 @@ def test_mismatched_lengths_and_unknown_data_are_refused(small_cnn_setup):
         run_audit(factory(), states, {"x": x, "y": y})
 
 
+@pytest.mark.integration
 def test_audit_is_a_lazy_attribute_of_the_package():
     code = (
         "import sys, vogflow\n"
@@ -246,6 +248,7 @@ def test_fractional_labels_of_a_pair_are_refused_whole_ones_accepted(small_cnn_s
     factory, states, x, y = small_cnn_setup
     exact = run_audit(factory(), states, (x, y), windows=("all",))
     floats = run_audit(factory(), states, (x, y.numpy().astype(np.float32)), windows=("all",))
+    # One computation: whole float labels become class indices before any float work.
     pd.testing.assert_frame_equal(floats, exact)
     bad = y.numpy().astype(np.float64)
     bad[[2, 19]] = [0.5, 3.25]

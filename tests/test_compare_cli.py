@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from numerics import assert_tables_close
 from torch import nn
 
 from vogflow import cli, compare, tracking
@@ -201,6 +202,7 @@ def compare_runs(uri: str) -> list:
 # compare
 
 
+@pytest.mark.integration
 def test_compare_two_versions_logs_a_compare_run(store: Store, tmp_path: Path, capsys) -> None:
     a, b = f"models:/{MODEL}/1", f"models:/{MODEL}/2"
     before = {r.info.run_id for r in compare_runs(store.uri)}
@@ -236,6 +238,7 @@ def test_compare_two_versions_logs_a_compare_run(store: Store, tmp_path: Path, c
     assert sorted(m.step for m in history) == list(range(10))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "other",
     ["audit", "score_run", f"models:/{MODEL}@champion"],
@@ -262,6 +265,7 @@ def test_identical_audits_agree_fully(store: Store, tmp_path: Path, capsys, othe
     assert report["notes"] == ["movers grid skipped (--no-images)"]
 
 
+@pytest.mark.integration
 def test_compare_does_not_depend_on_images(store: Store, tmp_path: Path, capsys) -> None:
     moved = store.npz.rename(store.npz.with_suffix(".moved"))
     try:
@@ -274,6 +278,7 @@ def test_compare_does_not_depend_on_images(store: Store, tmp_path: Path, capsys)
     assert not (tmp_path / "c" / "figures" / "movers.png").exists()
 
 
+@pytest.mark.integration
 def test_planted_swap_is_the_top_mover(store: Store, tmp_path: Path) -> None:
     args = ["compare", f"models:/{MODEL}/1", f"models:/{MODEL}/3", *FAST, "--score", "late_label"]
     assert cli.main([*args, "--no-images", "--out", str(tmp_path / "c")]) == 0
@@ -286,6 +291,7 @@ def test_planted_swap_is_the_top_mover(store: Store, tmp_path: Path) -> None:
     assert (movers["shift"].iloc[2:] == 0).all()  # nothing else moved
 
 
+@pytest.mark.integration
 def test_mismatched_labels_fail_clearly(store: Store, capsys) -> None:
     args = ["compare", f"models:/{MODEL}/1", store.audits["relabelled"], *FAST]
     assert cli.main(args) == 2
@@ -294,12 +300,14 @@ def test_mismatched_labels_fail_clearly(store: Store, capsys) -> None:
     assert "index 0:" in err and "different datasets" in err
 
 
+@pytest.mark.integration
 def test_mismatched_sizes_fail_clearly(store: Store) -> None:
     a = store.tables["a"]
     with pytest.raises(compare.CompareError, match=f"A has {N_TEST} examples and B has 50"):
         compare.align(a, a.head(50), column=SCORE)
 
 
+@pytest.mark.integration
 def test_unknown_references_fail_clearly(store: Store, capsys) -> None:
     assert cli.main(["compare", f"models:/{MODEL}/9", f"models:/{MODEL}/1"]) == 2
     assert "versions of 'vogflow-main': 1, 2, 3" in one_line_error(capsys, "compare")
@@ -320,6 +328,7 @@ def _printed_indices(out: str) -> list[int]:
     return [int(line.split()[1]) for line in lines[start + 1 :] if line.strip()]
 
 
+@pytest.mark.integration
 def test_top_prints_the_k_hardest_in_order(store: Store, capsys) -> None:
     assert cli.main(["top", f"models:/{MODEL}/1", "-k", "7"]) == 0
     table = store.tables["a"]
@@ -402,6 +411,7 @@ def test_top_shows_the_audits_own_ranking_and_any_seed_mean(store: Store, capsys
     assert "a seed mean needs the audit's seed runs" in err and "or use hard_aum" in err
 
 
+@pytest.mark.integration
 def test_top_unknown_score_lists_the_valid_ones(store: Store, capsys) -> None:
     assert cli.main(["top", f"models:/{MODEL}/1", "--score", "middle_label"]) == 2
     err = one_line_error(capsys, "top")
@@ -426,6 +436,7 @@ def user_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, P
     return {"npz": write_npz(tmp_path / "mine.npz"), "ckpts": ckpts, "root": tmp_path}
 
 
+@pytest.mark.integration
 def test_audit_end_to_end_natural_order(
     user_project: dict[str, Path], store: Store, capsys
 ) -> None:
@@ -462,14 +473,14 @@ def test_audit_end_to_end_natural_order(
     raw = load_raw(DataConfig(name="npz", path=str(user_project["npz"])))
     paths = [ckpts / f"epoch_{e}.pt" for e in (1, 2, 10)]
     direct = audit(tiny(), paths, (raw.x_test, raw.y_test), window_size=2, progress=False)
-    pd.testing.assert_frame_equal(table, direct)
+    assert_tables_close(table, direct)
 
     # A folder works the same, and --track logs an audit (into the module's store: a new SQLite
     # store costs seconds of schema migrations) that `vogflow top` reads back.
     assert cli.main([*args[:4], str(ckpts), *args[5:], "--track"]) == 0
     printed = capsys.readouterr().out
     run_id = printed.split("logged to MLflow: run ")[1].split()[0]
-    pd.testing.assert_frame_equal(read(out), direct)
+    assert_tables_close(read(out), direct)
     assert cli.main(["top", run_id, "-k", "4"]) == 0
     expected = direct.sort_values(DEFAULT, ascending=False, kind="stable")["index"].head(4)
     assert _printed_indices(capsys.readouterr().out) == expected.tolist()

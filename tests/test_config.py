@@ -194,6 +194,7 @@ def test_dataclass_defaults_are_the_shipped_params(shipped):
         assert section_dict(cls()) == shipped[name], name
 
 
+@pytest.mark.integration
 def test_shipped_params_pass_the_pipeline_check_without_torch():
     code = (
         "import sys\n"

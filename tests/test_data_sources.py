@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numerics import assert_arrays_close
 
 from vogflow.config import ConfigError, DataConfig
 from vogflow.data import load_dataset
@@ -501,7 +502,7 @@ def test_load_dataset_npz_is_normalised(tmp_path):
     assert ds.input_shape == (3, 6, 6) and len(ds.train) == 20 and len(ds.test) == 5
     assert ds.augment == "none"
     raw01 = x_train.transpose(0, 3, 1, 2).astype(np.float32) / 255
-    np.testing.assert_allclose(ds.mean, raw01.mean(axis=(0, 2, 3)), rtol=1e-5)
+    assert_arrays_close(ds.mean, raw01.mean(axis=(0, 2, 3)))
     # Statistics come from the training split, so it is standardised per channel.
     np.testing.assert_allclose(ds.train.x.mean(axis=(0, 2, 3)), 0.0, atol=1e-5)
     np.testing.assert_allclose(ds.train.x.std(axis=(0, 2, 3)), 1.0, atol=1e-4)

@@ -17,9 +17,12 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import SmallCNN, models_from, perturbed_checkpoints
+from numerics import assert_arrays_close, assert_tables_close
+from processes import HUNG_AFTER_S
 from torch.utils.data import TensorDataset
+from vog_reference import SmallCNN, models_from, perturbed_checkpoints
 
+from vogflow import procgroup
 from vogflow.distributed import assemble, shard_rows
 from vogflow.engine import run_extraction
 from vogflow.gradients import GradientError, Health, check_health
@@ -27,7 +30,7 @@ from vogflow.io import read_npz, write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 # Batches of 4 over 24 rows: the ranks' ranges (12 + 12) start on batch boundaries of one
-# process, so every batch is the same rows and the results are the same bits.
+# process, so every batch holds the same rows as there; the unaligned case splits batches.
 ALIGNED, UNALIGNED, BATCH = 24, 23, 4
 
 
@@ -67,10 +70,15 @@ def worker(case: str, out: str) -> None:
     torch.set_num_threads(1)
     try:
         extraction = extract_case(case)
-    except GradientError as err:
-        if int(os.environ["RANK"]) == 0:
+    except Exception as err:
+        if procgroup.reported_by_rank0(err):
+            # Rank 0 names this rank's failure: leaving first would let torchrun stop rank 0
+            # before it says so, however fast rank 0 runs. As the stages and the CLI do.
+            procgroup.outlive_rank0()
+            sys.exit(1)
+        if isinstance(err, GradientError) and int(os.environ["RANK"]) == 0:
             sys.exit(f"{case}: {err}")
-        sys.exit(1)
+        raise
     if int(os.environ["RANK"]) == 0:
         write_npz(out, **extraction.arrays())
     else:
@@ -83,7 +91,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 120):
+def torchrun(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = HUNG_AFTER_S):
     cmd = [
         sys.executable,
         "-m",
@@ -130,6 +138,7 @@ def test_merged_health_fails_like_one_process_on_dataset_indices():
         check_health(Health.merge([Health(0, [], [], False, {}, windows)] * 2))
 
 
+@pytest.mark.integration
 def test_two_ranks_give_the_rows_of_one_process(tmp_path):
     torch.set_num_threads(1)
     for case in ("aligned", "unaligned"):
@@ -142,12 +151,10 @@ def test_two_ranks_give_the_rows_of_one_process(tmp_path):
         for key, want in single.items():
             got = sharded[key]
             assert got.dtype == want.dtype and got.shape == want.shape, key
-            if case == "aligned" or not np.issubdtype(want.dtype, np.floating):
-                np.testing.assert_array_equal(got, want, err_msg=key)
-            else:
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=key)
+            assert_arrays_close(got, want, err_msg=key)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "case, message",
     [
@@ -186,7 +193,7 @@ def test_assemble_keeps_dtypes_and_rank_order():
     ]
     merged = assemble(halves).arrays()
     for key, want in whole.arrays().items():
-        np.testing.assert_array_equal(merged[key], want, err_msg=key)
+        assert_arrays_close(merged[key], want, err_msg=key)
         assert merged[key].dtype == want.dtype
 
 
@@ -217,7 +224,7 @@ def trained(tmp_path_factory):
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HUNG_AFTER_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return project
@@ -242,7 +249,9 @@ def run_alone(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
 
 
 @pytest.fixture(scope="module")
@@ -260,13 +269,11 @@ def assert_same_outputs(got_dir: Path, want_dir: Path) -> None:
         assert sorted(got) == sorted(want)
         for key in want:
             assert got[key].dtype == want[key].dtype, key
-            if np.issubdtype(want[key].dtype, np.floating):
-                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-7)
-            else:
-                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+            assert_arrays_close(got[key], want[key], err_msg=key)
     assert (got_dir / "gradients.json").read_text() == (want_dir / "gradients.json").read_text()
 
 
+@pytest.mark.integration
 def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained, one_process):
     sharded = torchrun(*stage_args("two"), cwd=trained)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
@@ -275,6 +282,7 @@ def test_the_stage_on_two_ranks_writes_what_one_process_writes(trained, one_proc
     assert_same_outputs(trained / "two", one_process)
 
 
+@pytest.mark.integration
 def test_gradients_processes_starts_the_stage_under_torchrun_itself(trained, one_process):
     """`gradients.processes: 2` with the plain command dvc.yaml runs: the sharded outputs."""
     params = yaml.safe_load((trained / "params.yaml").read_text())
@@ -287,6 +295,7 @@ def test_gradients_processes_starts_the_stage_under_torchrun_itself(trained, one
     assert_same_outputs(trained / "self", one_process)
 
 
+@pytest.mark.integration
 def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_path):
     """`vogflow audit --processes 2`: torchrun ranks, one report, one file, the same rows."""
     from sklearn.datasets import load_digits
@@ -311,12 +320,8 @@ def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_pat
     assert two.stdout.count("wrote ") == 1, two.stdout  # rank 0 alone reports and writes
     want = pd.read_parquet(tmp_path / "one.parquet")
     got = pd.read_parquet(tmp_path / "two.parquet")
-    assert list(got.columns) == list(want.columns) and len(got) == 101
-    for column in want.columns:
-        if pd.api.types.is_float_dtype(want[column]):
-            np.testing.assert_allclose(got[column], want[column], rtol=1e-5, atol=1e-7)
-        else:
-            np.testing.assert_array_equal(got[column], want[column], err_msg=column)
+    assert len(got) == 101
+    assert_tables_close(got, want)
     bad = audit("bad.parquet", "--processes", "2", "--window-size", "9")
     assert bad.returncode != 0
     # One line, not one per rank, nor the launcher's page of traceback about the same failure.
@@ -325,6 +330,38 @@ def test_vogflow_audit_on_two_processes_writes_the_table_of_one(trained, tmp_pat
     assert not (tmp_path / "bad.parquet").exists()
 
 
+@pytest.mark.integration
+def test_a_refusal_every_rank_meets_is_said_once_however_late_rank_0_gets_there(trained, tmp_path):
+    """Both ranks refuse the same bad argument before any work; rank 1 gets there first (rank 0
+    is held back 20 s here, as a loaded machine may), and waits for rank 0 to say it instead of
+    leaving, which would make torchrun stop rank 0 before it said anything."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x_train=x[:20], y_train=digits.target[:20],
+             x_test=x[20:40], y_test=digits.target[20:40])  # fmt: skip
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(20)\n"
+    )
+    command = [sys.executable, "-m", "vogflow.cli", "audit", "--processes", "2", "--quiet"]
+    command += ["--checkpoints", str(trained / "runs/main/checkpoints"), "--window-size", "9"]
+    command += ["--data", f"npz:{tmp_path / 'd.npz'}", "--out", str(tmp_path / "bad.parquet")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(ROOT)])}
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith("vogflow audit: error: window 'early' of size 9"), done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert not (tmp_path / "bad.parquet").exists()
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("death", ["raise", "exit"])
 def test_the_stage_fails_whole_when_a_rank_dies(trained, tmp_path, death):
     """Rank 1 fails mid-extraction: nonzero exit, nothing written; a raise is named in one line

@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
+from numerics import assert_arrays_close
+from processes import HUNG_AFTER_S
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,13 +43,13 @@ def test_readme_text_example_runs_in_python_and_from_the_shell(tmp_path, monkeyp
     assert cli.main(shell.split()[1:] + ["--quiet"]) == 0, capsys.readouterr().err
     from_shell = read(tmp_path / "dev.parquet")
     assert list(from_shell["text"]) == list(table["text"])
-    np.testing.assert_allclose(from_shell["vog_late_label"], table["vog_late_label"], rtol=1e-5)
+    assert_arrays_close(from_shell["vog_late_label"], table["vog_late_label"])
 
 
 def test_readme_shows_the_two_setup_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     assert "pip install -e . && dvc repro" in readme
-    test_command = 'pip install -e ".[test]" && pytest && pytest -m slow'
+    test_command = 'pip install -e ".[test]" && pytest && pytest -m integration && pytest -m slow'
     assert test_command in readme
     assert test_command in (ROOT / ".ci" / "run").read_text()
 
@@ -69,11 +70,12 @@ def train_stage(folder: Path, run: str) -> subprocess.CompletedProcess:
         cwd=folder,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HUNG_AFTER_S,
         env={**os.environ, "VOGFLOW_TRACKING": "off"},
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -94,6 +96,7 @@ def test_a_stage_with_a_bad_param_fails_before_any_work(tmp_path, edit, message)
     assert not (tmp_path / "ck").exists() and not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.integration
 def test_a_stage_for_an_undefined_run_names_the_defined_ones(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     out = train_stage(tmp_path, "mian")
@@ -101,6 +104,7 @@ def test_a_stage_for_an_undefined_run_names_the_defined_ones(tmp_path):
     assert "--run: 'mian' is not a run; defined runs: main, seed1" in out.stderr
 
 
+@pytest.mark.integration
 def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     (tmp_path / "ck").mkdir()
@@ -121,7 +125,7 @@ def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HUNG_AFTER_S,
         env={**os.environ, "VOGFLOW_TRACKING": "off"},
     )
     assert out.returncode == 2, out.stderr
@@ -131,6 +135,7 @@ def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
     assert not (tmp_path / "g").exists() and not (tmp_path / "g.json").exists()
 
 
+@pytest.mark.integration
 def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     code = (
@@ -138,7 +143,11 @@ def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
         "with stage('demo'):\n    raise KeyError('a bug')\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=HUNG_AFTER_S,
     )
     assert out.returncode == 1 and "Traceback" in out.stderr and "KeyError" in out.stderr
 

@@ -404,6 +404,7 @@ def test_save_releases_figure_and_overwrites(tmp_path):
     assert path.exists()
 
 
+@pytest.mark.integration
 def test_module_imports_no_heavy_or_global_plotting_state():
     # A fresh interpreter: this test process may already have loaded these for other tests.
     code = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SmallCNN, direct_gradients, direct_vog, models_from
+from numerics import assert_arrays_close
 from torch import nn
+from vog_reference import SmallCNN, direct_gradients, direct_vog, models_from
 
 from vogflow.gradients import GradientError, duplicate_checkpoints, extract, tensor_batches
 from vogflow.vog import vog_raw, window_indices
@@ -34,7 +35,7 @@ def test_streaming_equals_direct_reference(small_cnn_setup):
     for window in ("early", "late", "all"):
         idx = window_indices(k, window)
         expected = direct_vog(full[idx])
-        np.testing.assert_allclose(result.vog_raw[f"{window}_label"], expected, rtol=1e-4)
+        assert_arrays_close(result.vog_raw[f"{window}_label"], expected)
         # The reference form in vog.py agrees with both.
         np.testing.assert_allclose(vog_raw(full[idx].mean(axis=2)), expected, rtol=1e-10)
     # ... and differs from the known misreadings of eq. 3.
@@ -54,7 +55,7 @@ def test_pred_mode_uses_final_checkpoint_prediction(small_cnn_setup):
         final_pred = final(x).argmax(1)
     np.testing.assert_array_equal(result.pred, final_pred.numpy())
     full = direct_gradients(models_from(factory, states), x, final_pred)
-    np.testing.assert_allclose(result.vog_raw["all_pred"], direct_vog(full), rtol=1e-4)
+    assert_arrays_close(result.vog_raw["all_pred"], direct_vog(full))
     # Labels and predictions differ on random models, so the two modes must too.
     assert (final_pred != y).any()
     assert not np.allclose(result.vog_raw["all_pred"], result.vog_raw["all_label"])
@@ -106,15 +107,15 @@ def test_pred_mode_runs_only_where_the_prediction_is_not_the_label(small_cnn_set
     k = len(states)
     for window in ("early", "late", "all"):
         got = both.vog_raw[f"{window}_pred"]
-        np.testing.assert_allclose(got, alone.vog_raw[f"{window}_pred"], rtol=1e-5)
-        np.testing.assert_allclose(got, direct_vog(direct[window_indices(k, window)]), rtol=1e-4)
+        assert_arrays_close(got, alone.vog_raw[f"{window}_pred"])
+        assert_arrays_close(got, direct_vog(direct[window_indices(k, window)]))
         # Where the prediction is the label the two modes are one computation: the same bits.
         label = both.vog_raw[f"{window}_label"]
         np.testing.assert_array_equal(got[agree], label[agree])
         assert (got[~agree] != label[~agree]).all()
-        # `label` mode is untouched by asking for `pred` too.
+        # `label` mode is untouched by asking for `pred` too: the same computation, the same bits.
         np.testing.assert_array_equal(label, label_only.vog_raw[f"{window}_label"])
-    for name, value in alone.stats.items():
+    for name, value in alone.stats.items():  # the same forward passes: the same bits
         np.testing.assert_array_equal(both.stats[name], value, err_msg=name)
 
 
@@ -127,7 +128,7 @@ def test_pred_mode_costs_nothing_when_every_prediction_is_the_label(small_cnn_se
     result = run(models, x, y, batch_size=8)
     assert [sum(m.rows) for m in models] == [len(y)] * len(models)
     assert [sum(m.backward_rows) for m in models] == [len(y)] * len(models)
-    for window in ("early", "late", "all"):
+    for window in ("early", "late", "all"):  # one backward serves both: the same bits
         np.testing.assert_array_equal(
             result.vog_raw[f"{window}_pred"], result.vog_raw[f"{window}_label"]
         )
@@ -144,6 +145,7 @@ def test_pred_mode_where_most_predictions_are_not_the_label(small_cnn_setup):
     assert [sum(m.rows) for m in models] == [len(y)] * len(models)
     assert [sum(m.backward_rows) for m in models] == [2 * len(y)] * len(models)
     alone = run(models_from(factory, states), x, y, batch_size=23, label_modes=("pred",))
+    # The same backward kernels on the same graph and inputs: the same bits on any CPU.
     for key, scores in alone.vog_raw.items():
         np.testing.assert_array_equal(both.vog_raw[key], scores)
 
@@ -152,9 +154,9 @@ def test_batch_size_and_checkpoint_order_do_not_change_all_window(small_cnn_setu
     factory, states, x, y = small_cnn_setup
     a = run(models_from(factory, states), x, y, batch_size=1, label_modes=("label",))
     b = run(models_from(factory, states), x, y, batch_size=23, label_modes=("label",))
-    np.testing.assert_allclose(a.vog_raw["all_label"], b.vog_raw["all_label"], rtol=1e-5)
+    assert_arrays_close(a.vog_raw["all_label"], b.vog_raw["all_label"])
     rev = run(models_from(factory, states[::-1]), x, y, label_modes=("label",))
-    np.testing.assert_allclose(rev.vog_raw["all_label"], a.vog_raw["all_label"], rtol=1e-5)
+    assert_arrays_close(rev.vog_raw["all_label"], a.vog_raw["all_label"])
 
 
 class Gated(nn.Module):
@@ -281,7 +283,7 @@ def test_bf16_on_the_cpu_is_refused_and_tf32_runs_fp32(small_cnn_setup):
     fp32 = run(models_from(factory, states), x, y, label_modes=("label",))
     with pytest.warns(UserWarning, match="'tf32' has no effect on the cpu device; running fp32"):
         tf32 = run(models_from(factory, states), x, y, label_modes=("label",), precision="tf32")
-    for key, scores in fp32.vog_raw.items():
+    for key, scores in fp32.vog_raw.items():  # tf32 runs the fp32 computation: the same bits
         np.testing.assert_array_equal(tf32.vog_raw[key], scores)
 
 
@@ -289,6 +291,7 @@ def test_fractional_labels_are_refused_not_truncated(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     whole = run(models_from(factory, states), x, y.double(), label_modes=("label",))
     exact = run(models_from(factory, states), x, y, label_modes=("label",))
+    # One computation: whole float labels become class indices before any float work.
     np.testing.assert_array_equal(whole.vog_raw["all_label"], exact.vog_raw["all_label"])
     bad = y.double()
     bad[9] = 1.5
@@ -312,6 +315,7 @@ def test_a_caller_under_no_grad_still_gets_input_gradients(small_cnn_setup):
     expected = run(models_from(factory, states), x, y, label_modes=("label",))
     with torch.no_grad():
         got = run(models_from(factory, states), x, y, label_modes=("label",))
+    # The same computation, rerun: the same bits.
     np.testing.assert_array_equal(got.vog_raw["all_label"], expected.vog_raw["all_label"])
 
 
@@ -341,7 +345,7 @@ def test_linear_model_gradient_is_its_weight_row():
     result = run(models, x, y, label_modes=("label",))
     rows = np.stack([wt.numpy()[y.numpy()].reshape(6, c, h, w).mean(1) for wt in weights])
     expected = rows.std(0).reshape(6, -1).mean(1)
-    np.testing.assert_allclose(result.vog_raw["all_label"], expected, rtol=1e-5)
+    assert_arrays_close(result.vog_raw["all_label"], expected)
 
 
 def test_eval_mode_used_and_previous_mode_restored(small_cnn_setup):
@@ -359,7 +363,7 @@ def test_eval_mode_used_and_previous_mode_restored(small_cnn_setup):
     np.testing.assert_array_equal(result.vog_raw["all_label"], again.vog_raw["all_label"])
     # And equal to the eval-mode reference (BatchNorm running stats, no dropout).
     full = direct_gradients(models_from(factory, states), x, y)
-    np.testing.assert_allclose(result.vog_raw["all_label"], direct_vog(full), rtol=1e-4)
+    assert_arrays_close(result.vog_raw["all_label"], direct_vog(full))
 
 
 def test_permuting_the_data_permutes_the_scores(small_cnn_setup):
@@ -368,13 +372,11 @@ def test_permuting_the_data_permutes_the_scores(small_cnn_setup):
     a = run(models_from(factory, states), x, y)
     b = run(models_from(factory, states), x[perm], y[perm])
     for key in a.vog_raw:
-        np.testing.assert_allclose(b.vog_raw[key], a.vog_raw[key][perm.numpy()], rtol=1e-5)
+        assert_arrays_close(b.vog_raw[key], a.vog_raw[key][perm.numpy()], err_msg=key)
     # A permutation changes which rows share a batch, and the CPU's kernels may then sum in
     # another order (AVX-512 Intel differs from AMD by ~2e-6): equal to float tolerance.
     for key in ("loss", "margin", "el2n", "msp"):
-        np.testing.assert_allclose(
-            b.stats[key], a.stats[key][:, perm.numpy()], rtol=1e-5, atol=1e-6, err_msg=key
-        )
+        assert_arrays_close(b.stats[key], a.stats[key][:, perm.numpy()], err_msg=key)
     np.testing.assert_array_equal(b.stats["pred"], a.stats["pred"][:, perm.numpy()])
 
 
@@ -386,12 +388,12 @@ def test_per_checkpoint_stats(small_cnn_setup):
         with torch.no_grad():
             logits = model.eval()(x)
         loss = nn.functional.cross_entropy(logits, y, reduction="none")
-        np.testing.assert_allclose(result.stats["loss"][t], loss.numpy(), rtol=1e-5, atol=1e-6)
+        assert_arrays_close(result.stats["loss"][t], loss.numpy())
         np.testing.assert_array_equal(result.stats["pred"][t], logits.argmax(1).numpy())
         other = logits.clone()
         other[torch.arange(len(y)), y] = -np.inf
         margin = logits[torch.arange(len(y)), y] - other.max(1).values
-        np.testing.assert_allclose(result.stats["margin"][t], margin.numpy(), rtol=1e-5)
+        assert_arrays_close(result.stats["margin"][t], margin.numpy())
     assert result.stats["loss"].shape == (len(states), len(y))
 
 
@@ -454,7 +456,7 @@ def test_channels_last_gives_the_same_scores_and_leaves_the_model_as_it_was(smal
     fast = run(models, x, y, channels_last=True)
     for key, value in plain.vog_raw.items():
         # Another layout sums in another order: equal to float rounding, not bit for bit.
-        np.testing.assert_allclose(fast.vog_raw[key], value, rtol=1e-5, atol=1e-9)
+        assert_arrays_close(fast.vog_raw[key], value, err_msg=key)
     np.testing.assert_array_equal(fast.pred, plain.pred)
     for model in models:
         conv = next(p for p in model.parameters() if p.dim() == 4)
@@ -468,5 +470,5 @@ def test_channels_last_gives_the_same_scores_and_leaves_the_model_as_it_was(smal
     points = [nn.Linear(5, 3) for _ in range(4)]
     xp, yp = torch.randn(9, 5), torch.randint(0, 3, (9,))
     a, b = run(points, xp, yp), run(points, xp, yp, channels_last=True)
-    for key, value in a.vog_raw.items():
+    for key, value in a.vog_raw.items():  # the same computation: the same bits
         np.testing.assert_array_equal(b.vog_raw[key], value)

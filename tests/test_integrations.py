@@ -12,9 +12,10 @@ import subprocess
 import sys
 import textwrap
 
-import pandas as pd
 import pytest
 import torch
+from numerics import assert_tables_close
+from processes import HUNG_AFTER_S
 from torch import nn
 
 from vogflow import sources
@@ -51,6 +52,7 @@ def run_audit(model, checkpoints, **kw):
     return audit(model, checkpoints, (x, y), progress=False, device="cpu", batch_size=8, **kw)
 
 
+@pytest.mark.integration
 def test_importing_vogflow_imports_no_framework_and_a_missing_one_names_its_extra():
     code = textwrap.dedent(
         """
@@ -74,7 +76,9 @@ def test_importing_vogflow_imports_no_framework_and_a_missing_one_names_its_extr
         print("ok")
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HUNG_AFTER_S
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
@@ -137,6 +141,7 @@ def lightning_fit(folder, out, *, max_epochs=EPOCHS, ckpt_path=None, seed=0):
     return module, seen.seen
 
 
+@pytest.mark.integration
 def test_lightning_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
     folder, out = tmp_path / "ckpts", tmp_path / "lightning"
     _, seen = lightning_fit(folder, out)
@@ -147,7 +152,7 @@ def test_lightning_callback_folder_audits_like_the_weights_the_trainer_held(tmp_
     # The inner model is recorded: the folder audits with the user's plain nn.Module.
     assert manifest["model_class"] == f"{__name__}.Net"
     direct = run_audit(Net(), [seen[e] for e in SAVED])
-    pd.testing.assert_frame_equal(run_audit(Net(), folder), direct)
+    assert_tables_close(run_audit(Net(), folder), direct)
 
     # The Trainer's own .ckpt files (0-based names, hyper-parameters inside) load without pickle.
     with sources.resolve(str(out / "*.ckpt")) as source:
@@ -155,14 +160,14 @@ def test_lightning_callback_folder_audits_like_the_weights_the_trainer_held(tmp_
             f"epoch={e}.ckpt" for e in range(EPOCHS)
         ]
         from_ckpts = run_audit(Net(), source.for_audit())
-    pd.testing.assert_frame_equal(from_ckpts, run_audit(Net(), [seen[e] for e in sorted(seen)]))
+    assert_tables_close(from_ckpts, run_audit(Net(), [seen[e] for e in sorted(seen)]))
 
     # Resumed from the end of epoch 2, the run replays epochs 3..5 into the same folder.
     _, again = lightning_fit(folder, tmp_path / "resumed", ckpt_path=out / "epoch=1.ckpt")
     assert sorted(again) == [3, 4, 5]
     manifest = read_manifest(folder)
     assert manifest["complete"] and [e["epoch"] for e in manifest["checkpoints"]] == SAVED
-    pd.testing.assert_frame_equal(run_audit(Net(), folder), direct)
+    assert_tables_close(run_audit(Net(), folder), direct)
 
 
 class Payload:
@@ -194,6 +199,7 @@ def test_a_lightning_ckpt_with_a_pickled_payload_is_refused_and_never_runs(tmp_p
 # Hugging Face
 
 
+@pytest.mark.integration
 def test_hf_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -247,7 +253,7 @@ def test_hf_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
     assert manifest["complete"] and [e["epoch"] for e in manifest["checkpoints"]] == SAVED
     assert manifest["classes"] == ["a", "b", "c"]
     direct = run_audit(Net(), [seen[e] for e in SAVED])
-    pd.testing.assert_frame_equal(run_audit(Net(), tmp_path / "ckpts"), direct)
+    assert_tables_close(run_audit(Net(), tmp_path / "ckpts"), direct)
 
     # The Trainer's own checkpoint-<step>/model.safetensors folders, sorted by step.
     with sources.resolve(tmp_path / "trainer") as source:
@@ -256,7 +262,7 @@ def test_hf_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
             f"checkpoint-{2 * e}/model.safetensors" for e in range(1, EPOCHS + 1)
         ]
         from_trainer = run_audit(Net(), source.for_audit())
-    pd.testing.assert_frame_equal(from_trainer, run_audit(Net(), [seen[e] for e in sorted(seen)]))
+    assert_tables_close(from_trainer, run_audit(Net(), [seen[e] for e in sorted(seen)]))
 
     # A run stopped inside an epoch (max_steps 7: 3.5 epochs) records its 3 whole epochs,
     # complete, and never the part epoch's weights in place of a whole one.
@@ -268,7 +274,7 @@ def test_hf_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
         Trainer(Net(), steps, train_dataset=Examples(), callbacks=[part, watcher]).train()
     manifest = read_manifest(tmp_path / "part")
     assert manifest["complete"] and [e["epoch"] for e in manifest["checkpoints"]] == [1, 2, 3]
-    pd.testing.assert_frame_equal(
+    assert_tables_close(
         run_audit(Net(), tmp_path / "part"), run_audit(Net(), [seen[e] for e in (1, 2, 3)])
     )
 
@@ -277,4 +283,4 @@ def test_hf_callback_folder_audits_like_the_weights_the_trainer_held(tmp_path):
     assert sorted(resumed) == [3, 4, 5]
     manifest = read_manifest(tmp_path / "ckpts")
     assert manifest["complete"] and [e["epoch"] for e in manifest["checkpoints"]] == SAVED
-    pd.testing.assert_frame_equal(run_audit(Net(), tmp_path / "ckpts"), direct)
+    assert_tables_close(run_audit(Net(), tmp_path / "ckpts"), direct)

@@ -46,7 +46,9 @@ def tiny_params() -> dict:
     return params
 
 
-def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 1500, ok: bool = True):
+# A limit for a hung command, not a speed: a loaded 2-core machine took over 25 minutes for
+# the audited project's first `dvc repro`.
+def sh(cmd: list[str], cwd: Path, env: dict, timeout: int = 3600, ok: bool = True):
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if ok:
         assert out.returncode == 0, (
@@ -63,7 +65,8 @@ def commit(repo: Path, env: dict, message: str) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A copy of the project in a fresh git repository, `dvc init`-ed, with tiny params, audited
-    from a clean commit."""
+    from a clean commit and the audit committed. Tests read it; one that changes the project
+    works on its own copy (`changeable`), so no test depends on which ran before it."""
     repo = tmp_path_factory.mktemp("audit")
     for name in ("dvc.yaml", "pyproject.toml", "README.md", ".gitignore", ".vogflow/builtin-data"):
         (repo / name).parent.mkdir(exist_ok=True)
@@ -79,7 +82,16 @@ def project(tmp_path_factory):
     sh(["dvc", "config", "core.autostage", "true"], repo, env)
     commit(repo, env, "init")
     log = sh(["dvc", "repro"], repo, env).stdout
+    commit(repo, env, "audit")
     return repo, env, log
+
+
+def changeable(project, folder: Path) -> tuple[Path, dict]:
+    """The audited project copied for one test that edits params or code, reruns or commits."""
+    repo, env, _ = project
+    copy = folder / "audit"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy, {**env, "PYTHONPATH": str(copy)}
 
 
 def client_for(repo: Path):
@@ -195,8 +207,8 @@ def test_the_registered_model_loads_without_pickle_and_matches_the_checkpoint(pr
     assert list(stored.rglob("*.pt2")) and not list(stored.rglob("*.pkl"))
 
 
-def test_second_repro_and_forced_track_log_nothing_new(project):
-    repo, env, _ = project
+def test_second_repro_and_forced_track_log_nothing_new(project, tmp_path):
+    repo, env = changeable(project, tmp_path)
     before = len(audits(repo))
     assert "Running stage" not in sh(["dvc", "repro"], repo, env).stdout
     out = sh(["dvc", "repro", "-f", "-s", "track"], repo, env).stdout
@@ -204,8 +216,8 @@ def test_second_repro_and_forced_track_log_nothing_new(project):
     assert len(audits(repo)) == before
 
 
-def test_a_bad_param_is_refused_before_any_output_is_removed(project):
-    repo, env, _ = project
+def test_a_bad_param_is_refused_before_any_output_is_removed(project, tmp_path):
+    repo, env = changeable(project, tmp_path)
     params_file = repo / "params.yaml"
     good = params_file.read_text()
     kept = {p: p.read_bytes() for p in (repo / "runs" / "main").glob("*.json")}
@@ -223,8 +235,8 @@ def test_a_bad_param_is_refused_before_any_output_is_removed(project):
     sh(["dvc", "repro"], repo, env)  # the marker comes back; nothing else reruns
 
 
-def test_a_scoring_param_reruns_scoring_and_logs_a_complete_audit(project):
-    repo, env, _ = project
+def test_a_scoring_param_reruns_scoring_and_logs_a_complete_audit(project, tmp_path):
+    repo, env = changeable(project, tmp_path)
     before = len(audits(repo))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["vog"]["normalise"] = "abs"
@@ -242,8 +254,8 @@ def test_a_scoring_param_reruns_scoring_and_logs_a_complete_audit(project):
     assert (table["vog_late_label"] >= 0).all()  # |z| now
 
 
-def test_editing_the_equations_marks_scoring_stale(project):
-    repo, env, _ = project
+def test_editing_the_equations_marks_scoring_stale(project, tmp_path):
+    repo, env = changeable(project, tmp_path)
     vog = repo / "vogflow" / "vog.py"
     original = vog.read_text()
     try:
@@ -254,8 +266,8 @@ def test_editing_the_equations_marks_scoring_stale(project):
         vog.write_text(original)
 
 
-def test_a_corrupted_checkpoint_is_rebuilt_not_cached(project):
-    repo, env, _ = project
+def test_a_corrupted_checkpoint_is_rebuilt_not_cached(project, tmp_path):
+    repo, env = changeable(project, tmp_path)
     path = repo / "runs" / "main" / "checkpoints" / "epoch_0003.pt"
     good = path.read_bytes()
     path.chmod(0o644)
@@ -268,12 +280,10 @@ def test_a_corrupted_checkpoint_is_rebuilt_not_cached(project):
     assert "up to date" in sh(["dvc", "status", "score@main"], repo, env).stdout
 
 
-def test_experiments_land_in_the_project_store(project):
+def test_experiments_land_in_the_project_store(project, tmp_path):
     from vogflow import cli
 
-    repo, env, _ = project
-    sh(["dvc", "repro"], repo, env)
-    commit(repo, env, "audit")
+    repo, env = changeable(project, tmp_path)
     before = len(audits(repo))
     sh(["dvc", "exp", "run", "-S", "vog.top_k=5", "--name", "topk5"], repo, env)
     sh(["dvc", "exp", "run", "--temp", "-S", "vog.top_k=6", "--name", "topk6"], repo, env)

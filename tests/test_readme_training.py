@@ -28,6 +28,7 @@ def test_every_example_of_the_section_is_tested():
     assert sorted(blocks()) == sorted(("setup", *EXAMPLES))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_readme_training_example_runs(name, tmp_path, monkeypatch):
     code = blocks()

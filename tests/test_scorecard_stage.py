@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from processes import HUNG_AFTER_S
 
 from vogflow import figures
 from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
@@ -116,7 +117,7 @@ def run_stage(folder: Path) -> subprocess.CompletedProcess:
         cwd=folder,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HUNG_AFTER_S,
         env={**os.environ, "VOGFLOW_TRACKING": "off"},
     )
 
@@ -130,6 +131,7 @@ def audit(tmp_path_factory) -> Path:
     return folder / "results" / "scorecard"
 
 
+@pytest.mark.integration
 def test_a_planted_perfect_detector_is_chosen(audit):
     metrics = json.loads((audit / "metrics.json").read_text())
     report = json.loads((audit / "report.json").read_text())
@@ -148,6 +150,7 @@ def test_a_planted_perfect_detector_is_chosen(audit):
     assert (audit / "scorecard.png").stat().st_size > 10_000
 
 
+@pytest.mark.integration
 def test_seeds_that_disagree_make_the_decile_claim_inconclusive(audit):
     claims = json.loads((audit / "report.json").read_text())["claims"]
     late = claims["vog_late_label"]
@@ -177,6 +180,7 @@ def test_the_label_issue_flag_is_scored_on_the_changed_labels(audit):
     assert metrics["f1"] == pytest.approx(2 * p * r / (p + r))
 
 
+@pytest.mark.integration
 def test_metrics_hold_only_scalars(audit):
     metrics = json.loads((audit / "metrics.json").read_text())
 
@@ -194,6 +198,7 @@ def test_metrics_hold_only_scalars(audit):
     assert isinstance(metrics["best_vog"]["split_half"], float)
 
 
+@pytest.mark.integration
 def test_runs_that_scored_different_examples_are_refused(tmp_path):
     _planted(tmp_path, misaligned=True)
     done = run_stage(tmp_path)
@@ -217,6 +222,7 @@ def test_scorecard_figure_draws_one_bar_per_measured_value():
     assert labels[0].get_text() == "a  [chosen]" and labels[0].get_fontweight() == "bold"
 
 
+@pytest.mark.integration
 def test_the_audit_ranks_by_the_configured_score(audit):
     ranked = pd.read_parquet(audit / "ranking" / "test.parquet")
     assert (ranked["rank_by"] == "vog_late_label").all()
@@ -227,6 +233,7 @@ def test_the_audit_ranks_by_the_configured_score(audit):
     assert not (audit / "ranking" / "train.parquet").exists()  # the runs scored no train split
 
 
+@pytest.mark.integration
 def test_auto_ranks_by_the_scorecard_choice_and_a_bad_name_is_refused(tmp_path):
     _planted(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())

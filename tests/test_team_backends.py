@@ -21,9 +21,12 @@ from vogflow.tracking.record import compose, outputs
 from vogflow.tracking.store import git_state
 
 sys.path.insert(0, str(Path(__file__).parent))
+from servers import postgres_uri, team_mlflow_server  # noqa: E402
 from test_tracking import workspace  # noqa: E402 - the planted workspace of the tracking tests
 
 pytestmark = pytest.mark.slow
+# The servers' fixtures, taken here so that only these tests start them.
+__all__ = ["postgres_uri", "team_mlflow_server"]
 ROOT = Path(__file__).resolve().parents[1]
 MAIN_STAGES = ("train@main", "gradients@main", "score@main")
 

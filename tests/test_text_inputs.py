@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import perturbed_checkpoints
+from numerics import assert_arrays_close
+from vog_reference import perturbed_checkpoints
 
 from vogflow import cli
 from vogflow.api import audit
@@ -136,7 +137,7 @@ def test_token_vog_equals_the_direct_reimplementation(bert):
         grads = [direct_token_grads(bert["models"], i, int(p)) for i, p in pairs]
         for window, idx in WINDOWS.items():
             want = [direct_token_vog(g[idx]) for g in grads]
-            np.testing.assert_allclose(got.vog_raw[f"{window}_{mode}"], want, rtol=1e-5)
+            assert_arrays_close(got.vog_raw[f"{window}_{mode}"], want)
     assert min(got.vog_raw["all_label"]) > 1e-4  # far from rounding noise (see the next test)
 
 
@@ -171,7 +172,7 @@ def test_padding_and_neighbours_do_not_change_a_score(bert):
     got = run_extract(models, data, batch_size=3)
     scores.append([got.vog_raw[k][1] for k in sorted(got.vog_raw)])
     for other in scores[1:]:
-        np.testing.assert_allclose(other, scores[0], rtol=1e-5)
+        assert_arrays_close(other, scores[0])
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "roberta"])
@@ -206,7 +207,7 @@ def test_padding_never_counts_for_other_encoders(arch):
                       windows=("all",), device="cpu", progress=False)  # fmt: skip
         scores.append([got.vog_raw[k][0] for k in sorted(got.vog_raw)])
     assert min(scores[0]) > 1e-4
-    np.testing.assert_allclose(scores[1:], [scores[0]] * 2, rtol=1e-5)
+    assert_arrays_close(scores[1:], [scores[0]] * 2)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -235,8 +236,8 @@ def test_a_decoder_classifier_reading_the_last_token_scores_it_unpadded(side):
     short_mask = short_mask if side == "right" else short_mask[::-1]
     together = run([padded_short, long], [short_mask, [1] * len(long)])
     for key, value in alone.vog_raw.items():
-        np.testing.assert_allclose(together.vog_raw[key][0], value[0], rtol=1e-5)
-    np.testing.assert_allclose(together.stats["loss"][:, 0], alone.stats["loss"][:, 0], rtol=1e-5)
+        assert_arrays_close(together.vog_raw[key][0], value[0], err_msg=key)
+    assert_arrays_close(together.stats["loss"][:, 0], alone.stats["loss"][:, 0])
     with torch.no_grad():  # and it is the logit the model gives its own input_ids
         final = models[-1].eval()(input_ids=torch.tensor([short])).logits
     want = float(torch.nn.functional.cross_entropy(final, torch.tensor([1])))
@@ -254,7 +255,7 @@ def test_a_hugging_face_collator_loader_gives_the_same_scores(bert):
     table = audit(bert["base"], bert["states"], loader, device="cpu", progress=False)
     want = run_extract(bert["models"], text_data(bert), batch_size=7)
     for key, value in want.vog_raw.items():
-        np.testing.assert_allclose(table[f"vog_{key}_raw"], value, rtol=1e-5)
+        assert_arrays_close(table[f"vog_{key}_raw"], value, err_msg=key)
 
 
 def test_the_rankings_and_top_tables_carry_the_text(bert, tmp_path):
@@ -291,7 +292,7 @@ def test_a_shard_of_text_data_is_the_same_rows_padded_alone(bert):
     batches, num_batches, n = data.batches(4, rows=range(5, 14))
     part = extract(bert["models"], batches, num_examples=n, device="cpu", progress=False)
     for key, value in part.vog_raw.items():
-        np.testing.assert_allclose(value, whole.vog_raw[key][5:14], rtol=1e-5)
+        assert_arrays_close(value, whole.vog_raw[key][5:14], err_msg=key)
 
 
 def test_text_files_read_as_csv_or_jsonl_with_named_classes(bert, tmp_path):
@@ -349,13 +350,13 @@ def test_cli_audits_a_saved_checkpoint_series_end_to_end(bert, tmp_path, capsys)
     assert table["label"].tolist() == bert["labels"].tolist()
     want = run_extract(bert["models"], text_data(bert), batch_size=6)
     for key, value in want.vog_raw.items():
-        np.testing.assert_allclose(table[f"vog_{key}_raw"], value, rtol=1e-4)
+        assert_arrays_close(table[f"vog_{key}_raw"], value, err_msg=key)
     # The same audit from Python, the model built from the folder's config.json.
     from vogflow.text import TextData
 
     data = TextData.from_file(tmp_path / "dev.csv", folders[-1], label2id=bert["config"].label2id)
     api_table = audit(None, tmp_path / "out", data, device="cpu", progress=False)
-    np.testing.assert_allclose(api_table["vog_all_label"], table["vog_all_label"], rtol=1e-4)
+    assert_arrays_close(api_table["vog_all_label"], table["vog_all_label"])
 
 
 def test_cli_text_refusals_are_one_line(bert, tmp_path, capsys):
@@ -385,6 +386,7 @@ def test_cli_text_refusals_are_one_line(bert, tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.integration
 def test_importing_vogflow_never_imports_transformers():
     code = (
         "import sys, vogflow, vogflow.api, vogflow.cli, vogflow.text, vogflow.engine\n"
@@ -443,7 +445,7 @@ def test_tabular_vog_equals_the_paper_equation(tabular):
     for window, idx in windows.items():
         raw = direct_tabular_vog(states, x, y, idx)
         # The engine's std runs in float32, the reference in float64.
-        np.testing.assert_allclose(table[f"vog_{window}_label_raw"], raw, rtol=1e-4)
+        assert_arrays_close(table[f"vog_{window}_label_raw"], raw)
         np.testing.assert_allclose(
             table[f"vog_{window}_label"], class_z(raw, y.numpy()), rtol=1e-4, atol=1e-6
         )
@@ -476,7 +478,7 @@ def test_cli_audits_tabular_features_from_an_npz(tabular, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     table = pd.read_parquet(tmp_path / "r.parquet")
     raw = direct_tabular_vog(states, x, y, [0, 1, 2, 3, 4])
-    np.testing.assert_allclose(table["vog_all_label_raw"], raw, rtol=1e-4)
+    assert_arrays_close(table["vog_all_label_raw"], raw)
     assert len(table) == len(x)
 
 

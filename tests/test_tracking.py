@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import running_mlflow_server
+from processes import HUNG_AFTER_S
+from servers import running_mlflow_server
 
 from vogflow import tracking
 from vogflow.tracking.record import compose, outputs
@@ -172,6 +173,7 @@ def log(folder: Path, uri: str, **kw):
     )
 
 
+@pytest.mark.integration
 def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -250,6 +252,7 @@ def test_one_audit_one_record_logged_once(tmp_path, monkeypatch):
     assert client.get_run(third).info.start_time >= kids["score@main"].info.start_time
 
 
+@pytest.mark.integration
 def test_runs_an_interrupted_attempt_left_running_are_closed_by_the_next(tmp_path):
     """A store that went away mid-way leaves runs RUNNING; the next attempt closes them."""
     from mlflow.tracking import MlflowClient
@@ -269,6 +272,7 @@ def test_runs_an_interrupted_attempt_left_running_are_closed_by_the_next(tmp_pat
     assert client.get_run(run_id).info.status == "FINISHED"
 
 
+@pytest.mark.integration
 def test_a_copied_project_logs_artifacts_inside_the_copy(tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -294,6 +298,7 @@ def test_a_copied_project_logs_artifacts_inside_the_copy(tmp_path):
         assert files == {"config/dvc.lock", "config/params.yaml"}
 
 
+@pytest.mark.integration
 def test_concurrent_audits_on_a_fresh_store_lose_nothing(tmp_path):
     """Four real processes log at once to a store that does not exist yet."""
     from mlflow.tracking import MlflowClient
@@ -320,7 +325,7 @@ def test_concurrent_audits_on_a_fresh_store_lose_nothing(tmp_path):
         )
         for i in range(4)
     ]
-    results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
+    results = [p.communicate(timeout=HUNG_AFTER_S) + (p.returncode,) for p in procs]
     assert all(code == 0 for _, _, code in results), [err[-800:] for _, err, _ in results]
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("t")
@@ -336,6 +341,7 @@ def mlflow_server(tmp_path_factory):
         yield uri
 
 
+@pytest.mark.integration
 def test_an_audit_logs_to_a_real_server_over_http(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -351,6 +357,7 @@ def test_an_audit_logs_to_a_real_server_over_http(mlflow_server, tmp_path):
     assert {c.info.status for c in children} == {"FINISHED"}
 
 
+@pytest.mark.integration
 def test_the_track_stage_with_a_stopped_server_keeps_outputs_and_says_how_to_log(tmp_path):
     folder = workspace(tmp_path / "p")
     (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -362,7 +369,7 @@ def test_the_track_stage_with_a_stopped_server_keeps_outputs_and_says_how_to_log
         env={**os.environ, "MLFLOW_TRACKING_URI": uri},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HUNG_AFTER_S,
     )
     assert out.returncode != 0
     assert uri in out.stderr and "Traceback" not in out.stderr
@@ -372,6 +379,7 @@ def test_the_track_stage_with_a_stopped_server_keeps_outputs_and_says_how_to_log
     assert {p: b for p, b in before.items() if ".vogflow" not in p.parts} == after
 
 
+@pytest.mark.integration
 def test_tracking_off_logs_nothing(tmp_path):
     folder = workspace(tmp_path / "p")
     (folder / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -381,7 +389,7 @@ def test_tracking_off_logs_nothing(tmp_path):
         env={**os.environ, "VOGFLOW_TRACKING": "off"},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HUNG_AFTER_S,
     )
     assert out.returncode == 0, out.stderr
     assert "tracking is off" in out.stdout

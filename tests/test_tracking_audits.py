@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import running_mlflow_server
+from servers import running_mlflow_server
 from test_team_backends import planted_model
 from test_tracking import workspace
 

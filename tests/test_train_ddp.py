@@ -15,6 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from numerics import assert_arrays_close
+from processes import HUNG_AFTER_S
 from test_distributed import torchrun
 from torch import nn
 
@@ -27,10 +29,8 @@ from vogflow.models import build_model
 from vogflow.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-# Measured between 1 and 2 processes on this recipe: at most 1e-7 after 4 epochs (weights up to
-# 0.5). A mean of the ranks' mean losses instead of weighted sums puts the gradient of an uneven
-# step off by more than 1e-3 (below), and another seed moves weights by ~1e-1, so this tolerance
-# tells them apart.
+# A mean of the ranks' mean losses instead of weighted sums puts the gradient of an uneven step
+# off by more than 1e-3 (below, against ATOL): far outside the float rounding of a sum.
 ATOL = 1e-5
 # 1438 digits training examples in batches of 63, split 32 + 31 between 2 ranks: every step
 # exercises the weighting of uneven shares.
@@ -113,7 +113,7 @@ def test_shares_tile_the_batch_and_their_losses_give_its_mean_gradient(batch, wo
             naive = naive + grads(model, F.cross_entropy(model(xs), ys)) / world
     assert torch.equal(torch.cat(rows), y)  # contiguous, in order, nothing twice
     assert max(len(r) for r in rows) - min(len(r) for r in rows) <= 1
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_arrays_close(got.detach().numpy(), want.detach().numpy())
     full = float(F.cross_entropy(model(x), y).detach())
     assert summed == pytest.approx(full * batch, rel=1e-5)
     if batch % world:
@@ -199,11 +199,27 @@ def two(project, tmp_path_factory):
     return done
 
 
-def max_abs_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+# Two processes sum each step's gradient in another order than one, and training carries each
+# step's rounding into the next: after 4 epochs (92 steps) the weights differ by up to 1e-7 with
+# this machine's AVX-512 kernels but 1e-4 with torch's portable ones (the kernel pass). So the
+# checkpoints agree to 1e-3 of the largest weight, ten times that, while another seed moves
+# weights by ~1e-1; the weighting of uneven shares is checked per step, to float rounding, above.
+TRAINED_RTOL, TRAINED_ATOL_SCALE = 1e-3, 2e-3
 
 
+def assert_weights_close(got: dict, want: dict, where: str) -> None:
+    assert got.keys() == want.keys(), where
+    for key in want:
+        assert_arrays_close(
+            got[key].numpy(),
+            want[key].numpy(),
+            rtol=TRAINED_RTOL,
+            atol_scale=TRAINED_ATOL_SCALE,
+            err_msg=f"{where}: {key}",
+        )
+
+
+@pytest.mark.integration
 def test_two_processes_train_the_checkpoints_of_one(project, two):
     one, ddp_run = project / "one/checkpoints", project / "two/checkpoints"
     want, got = ck.read_manifest(one), ck.read_manifest(ddp_run)
@@ -222,15 +238,15 @@ def test_two_processes_train_the_checkpoints_of_one(project, two):
     }
     assert got["final"] == pytest.approx(want["final"], abs=ONE_TEST_EXAMPLE)
     assert sorted(p.name for p in ddp_run.iterdir()) == sorted(p.name for p in one.iterdir())
-    diffs = [
-        max_abs_diff(ck.load_file(one / c["file"]), ck.load_file(ddp_run / c["file"]))
-        for c in want["checkpoints"]
-    ]
-    assert max(diffs) <= ATOL, diffs
+    for c in want["checkpoints"]:
+        assert_weights_close(
+            ck.load_file(ddp_run / c["file"]), ck.load_file(one / c["file"]), c["file"]
+        )
     # The global metrics: rank 0 logs the loss and accuracy summed over both ranks' shares.
     assert (project / "two/train.json").read_text().count("test_accuracy") == 1
 
 
+@pytest.mark.integration
 def test_only_rank_0_writes_and_reports(two):
     assert "write guard on rank 1" in two.stderr.splitlines()
     assert two.stdout.count("== train@main") == 1
@@ -271,7 +287,7 @@ def test_a_failing_rank_fails_in_one_line_and_the_run_resumes_to_the_same_bits(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HUNG_AFTER_S,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming {Path('killed/checkpoints')} after epoch 2" in again.stdout
@@ -297,7 +313,8 @@ def test_a_failing_rank_fails_in_one_line_and_the_run_resumes_to_the_same_bits(
     assert resumed["platform_before_resume"][0]["world_size"] == 2
     assert "world_size" not in resumed["platform"]
     one = project / "one/checkpoints"
-    last = max_abs_diff(
-        ck.load_file(one / "epoch_0004.pt"), ck.load_file(tmp_path / "other_world/epoch_0004.pt")
+    assert_weights_close(
+        ck.load_file(tmp_path / "other_world/epoch_0004.pt"),
+        ck.load_file(one / "epoch_0004.pt"),
+        "epoch_0004.pt",
     )
-    assert last <= ATOL

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import direct_vog
+from vog_reference import direct_vog
 
 from vogflow import vog
 

@@ -424,13 +424,18 @@ def _peer_rank() -> bool:
     return int(os.environ.get("RANK", "0")) != 0
 
 
-def _outlive_rank0(err: BaseException) -> None:
-    """A peer whose failure rank 0 reports stays until rank 0 has said it (see procgroup)."""
+def _rank0_reports(err: BaseException) -> bool:
+    """Whether rank 0 says this peer's failure, having waited until it has (see procgroup):
+    a failure settled between the ranks, or a refusal every rank meets alike (the same
+    arguments). False if rank 0 was not refused: the peer then says its own."""
     from vogflow import procgroup
 
     chain = [err, err.__cause__] if err.__cause__ is not None else [err]
     if any(procgroup.reported_by_rank0(e) for e in chain):
         procgroup.outlive_rank0()
+        return True
+    procgroup.await_rank0_report()
+    return False
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -1258,8 +1263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except VogflowError as err:
-        if _peer_rank():  # rank 0 reports every rank's failure in its own line
-            _outlive_rank0(err)
+        if _peer_rank() and _rank0_reports(err):  # rank 0 says it, in one line for all ranks
             return 2
         message = " ".join(str(err).split())
         print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)

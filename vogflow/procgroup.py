@@ -248,6 +248,28 @@ def reported_by_rank0(err: BaseException) -> bool:
     return bool(getattr(err, "reported_by_rank0", False))
 
 
+# How long a rank whose refusal rank 0 also meets waits, before any process group exists, for
+# torchrun to stop it once rank 0 has said the refusal and left. A limit, not a speed: on a
+# loaded machine rank 0 may reach the same check many seconds later.
+REPORT_WAIT_S = 180
+
+
+def await_rank0_report(limit_s: float = REPORT_WAIT_S) -> None:
+    """For a rank other than 0 refused by a check every rank makes alike (the same params, the
+    same arguments): wait for rank 0 to say the refusal and leave, which makes torchrun stop this
+    process, so the one line is rank 0's. Leaving first would let torchrun stop rank 0 before it
+    said anything.
+
+    Returns only where rank 0 was not refused (the wait ran out), or where the ranks already share
+    a group (a failure there that :func:`settle` did not carry is this rank's alone): the caller
+    then says its own failure.
+    """
+    import time
+
+    if not dist.is_initialized():
+        time.sleep(limit_s)
+
+
 def outlive_rank0() -> None:
     """Wait until rank 0 leaves the group, for a rank whose failure rank 0 reports.
 
