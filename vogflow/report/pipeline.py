@@ -161,7 +161,8 @@ def build(
     commit = git.get("git.commit", "unknown")
     dirty = git.get("git.dirty") == "true"
     facts = [
-        ("data", data.name + (f" ({data.path})" if data.path else "")),
+        # Built-in datasets name a placeholder path (a DVC dependency only): show the name alone.
+        ("data", data.name + (f" ({data.path})" if data.name in ("npz", "imagefolder") else "")),
         ("model", model.name + (f", {model.hidden} hidden" if model.name == "mlp" else "")),
         ("audited run", run),
         ("commit", commit[:12] + (" + uncommitted changes" if dirty else "")),
