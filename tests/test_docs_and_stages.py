@@ -180,7 +180,7 @@ def test_readme_states_timings_with_their_machine_and_load_and_a_cpu_only_instal
     readme = (ROOT / "README.md").read_text()
     quick = readme[readme.index("## Quick start") : readme.index("## What each stage produces")]
     # Every duration beside the machine and load it was measured on, and what to expect loaded.
-    assert re.search(r"119 s on an idle 2-core machine \(load average 1\.2", quick)
+    assert re.search(r"177 s on an idle 2-core machine \(load average 1\.0", quick)
     assert re.search(r"9 min 49 s on the same kind of 2-core machine shared", quick)
     assert "`uptime`" in quick and "load average" in quick
     assert (
