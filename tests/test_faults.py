@@ -279,7 +279,7 @@ def user_project(tmp_path, monkeypatch):
     """A user's folder: a model module and an npz of 4x4 greyscale images, 3 classes."""
     import numpy as np
 
-    (tmp_path / "nets.py").write_text(NETS)
+    (tmp_path / "fault_nets.py").write_text(NETS)
     rng = np.random.default_rng(0)
     np.savez(
         tmp_path / "d.npz",
@@ -307,9 +307,9 @@ def test_api_refuses_a_non_finite_checkpoint_naming_file_and_tensor(tmp_path, ba
     from vogflow.checkpoints import CheckpointError
 
     sys.path.insert(0, str(tmp_path))
-    (tmp_path / "nets.py").write_text(NETS)
+    (tmp_path / "fault_nets.py").write_text(NETS)
     try:
-        import nets
+        import fault_nets as nets
     finally:
         sys.path.remove(str(tmp_path))
     paths = _linear_checkpoints(tmp_path / "ckpts", 5, bad=bad)
@@ -325,7 +325,7 @@ def test_cli_refuses_a_non_finite_checkpoint_before_scoring(user_project, capsys
     from vogflow import cli
 
     paths = _linear_checkpoints(user_project / "ckpts", 5, bad=bad)
-    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args = ["audit", "--model", "fault_nets:linear", "--checkpoints", *map(str, paths)]
     args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err.strip()
@@ -380,7 +380,7 @@ def test_a_stopped_run_whose_windows_collapse_is_refused_alike_by_api_and_cli(us
     from vogflow.gradients import GradientError
 
     paths = _linear_checkpoints(user_project / "stopped", 3)
-    import nets
+    import fault_nets as nets
 
     with pytest.raises(GradientError) as err:
         vogflow.audit(nets.linear(), paths, _data(), progress=False)
@@ -388,7 +388,7 @@ def test_a_stopped_run_whose_windows_collapse_is_refused_alike_by_api_and_cli(us
     assert str(err.value).startswith("window 'early' of size 3 over 3 checkpoints") and rule in str(
         err.value
     )
-    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args = ["audit", "--model", "fault_nets:linear", "--checkpoints", *map(str, paths)]
     args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
     assert cli.main(args) == 2
     said = capsys.readouterr().err
@@ -455,7 +455,7 @@ def test_a_truncated_png_streamed_by_workers_is_one_line_naming_it(user_project,
     victim = user_project / "images" / "test" / "c1" / "4.png"
     victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])
     paths = _linear_checkpoints(user_project / "ckpts", 5)
-    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args = ["audit", "--model", "fault_nets:linear", "--checkpoints", *map(str, paths)]
     args += ["--data", "imagefolder:images", "--out", "o.parquet", "--quiet", "--show", "0"]
     assert cli.main([*args, "--stream", "true", "--workers", workers]) == 2
     err = capsys.readouterr().err.strip()
@@ -525,7 +525,7 @@ def test_a_rank_that_dies_without_a_word_is_named_by_the_launcher(
     import os
 
     paths = _linear_checkpoints(user_project / "ckpts", 5)
-    args = ["audit", "--model", "nets:linear", "--checkpoints", *map(str, paths)]
+    args = ["audit", "--model", "fault_nets:linear", "--checkpoints", *map(str, paths)]
     args += ["--data", "npz:d.npz", "--out", "o.parquet", "--quiet", "--show", "0"]
     env = {**os.environ, death: "1", "PYTHONPATH": f"{user_project}{os.pathsep}{ROOT}"}
     done = subprocess.run(
@@ -582,5 +582,5 @@ def test_train_metrics_survive_a_failed_rerun():
     # DVC deletes a stage's outputs before running it; a persisted metrics file is left alone,
     # so a failed train keeps the committed train.json (and its checkpoints) in the work tree.
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]
-    (metrics,) = stage["metrics"]
-    assert metrics == {"runs/${key}/train.json": {"cache": False, "persist": True}}
+    outs = {name: spec for out in stage["outs"] for name, spec in out.items()}
+    assert outs["runs/${key}/train.json"] == {"cache": False, "persist": True, "type": "metrics"}
