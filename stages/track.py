@@ -8,8 +8,8 @@ a clone sharing the server, is not logged again). Its output is a small marker o
 state, cached and pushed like any output: a clone that pulls the outputs gets it too and its
 `dvc status` is clean (`dvc repro -f -s track` logs the pulled audit into another store), while
 a plain clone lacks it, so its first `dvc repro` logs the audit into its own store. Stages
-never talk to MLflow themselves, so a tracking failure here costs
-no result: rerun `dvc repro -f -s track`.
+never talk to MLflow themselves, so a tracking failure here costs no result: rerun
+`dvc repro -f -s track`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from vogflow.stagekit import parser, stage
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--out", required=True, help="marker of the logged state")
+    p.add_argument(
+        "--out", default=".vogflow/logged.json", help="marker of the logged state (DVC's output)"
+    )
     args = p.parse_args()
 
     with stage("track", params_path=args.params) as ctx:

@@ -256,5 +256,8 @@ def test_auto_ranks_by_the_scorecard_choice_and_a_bad_name_is_refused(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     done = run_stage(tmp_path)
     assert done.returncode != 0
-    assert "vog.rank_by: 'hard_nothing' is not a score of this audit; valid: auto" in done.stderr
+    # Refused by the params check, before the scorecard reads a table, with the nearest name.
+    assert "vog.rank_by: 'hard_nothing' is not allowed; did you mean 'hard_forgetting'?" in (
+        done.stderr
+    )
     assert "Traceback" not in done.stderr

@@ -106,7 +106,8 @@ def test_the_track_stage_logs_whatever_the_audit_ranks_by(tmp_path, rank_by):
     assert list(table.columns).count(rank_by) == 1
     expected = ranked.nlargest(len(table), "rank_score")["index"].tolist()
     assert table["index"].tolist() == expected
-    assert f"by `{rank_by}`" in audit.data.tags["mlflow.note.content"]
+    # The description names the score and where it was chosen, as every surface does.
+    assert f"Ranked by {rank_by} (" in audit.data.tags["mlflow.note.content"]
 
 
 # --- what the UI shows --------------------------------------------------------------------------
