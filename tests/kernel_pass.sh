@@ -16,7 +16,8 @@ SCORING_TESTS=(
   tests/test_capture.py tests/test_distributed.py tests/test_streaming.py tests/test_text_inputs.py
   tests/test_rankings.py tests/test_hardness.py tests/test_checkpoints.py tests/test_sources.py
   tests/test_logged_models.py tests/test_integrations.py tests/test_compare_cli.py
-  tests/test_hardening_cli.py tests/test_train_ddp.py tests/test_ood.py
+  tests/test_hardening_cli.py tests/test_train_ddp.py tests/test_ood.py tests/test_label_issues.py
+  tests/test_rank_choice.py tests/test_report.py
 )
 echo "kernel pass: ATEN_CPU_CAPABILITY=default NPY_DISABLE_CPU_FEATURES='$dispatched'"
 ATEN_CPU_CAPABILITY=default NPY_DISABLE_CPU_FEATURES="$dispatched" \
