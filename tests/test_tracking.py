@@ -334,6 +334,33 @@ def test_concurrent_audits_on_a_fresh_store_lose_nothing(tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+def test_a_single_run_audit_logs_its_hardest_by_the_printouts_ranking(tmp_path, monkeypatch):
+    """`vogflow audit --track` logs the hardest table by the score the printout ranks by (the
+    single-run default), not by a VoG column the scorecard may drop."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from vogflow import rank_choice
+
+    rng = np.random.default_rng(0)
+    n = 40
+    table = pd.DataFrame(
+        {"index": np.arange(n), "label": 0, "true_label": 0, "noisy": False, "pred": 0,
+         "correct": True, "vog_late_label": rng.random(n), "hard_aum": rng.random(n)}
+    )  # fmt: skip
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_id = tracking.log_audit(table, params={}, run_name="one", experiment="t")
+    client = MlflowClient(tracking_uri=uri)
+    path = client.download_artifacts(run_id, "tables/hardest.json", str(tmp_path))
+    logged = pd.read_json(path, orient="split")
+    ranking = rank_choice.resolve(table)
+    assert ranking.name == rank_choice.SINGLE_RUN_DEFAULT == "hard_aum"
+    assert logged["index"].tolist() == table.nlargest(25, "hard_aum")["index"].tolist()
+    assert client.get_run(run_id).data.tags["vogflow.ranked_by"] == ranking.line()
+
+
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")

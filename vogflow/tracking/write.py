@@ -430,7 +430,7 @@ def _params(params: Mapping[str, Any]) -> dict[str, str]:
 
 def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experiment: str) -> str:
     """Log a :func:`vogflow.audit` result as a standalone run; returns its run id."""
-    from vogflow import rankings
+    from vogflow import rank_choice, rankings
 
     with _standalone_run(experiment, run_name, {KIND_TAG: "api"}) as (client, run_id):
         metrics = {"examples": len(table), "error_rate": float(1 - table["correct"].mean())}
@@ -438,9 +438,11 @@ def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experimen
         with tempfile.TemporaryDirectory() as tmp:
             rankings.write_parquet(table, Path(tmp) / "rankings.parquet")
             client.log_artifacts(run_id, tmp, "rankings")
-        score = rankings.preferred_score(table.columns)
-        if score:
-            client.log_table(run_id, hardest(table, score, 25), "tables/hardest.json")
+        # The ranking the audit printout shows, under the same name (one ranking everywhere).
+        ranking = rank_choice.resolve(table, where="the audit's table")
+        client.set_tag(run_id, "vogflow.ranked_by", ranking.line())
+        top = hardest(ranking.ranked(table), ranking.name, 25)
+        client.log_table(run_id, top, "tables/hardest.json")
     return run_id
 
 
