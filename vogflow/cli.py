@@ -771,7 +771,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     frame = export.records(rows, column, name, n=len(table), class_names=names)
     what = "label issues" if column is None else f"hardest by {name}"
     if args.format == "csv":
-        path = export.write_csv(frame, out)
+        from vogflow.rankings import write_csv
+
+        path = write_csv(frame, out)
         print(f"wrote {path}: {len(frame)} {what} of {where} ({split})")
         return 0
     from vogflow.report.content import class_name

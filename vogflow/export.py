@@ -107,10 +107,6 @@ def records(
     return pd.DataFrame(out, columns=[*columns, "evidence"])
 
 
-def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    return write_text(path, frame.to_csv(index=False, float_format="%.6g"))
-
-
 def label_config(classes: Sequence[str], *, image: bool) -> str:
     """The Label Studio labeling config the tasks are made for (Settings > Labeling Interface)."""
     target = IMAGE if image else TEXT
