@@ -14,7 +14,7 @@ assembled result is in rank 0's hands, the gather included). The sharded scores 
 against the one-process scores (rtol 1e-5) before any number is printed.
 
 Also measured: the gather alone (``gather_object`` of each rank's part to rank 0, the way
-:func:`vogflow.distributed.run_sharded` does it) for ``--gather-rows`` rows, the size of a
+:func:`vogflow.scoring.shards.run_sharded` does it) for ``--gather-rows`` rows, the size of a
 60 000-image train split, to show whether it matters next to the extraction.
 """
 
@@ -40,9 +40,9 @@ def worker(args: argparse.Namespace) -> None:
     """One process of one configuration; rank 0 writes its timings to ``args.out``."""
     import torch
 
-    from vogflow.distributed import assemble, rank, shard_rows, sharded
-    from vogflow.engine import run_extraction
-    from vogflow.models import LeNet
+    from vogflow.models.architectures import LeNet
+    from vogflow.scoring.extract import run_extraction
+    from vogflow.scoring.shards import assemble, rank, shard_rows, sharded
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -78,8 +78,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _zeros(n: int, k: int):
-    from vogflow.extraction import STATS, Extraction
-    from vogflow.vog import LABEL_MODES, WINDOWS
+    from vogflow.scoring.results import STATS, Extraction
+    from vogflow.scoring.vog import LABEL_MODES, WINDOWS
 
     return Extraction(
         label=np.zeros(n, dtype=np.int64),

@@ -15,7 +15,8 @@ What is measured, in one process and one run (timings interleaved, medians over 
 * ``floor``: K plain forward + input-backward passes per example, the most direct way: for each
   batch, for each checkpoint, forward, sum of the gathered label logits, ``autograd.grad``
   w.r.t. the input; no reduction, nothing kept.
-* ``vogflow extract``: :func:`vogflow.gradients.extract` with one label mode (like for like with
+* ``vogflow extract``: :func:`vogflow.scoring.stream.extract` with one label mode (like for like
+with
   the floor: one backward per checkpoint) and with both label modes.
 * ``checkpoint-major``: the authors' layout: for each checkpoint, load its weights into one model,
   loop over the data with ``.backward()`` (parameter gradients on, as in their code) and keep
@@ -58,10 +59,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vogflow.gradients import extract, tensor_batches
-from vogflow.models import build_model
-from vogflow.runtime import resolve_device
-from vogflow.vog import WINDOWS, vog_raw, window_indices
+from vogflow.common.runtime import resolve_device
+from vogflow.models.architectures import build_model
+from vogflow.scoring.stream import extract, tensor_batches
+from vogflow.scoring.vog import WINDOWS, vog_raw, window_indices
 
 INPUT_SHAPES = {"lenet": (1, 28, 28), "mlp": (1, 28, 28)}  # everything else: (3, 32, 32)
 DEFAULT_N = {"lenet": 512, "resnet18": 32}
@@ -396,10 +397,10 @@ def trained_lenet(workdir: str) -> tuple[list[nn.Module], object]:
     random ``lenet`` rows), epochs 1, 2, 3, 9, 10; and the dataset."""
     import dataclasses
 
-    from vogflow.checkpoints import load_run_models
-    from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
+    from vogflow.checkpoints.files import load_run_models
+    from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
     from vogflow.data import Split, load_dataset
-    from vogflow.train import train_run
+    from vogflow.training.train import train_run
 
     def up(split):
         x = torch.nn.functional.interpolate(

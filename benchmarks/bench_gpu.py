@@ -4,7 +4,8 @@ Run from the repository root on a GPU machine (about 3 minutes on one H200; no d
 
     python benchmarks/bench_gpu.py
 
-What it does, with the pipeline's own code (``vogflow.train.train_run``, ``vogflow.engine.
+What it does, with the pipeline's own code (``vogflow.training.train.train_run``,
+``vogflow.scoring.extract.
 run_extraction``):
 
 1. Data: ``--data synthetic`` (default: the shapes of CIFAR-10, 50,000 train and 10,000 test
@@ -48,12 +49,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vogflow.checkpoints import load_run_models  # noqa: E402
-from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from vogflow.checkpoints.files import load_run_models  # noqa: E402
+from vogflow.common.runtime import resolve_device  # noqa: E402
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from vogflow.data import RawSplits, Split, load_dataset, normalise  # noqa: E402
-from vogflow.engine import run_extraction  # noqa: E402
-from vogflow.runtime import resolve_device  # noqa: E402
-from vogflow.train import train_run  # noqa: E402
+from vogflow.scoring.extract import run_extraction  # noqa: E402
+from vogflow.training.train import train_run  # noqa: E402
 
 VARIANTS = (
     ("fp32", False),

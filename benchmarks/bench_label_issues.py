@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from vogflow.analysis.label_issues import find_label_issues, flag_quality
-from vogflow.checkpoints import load_run_models
-from vogflow.config import load_params
+from vogflow.checkpoints.files import load_run_models
+from vogflow.common.atomic import read_npz
+from vogflow.config.schema import load_params
 from vogflow.data import Split, load_dataset
-from vogflow.io import read_npz
-from vogflow.train import LABELS, train_run
+from vogflow.training.train import LABELS, train_run
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 

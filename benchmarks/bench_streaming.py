@@ -40,15 +40,15 @@ def make_folder(root: Path, n_train: int, n_test: int, *, classes: int = 10) -> 
 
 
 def _data_cfg(folder: Path, stream: bool, workers: int):
-    from vogflow.config import DataConfig
+    from vogflow.config.schema import DataConfig
 
     return DataConfig(name="imagefolder", path=str(folder), stream=stream, workers=workers)
 
 
 def child_train(folder: Path, out: Path, stream: bool, workers: int) -> None:
-    from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig
+    from vogflow.config.schema import CheckpointConfig, ModelConfig, TrainConfig
     from vogflow.data import load_dataset
-    from vogflow.train import train_run
+    from vogflow.training.train import train_run
 
     data = load_dataset(_data_cfg(folder, stream, workers), out.parent)
     train_run(
@@ -62,10 +62,10 @@ def child_train(folder: Path, out: Path, stream: bool, workers: int) -> None:
 
 
 def child_extract(folder: Path, out: Path, stream: bool, workers: int) -> None:
-    from vogflow.checkpoints import load_run_models
+    from vogflow.checkpoints.files import load_run_models
     from vogflow.data.loaders import extraction_input
-    from vogflow.engine import run_extraction
-    from vogflow.stagekit.runs import load_run_data
+    from vogflow.scoring.extract import run_extraction
+    from vogflow.training.runs import load_run_data
 
     models, manifest = load_run_models(out)
     data = load_run_data(_data_cfg(folder, stream, workers), out.parent, out, manifest)

@@ -6,7 +6,7 @@ upsampled to 1x28x28, 1438 training images, batch 64, lr 0.01, 5 epochs, 1 threa
     python benchmarks/bench_train_ddp.py
     python benchmarks/bench_train_ddp.py --procs 1 2 4 --epochs 8 --batch-size 128 --size 32
 
-Each configuration is a fresh ``vogflow.train.train_run`` (``python`` for one process,
+Each configuration is a fresh ``vogflow.training.train.train_run`` (``python`` for one process,
 ``torchrun`` for more) into a temporary folder, with checkpoints after every epoch as in an
 audit's early window. Reported: training images per second from the loop's own per-epoch
 seconds (rank 0's clock, the gradient all-reduce and the waits for the slowest rank included;
@@ -37,7 +37,7 @@ def dataset(size: int):
     """The digits, bilinearly upsampled to ``size`` x ``size`` (more work per image than 8x8)."""
     import torch
 
-    from vogflow.config import DataConfig
+    from vogflow.config.schema import DataConfig
     from vogflow.data import Split, load_dataset
 
     digits = load_dataset(DataConfig(name="digits"))
@@ -55,9 +55,9 @@ def dataset(size: int):
 
 def worker(args: argparse.Namespace) -> None:
     """One process of one configuration; rank 0 writes the per-epoch seconds to ``args.out``."""
-    from vogflow.config import CheckpointConfig, ModelConfig, TrainConfig
-    from vogflow.procgroup import rank
-    from vogflow.train import train_run
+    from vogflow.config.schema import CheckpointConfig, ModelConfig, TrainConfig
+    from vogflow.parallel.launch import rank
+    from vogflow.training.train import train_run
 
     data = dataset(args.size)
     cfg = TrainConfig(
@@ -128,7 +128,7 @@ def main() -> None:
 
     import torch
 
-    from vogflow import checkpoints as ck
+    from vogflow.checkpoints import files as ck
 
     procs = sorted(set(args.procs) | {1})
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,8 @@ x label mode label/pred x normalisation z, |z|, raw) and the final test accuracy
 
 Candidates may set ``late_every``: the late window's checkpoints ``late_every`` epochs apart
 (epochs E, E - late_every, ...), with the every-N checkpoints kept before the window only (so
-that the last ``late`` checkpoints are the spread-out window). ``vogflow.checkpoints.schedule``
+that the last ``late`` checkpoints are the spread-out window).
+``vogflow.checkpoints.files.schedule``
 has no such option yet: this script prototypes it by patching ``schedule`` while it trains
 (``late_every = 1`` gives exactly today's schedule). Nothing in the project is changed.
 
@@ -101,7 +102,7 @@ def study_schedule(epochs: int, *, early: int, every: int, late: int, late_every
     """Checkpoint epochs: the first ``early``; every ``every``-th before the late window; the
     late window's ``late`` epochs ``late_every`` apart, ending at ``epochs``.
 
-    ``late_every = 1`` is :func:`vogflow.checkpoints.schedule` exactly.
+    ``late_every = 1`` is :func:`vogflow.checkpoints.files.schedule` exactly.
     """
     late_start = max(epochs - late_every * (late - 1), 1)
     chosen = set(range(1, min(early, epochs) + 1))
@@ -114,7 +115,7 @@ def study_schedule(epochs: int, *, early: int, every: int, late: int, late_every
 
 @contextlib.contextmanager
 def patched_schedule(late_every: int) -> Iterator[None]:
-    from vogflow import checkpoints as ck
+    from vogflow.checkpoints import files as ck
 
     original = ck.schedule
 
@@ -130,10 +131,10 @@ def patched_schedule(late_every: int) -> Iterator[None]:
 
 def run_candidate(name: str, params, dataset, work: Path, seeds) -> dict:
 
-    from vogflow import rankings
     from vogflow.api import run_extraction
-    from vogflow.checkpoints import load_run_models
-    from vogflow.train import lr_at, train_run
+    from vogflow.checkpoints.files import load_run_models
+    from vogflow.rankings import table as rankings
+    from vogflow.training.train import lr_at, train_run
 
     _, train_over, ckpt_opts = CANDIDATES[name]
     ckpt_opts = dict(ckpt_opts)
@@ -291,7 +292,7 @@ def main() -> None:
 
     import torch
 
-    from vogflow.config import load_params
+    from vogflow.config.schema import load_params
     from vogflow.data import load_dataset
 
     torch.set_num_threads(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vogflow.stagekit import parser, stage
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -34,13 +34,13 @@ def main() -> None:
     with stage("figures", params_path=args.params, run=args.run) as ctx:
         import pandas as pd
 
+        from vogflow.common.atomic import read_json
         from vogflow.data import load_dataset
-        from vogflow.figures import save
-        from vogflow.io import read_json
+        from vogflow.figures.draw import save
         from vogflow.paper.figures import audit_figures
         from vogflow.paper.ood import paper_table1
-        from vogflow.rank_choice import resolve
-        from vogflow.rankings import read
+        from vogflow.rankings.choice import resolve
+        from vogflow.rankings.table import read
 
         fig_cfg = ctx.params.figures
         out = Path(args.out)

@@ -20,17 +20,18 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from vogflow import distributed, procgroup
-from vogflow.config import Params, load_params
+from vogflow.common.atomic import write_json, write_npz
+from vogflow.config.schema import Params, load_params
 from vogflow.errors import VogflowError
-from vogflow.io import write_json, write_npz
-from vogflow.stagekit import parser, processes_param, project_root, stage
+from vogflow.parallel import launch as procgroup
+from vogflow.pipeline.stage import parser, processes_param, project_root, stage
+from vogflow.scoring import shards as distributed
 
 
 def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
     """The run's models, its manifest and per split its inputs and labels."""
-    from vogflow.checkpoints import load_run_models
-    from vogflow.stagekit.runs import load_run_data
+    from vogflow.checkpoints.files import load_run_models
+    from vogflow.training.runs import load_run_data
 
     models, manifest = load_run_models(args.checkpoints)
     return models, manifest, load_run_data(prm.data, root, args.checkpoints, manifest)
@@ -39,7 +40,7 @@ def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
 def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
     """The split's :class:`Extraction`; None on ranks other than 0 under torchrun."""
     from vogflow.data.loaders import extraction_input
-    from vogflow.engine import run_extraction
+    from vogflow.scoring.extract import run_extraction
 
     return run_extraction(
         models,

@@ -15,8 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vogflow.io import read_json, write_json
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import read_json, write_json
+from vogflow.pipeline.stage import parser, stage
 
 # Name in the headline -> (file, key path in it). ``{run}`` is the audited run.
 HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {

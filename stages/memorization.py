@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.io import write_json
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_json
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -31,14 +31,14 @@ def main() -> None:
     with stage("memorization", params_path=args.params, run=args.run) as ctx:
         import pandas as pd
 
+        from vogflow.analysis.reports import headline, score_variants
         from vogflow.paper.memorization import (
             baseline_scores,
             memorization_regime,
             memorization_report,
         )
-        from vogflow.rankings import read, write_parquet
-        from vogflow.stagekit.reports import headline, score_variants
-        from vogflow.stagekit.runs import load_extraction
+        from vogflow.rankings.table import read, write_parquet
+        from vogflow.training.runs import load_extraction
 
         prm, cfg = ctx.params, ctx.params.memorization
         table = read(Path(args.rankings) / "train.parquet")

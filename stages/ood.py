@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.io import write_json, write_text
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_json, write_text
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -20,11 +20,11 @@ def main() -> None:
     args = p.parse_args()
 
     with stage("ood", params_path=args.params) as ctx:
-        from vogflow.checkpoints import load_run_models
+        from vogflow.analysis.reports import verdict
+        from vogflow.checkpoints.files import load_run_models
         from vogflow.paper.ood import auroc_claim, evaluate, summary_table, to_markdown
         from vogflow.paper.ood_run import score_all
-        from vogflow.stagekit.reports import verdict
-        from vogflow.stagekit.runs import load_run_dataset
+        from vogflow.training.runs import load_run_dataset
 
         prm, cfg = ctx.params, ctx.params.ood
         models, manifest = load_run_models(args.checkpoints)

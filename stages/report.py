@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vogflow.stagekit import parser, stage
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
         from vogflow.data import load_dataset
         from vogflow.report import pipeline, write
         from vogflow.report.images import from_dataset
-        from vogflow.tracking.store import git_state
+        from vogflow.store.connection import git_state
 
         prm = ctx.params
         dataset = load_dataset(prm.data, ctx.root)

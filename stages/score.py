@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vogflow.io import write_json
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_json
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -25,15 +25,15 @@ def main() -> None:
     args = p.parse_args()
 
     with stage(f"score@{args.run}", params_path=args.params, run=args.run) as ctx:
-        from vogflow.rank_choice import SEEDMEAN, canonical, resolve, scores
-        from vogflow.rankings import build, top_bottom, write_csv, write_parquet
-        from vogflow.stagekit.reports import (
+        from vogflow.analysis.reports import (
             decile_analysis,
             headline,
             run_score,
             write_curves,
         )
-        from vogflow.stagekit.runs import load_extraction
+        from vogflow.rankings.choice import SEEDMEAN, canonical, resolve, scores
+        from vogflow.rankings.table import build, top_bottom, write_csv, write_parquet
+        from vogflow.training.runs import load_extraction
 
         prm = ctx.params
         key = run_score(prm.vog.rank_by)

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.io import write_json
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_json
+from vogflow.pipeline.stage import parser, stage
 
 SPLIT = "test"  # the decile claim is about held-out error
 VOG, BASELINE = "vog_", "hard_"
@@ -40,7 +40,7 @@ def main() -> None:
 
     with stage("scorecard", params_path=args.params) as ctx:
         from vogflow.analysis.scorecard import exclusion, scorecard
-        from vogflow.rankings import check_aligned, read
+        from vogflow.rankings.table import check_aligned, read
 
         prm = ctx.params
         runs_dir = Path(args.runs)
@@ -185,7 +185,7 @@ def write_ranking(
     (``rank_score``, higher = harder, named in ``rank_by``, chosen as ``rank_reason`` says) and
     ``rank`` (1 = hardest)."""
     from vogflow.analysis.scorecard import mean_percentile
-    from vogflow.rankings import read, top_bottom, write_csv, write_parquet
+    from vogflow.rankings.table import read, top_bottom, write_csv, write_parquet
 
     base = name.removesuffix("_seedmean")
     for split in splits:
@@ -211,8 +211,8 @@ def write_ranking(
 
 def candidates(table: Any) -> dict[str, np.ndarray]:
     """Every score of one rankings table, higher = harder: the VoG variants of
-    :func:`vogflow.stagekit.reports.score_variants` as ``vog_<key>`` and the ``hard_*`` columns."""
-    from vogflow.stagekit.reports import score_variants
+    :func:`vogflow.analysis.reports.score_variants` as ``vog_<key>`` and the ``hard_*`` columns."""
+    from vogflow.analysis.reports import score_variants
 
     scores = {f"{VOG}{k}": v for k, v in score_variants(table).items()}
     scores.update(
@@ -226,8 +226,8 @@ def decile_verdicts(tables: dict, main_run: str, vog_cfg: Any) -> dict[str, dict
     bootstrap interval (the score stage's numbers, same seed) and each seed run's trend on its own
     test split."""
     from vogflow.analysis.deciles import TREND, decile_report
+    from vogflow.analysis.reports import decile_analysis, score_variants
     from vogflow.analysis.verdicts import verdict
-    from vogflow.stagekit.reports import decile_analysis, score_variants
 
     main = decile_analysis(tables[main_run], vog_cfg)
     per_seed: dict[str, dict[str, float]] = {}
@@ -262,7 +262,7 @@ def decile_verdicts(tables: dict, main_run: str, vog_cfg: Any) -> dict[str, dict
 def _choices(card: dict) -> dict[str, dict]:
     """The rule applied to the whole card and to the subsets a user may be limited to."""
     from vogflow.analysis.scorecard import choose
-    from vogflow.vog import LABEL_MODES, WINDOWS
+    from vogflow.scoring.vog import LABEL_MODES, WINDOWS
 
     rows = card["scores"]
     settable = {f"{VOG}{w}_{m}" for w in WINDOWS for m in LABEL_MODES}
@@ -308,7 +308,7 @@ def _write_table(card: dict, path: str) -> None:
     import pandas as pd
 
     from vogflow.analysis.scorecard import COLUMNS
-    from vogflow.io import write_text
+    from vogflow.common.atomic import write_text
 
     rows = card["scores"]
     table = pd.DataFrame(
@@ -323,7 +323,7 @@ def _write_table(card: dict, path: str) -> None:
 def _write_figure(
     card: dict, path: str, *, chosen: str | None, rank_by: str | None, dpi: int
 ) -> None:
-    from vogflow import figures
+    from vogflow.figures import draw as figures
 
     rows = card["scores"]
     groups = {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.io import write_json
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_json
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -25,9 +25,9 @@ def main() -> None:
     with stage("stability", params_path=args.params) as ctx:
         import pandas as pd
 
-        from vogflow.io import write_text
+        from vogflow.common.atomic import write_text
         from vogflow.paper.stability import stability_report
-        from vogflow.rankings import check_aligned, read
+        from vogflow.rankings.table import check_aligned, read
 
         prm, cfg = ctx.params, ctx.params.stability
         column = f"vog_{cfg.window}_label"
@@ -69,7 +69,7 @@ def main() -> None:
 
 def _headline(report: dict) -> dict:
     """Scalars for `dvc metrics show`: mean pairwise agreement, its interval and verdict."""
-    from vogflow.stagekit.reports import headline
+    from vogflow.analysis.reports import headline
 
     return {
         "spearman": headline(report["spearman"]["claim"]),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.io import write_json
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_json
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -19,11 +19,11 @@ def main() -> None:
     args = p.parse_args()
 
     with stage("toy", params_path=args.params) as ctx:
-        from vogflow.figures import save
+        from vogflow.analysis.reports import headline
+        from vogflow.figures.draw import save
         from vogflow.paper.figures import toy as toy_figure
         from vogflow.paper.toy import toy_report
         from vogflow.paper.toy_run import run_toy
-        from vogflow.stagekit.reports import headline
 
         prm = ctx.params
         toy = run_toy(prm.toy)

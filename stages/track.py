@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from vogflow.stagekit import parser, stage
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
 
     with stage("track", params_path=args.params) as ctx:
         from vogflow import tracking
-        from vogflow.io import write_json
+        from vogflow.common.atomic import write_json
         from vogflow.tracking.record import state_key
 
         lock = yaml.safe_load(Path("dvc.lock").read_text()) or {}
@@ -45,8 +45,8 @@ def main() -> None:
             )
             write_json(args.out, marker)
             return
+        from vogflow.store.connection import git_state
         from vogflow.tracking.record import compose, outputs
-        from vogflow.tracking.store import git_state
         from vogflow.tracking.write import log_pipeline_audit, tracking_failed
 
         workspace = Path.cwd()

@@ -17,28 +17,29 @@ import sys
 import traceback
 from typing import Any
 
-from vogflow import procgroup
-from vogflow.config import load_params
+from vogflow.common.atomic import write_json
+from vogflow.config.schema import load_params
 from vogflow.errors import VogflowError
-from vogflow.io import write_json
-from vogflow.stagekit import parser, processes_param, project_root, stage
+from vogflow.parallel import launch as procgroup
+from vogflow.pipeline.stage import parser, processes_param, project_root, stage
 
 
 def stalled(run: str, overrides: dict[str, Any], lr: float, err: Any) -> Exception:
     """The stall named after its run, with the fix for that run alone (half its learning rate):
     DVC's ``-S`` sets a key the run already has, and ``+`` adds one it does not."""
-    from vogflow.train import StalledError
+    from vogflow.errors import RunError
 
     key = f"runs.{run}.lr={lr / 2:g}"
     option = f"-S {key}" if "lr" in overrides else f"-S '+{key}'"
     fix = f"set runs.{run}.lr: {lr / 2:g} in params.yaml, or dvc exp run {option}"
-    return StalledError(f"run {run}: {err.reason}", epoch=err.epoch, fix=fix)
+    reason = f"run {run}: {err.reason}"
+    return RunError(f"{reason}: {fix}", cause="stalled", epoch=err.epoch, reason=reason)
 
 
 def peer(args: Any) -> None:
     """A rank other than 0: trains its share of every batch and writes nothing."""
     from vogflow.data import load_dataset
-    from vogflow.train import train_run
+    from vogflow.training.train import train_run
 
     try:
         prm = load_params(args.params)
@@ -76,8 +77,8 @@ def main() -> None:
 
     with stage(f"train@{args.run}", params_path=args.params, run=args.run) as ctx:
         from vogflow.data import load_dataset
-        from vogflow.ddp import PeerError
-        from vogflow.train import StalledError, train_run
+        from vogflow.errors import RunError
+        from vogflow.training.train import train_run
 
         prm = ctx.params
         cfg = prm.run_train(args.run)
@@ -93,14 +94,16 @@ def main() -> None:
                 args.out,
                 log=lambda metrics, epoch: history.append({"epoch": epoch, **metrics}),
             )
-        except StalledError as err:
+        except RunError as err:
+            if err.cause != "stalled":
+                raise
             raise stalled(args.run, prm.runs[args.run], cfg.lr, err) from None
         except Exception as err:
             if not procgroup.lost_contact(err):
                 raise
             world = procgroup.world_size()
-            raise PeerError(
-                f"rank 0 of {world} stopped: another rank left (its line says why)"
+            raise RunError(
+                f"rank 0 of {world} stopped: another rank left (its line says why)", cause="peer"
             ) from err
         write_json(
             args.metrics,

@@ -10,8 +10,8 @@ the stages that read the changed params.
 
 from __future__ import annotations
 
-from vogflow.io import write_text
-from vogflow.stagekit import parser, stage
+from vogflow.common.atomic import write_text
+from vogflow.pipeline.stage import parser, stage
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     args = p.parse_args()
 
     with stage("validate", params_path=args.params) as ctx:
-        from vogflow.config import check_pipeline
+        from vogflow.config.schema import check_pipeline
         from vogflow.tracking import check_model_name, check_reachable, enabled, tracking_uri
 
         check_pipeline(ctx.params)

@@ -161,7 +161,8 @@ def running_mlflow_server(
     """A real `mlflow server` on 127.0.0.1 over ``backend``, artifacts uploaded to and served
     from ``folder / "artifacts"``; yields its URI and stops it (with its workers) afterwards.
     ``port``: the port of a server started again (default: a free one)."""
-    from vogflow.tracking.store import TrackingError, check_reachable
+    from vogflow.errors import TrackingError
+    from vogflow.store.connection import check_reachable
 
     log, port = folder / "server.log", port or _free_port()
     command = [

@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from vog_reference import SmallCNN, direct_gradients, direct_vog, models_from
 
 from vogflow.api import audit
-from vogflow.checkpoints import CheckpointError
-from vogflow.gradients import GradientError
+from vogflow.errors import CheckpointError, ConfigError, DataError
 
 COLUMNS = ["index", "label", "true_label", "noisy", "pred", "correct"] + [
     f"vog_{w}_{m}{suffix}"
@@ -127,13 +126,13 @@ def test_normalise_option_reaches_the_table(small_cnn_setup, reference):
 def test_shuffled_loader_is_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     loader = DataLoader(TensorDataset(x, y), batch_size=5, shuffle=True)
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run_audit(factory(), states, loader)
     assert "not sequential" in str(err.value)
     assert "shuffle=False" in str(err.value)
     # Dropping the last partial batch would leave examples unscored: refused in one line too.
     loader = DataLoader(TensorDataset(x, y), batch_size=5, drop_last=True)
-    with pytest.raises(GradientError, match=r"drop_last=True\): those examples would get no"):
+    with pytest.raises(ConfigError, match=r"drop_last=True\): those examples would get no"):
         run_audit(factory(), states, loader)
 
 
@@ -160,15 +159,15 @@ def test_labels_beyond_the_model_classes_are_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     bad = y.clone()
     bad[3] = 4  # SmallCNN has 4 classes: 0..3
-    with pytest.raises(GradientError, match=r"labels range over \[0, 4\] but the model has 4"):
+    with pytest.raises(ConfigError, match=r"labels range over \[0, 4\] but the model has 4"):
         run_audit(factory(), states, (x, bad))
 
 
 def test_mismatched_lengths_and_unknown_data_are_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
-    with pytest.raises(GradientError, match=r"inputs \(23\) and labels \(22\) differ"):
+    with pytest.raises(ConfigError, match=r"inputs \(23\) and labels \(22\) differ"):
         run_audit(factory(), states, (x, y[:-1]))
-    with pytest.raises(GradientError, match="got dict"):
+    with pytest.raises(ConfigError, match="got dict"):
         run_audit(factory(), states, {"x": x, "y": y})
 
 
@@ -213,14 +212,14 @@ MISSING = [f"/nonexistent/epoch_{e}.pt" for e in range(1, 6)]
 def test_bad_options_are_refused_before_any_checkpoint_is_read(small_cnn_setup, options, message):
     # The checkpoint paths do not exist: the option's message proves nothing was loaded first.
     factory, _, x, y = small_cnn_setup
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run_audit(factory(), MISSING, (x, y), **options)
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
 
 
 def test_an_unreachable_tracking_store_is_refused_first(small_cnn_setup, tmp_path, monkeypatch):
-    from vogflow.tracking import TrackingError
+    from vogflow.errors import TrackingError
 
     factory, _, x, y = small_cnn_setup
     monkeypatch.delenv("VOGFLOW_TRACKING", raising=False)
@@ -240,7 +239,7 @@ def test_the_same_checkpoint_file_twice_is_refused(small_cnn_setup, tmp_path):
     for t, state in enumerate(states[:4]):
         paths.append(tmp_path / f"epoch_{t + 1}.pt")
         torch.save(state, paths[-1])
-    with pytest.raises(GradientError, match=r"^identical checkpoints #2 = #3 \(positions"):
+    with pytest.raises(ConfigError, match=r"^identical checkpoints #2 = #3 \(positions"):
         run_audit(factory(), [paths[0], paths[1], paths[1], paths[2], paths[3]], (x, y))
 
 
@@ -253,7 +252,7 @@ def test_fractional_labels_of_a_pair_are_refused_whole_ones_accepted(small_cnn_s
     bad = y.numpy().astype(np.float64)
     bad[[2, 19]] = [0.5, 3.25]
     # The whole label vector is checked at once (batch_size=8 would split these two).
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(DataError) as err:
         run_audit(factory(), states, (x, bad))
     assert str(err.value) == (
         "labels must be whole class indices, found 2 that are not (index 2: 0.5, index 19: 3.25): "

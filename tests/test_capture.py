@@ -10,13 +10,15 @@ import torch
 from numerics import assert_tables_close
 from torch import nn
 
-from vogflow import cli, sources
 from vogflow.api import audit
-from vogflow.capture import CheckpointRecorder, fingerprint
-from vogflow.checkpoints import CheckpointError, read_manifest, schedule
-from vogflow.io import sha256_file
-from vogflow.models import LeNet
-from vogflow.rankings import read
+from vogflow.checkpoints import sources
+from vogflow.checkpoints.files import read_manifest, schedule
+from vogflow.checkpoints.recorder import CheckpointRecorder, fingerprint
+from vogflow.cli import main as cli
+from vogflow.common.atomic import sha256_file
+from vogflow.errors import CheckpointError
+from vogflow.models.architectures import LeNet
+from vogflow.rankings.table import read
 
 
 class Net(nn.Module):

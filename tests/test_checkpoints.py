@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from vogflow import checkpoints as ck
-from vogflow.config import CheckpointConfig, ConfigError, DataConfig, ModelConfig, TrainConfig
+from vogflow.checkpoints import files as ck
+from vogflow.common.atomic import read_json, write_json
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import RawSplits, normalise
-from vogflow.io import read_json, write_json
-from vogflow.models import MLP, LeNet, build_model
-from vogflow.train import train_run
+from vogflow.errors import ConfigError
+from vogflow.models.architectures import MLP, LeNet, build_model
+from vogflow.training.train import train_run
 
 # Loading a pickled object calls its __setstate__; a refused load must leave this empty.
 CODE_RAN: list[str] = []

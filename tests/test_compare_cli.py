@@ -19,11 +19,13 @@ import torch
 from numerics import assert_tables_close
 from torch import nn
 
-from vogflow import cli, compare, tracking
+from vogflow import tracking
 from vogflow.api import audit
-from vogflow.config import DataConfig
+from vogflow.cli import main as cli
+from vogflow.config.schema import DataConfig
 from vogflow.data import load_dataset, load_raw
-from vogflow.rankings import contract_columns, read, write_parquet
+from vogflow.rankings import compare
+from vogflow.rankings.table import contract_columns, read, write_parquet
 
 MODEL = "vogflow-main"
 N_TEST = 60
@@ -303,7 +305,7 @@ def test_mismatched_labels_fail_clearly(store: Store, capsys) -> None:
 @pytest.mark.integration
 def test_mismatched_sizes_fail_clearly(store: Store) -> None:
     a = store.tables["a"]
-    with pytest.raises(compare.CompareError, match=f"A has {N_TEST} examples and B has 50"):
+    with pytest.raises(compare.DataError, match=f"A has {N_TEST} examples and B has 50"):
         compare.align(a, a.head(50), column=SCORE)
 
 

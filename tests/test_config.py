@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vogflow.config import (
+from vogflow.config.schema import (
     DATASETS,
     MODELS,
     RUN_OVERRIDES,
     SECTIONS,
     CheckpointConfig,
-    ConfigError,
     TrainConfig,
     check_pipeline,
     checkpoint_epochs,
@@ -25,6 +24,7 @@ from vogflow.config import (
     parse_params,
     section_dict,
 )
+from vogflow.errors import ConfigError
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -198,7 +198,7 @@ def test_dataclass_defaults_are_the_shipped_params(shipped):
 def test_shipped_params_pass_the_pipeline_check_without_torch():
     code = (
         "import sys\n"
-        "from vogflow.config import check_pipeline, load_params\n"
+        "from vogflow.config.schema import check_pipeline, load_params\n"
         f"check_pipeline(load_params({str(PARAMS)!r}))\n"
         "assert 'torch' not in sys.modules, 'check_pipeline imported torch'\n"
     )
@@ -208,7 +208,7 @@ def test_shipped_params_pass_the_pipeline_check_without_torch():
 
 @pytest.mark.parametrize("early, every, late", [(3, 5, 3), (1, 1, 1), (2, 7, 4), (10, 3, 1)])
 def test_checkpoint_count_follows_the_training_schedule(early, every, late):
-    from vogflow.checkpoints import schedule
+    from vogflow.checkpoints.files import schedule
 
     cfg = CheckpointConfig(early=early, every=every, late=late)
     for epochs in range(1, 40):
@@ -395,7 +395,7 @@ def test_seeds_out_of_the_generators_range_are_named(shipped, dotted, seed):
 def test_the_largest_seed_trains():
     import torch
 
-    from vogflow.runtime import derived_seed
+    from vogflow.common.runtime import derived_seed
 
     torch.manual_seed(2**63 - 1)
     torch.Generator().manual_seed(derived_seed(2**63 - 1, 1))
@@ -470,8 +470,8 @@ def test_pipeline_data_must_be_images(shipped):
 
 @pytest.mark.parametrize("name", ["npz", "imagefolder"])
 def test_file_data_left_on_the_builtin_placeholder_is_refused(shipped, name):
-    from vogflow.config import BUILTIN_DATA_PATH, DataConfig
-    from vogflow.config import ConfigError as Refused
+    from vogflow.config.schema import BUILTIN_DATA_PATH, DataConfig
+    from vogflow.errors import ConfigError as Refused
 
     assert DataConfig().path == BUILTIN_DATA_PATH == shipped["data"]["path"]
     with pytest.raises(

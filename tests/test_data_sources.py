@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from numerics import assert_arrays_close
 
-from vogflow.config import ConfigError, DataConfig
+from vogflow.config.schema import DataConfig
 from vogflow.data import load_dataset
 from vogflow.data.files import load_imagefolder, load_npz
 from vogflow.data.torchvision_sets import (
-    DatasetUnavailable,
     load_cifar10,
     load_cifar100,
     load_fashion_mnist,
     load_mnist,
 )
+from vogflow.errors import ConfigError, DataError, VogflowError
 
 tv_datasets = pytest.importorskip("torchvision.datasets")
 
@@ -202,11 +202,11 @@ def test_missing_files_raise_dataset_unavailable(monkeypatch, tmp_path, loader, 
     else:
         monkeypatch.setattr(cls, "url", base + cls.filename)
 
-    with pytest.raises(DatasetUnavailable) as info:
+    with pytest.raises(DataError) as info:
         loader(DataConfig(name="mnist", root="nowhere"), tmp_path)
 
     message = str(info.value)
-    assert isinstance(info.value, RuntimeError)
+    assert isinstance(info.value, VogflowError)
     assert cls_name in message
     assert str(tmp_path / "nowhere") in message
     assert "failed" in message and "network access" in message and "copy" in message

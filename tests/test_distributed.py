@@ -22,11 +22,12 @@ from processes import HUNG_AFTER_S
 from torch.utils.data import TensorDataset
 from vog_reference import SmallCNN, models_from, perturbed_checkpoints
 
-from vogflow import procgroup
-from vogflow.distributed import assemble, shard_rows
-from vogflow.engine import run_extraction
-from vogflow.gradients import GradientError, Health, check_health
-from vogflow.io import read_npz, write_npz
+from vogflow.common.atomic import read_npz, write_npz
+from vogflow.errors import ConfigError
+from vogflow.parallel import launch as procgroup
+from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.shards import assemble, shard_rows
+from vogflow.scoring.stream import Health, check_health
 
 ROOT = Path(__file__).resolve().parents[1]
 # Batches of 4 over 24 rows: the ranks' ranges (12 + 12) start on batch boundaries of one
@@ -76,7 +77,7 @@ def worker(case: str, out: str) -> None:
             # before it says so, however fast rank 0 runs. As the stages and the CLI do.
             procgroup.outlive_rank0()
             sys.exit(1)
-        if isinstance(err, GradientError) and int(os.environ["RANK"]) == 0:
+        if isinstance(err, ConfigError) and int(os.environ["RANK"]) == 0:
             sys.exit(f"{case}: {err}")
         raise
     if int(os.environ["RANK"]) == 0:
@@ -130,11 +131,11 @@ def test_merged_health_fails_like_one_process_on_dataset_indices():
         Health(3, [], [], True, {"all_label": False}, windows),
         Health(3, [4], [], False, {"all_label": True}, windows),
     ]
-    with pytest.raises(GradientError, match=r"non-finite inputs for 1 example\(s\), indices 4:"):
+    with pytest.raises(ConfigError, match=r"non-finite inputs for 1 example\(s\), indices 4:"):
         check_health(Health.merge(parts))
     parts[1].bad_inputs = []
     check_health(Health.merge(parts))
-    with pytest.raises(GradientError, match="split is empty"):
+    with pytest.raises(ConfigError, match="split is empty"):
         check_health(Health.merge([Health(0, [], [], False, {}, windows)] * 2))
 
 
@@ -382,7 +383,7 @@ def test_the_stage_fails_whole_when_a_rank_dies(trained, tmp_path, death):
     assert done.returncode != 0
     assert not (trained / "dead").exists()
     if death == "raise":
-        from vogflow.train import LABELS
+        from vogflow.training.train import LABELS
 
         n_train = len(read_npz(trained / "runs/main/checkpoints" / LABELS)["label"])
         rows = shard_rows(n_train, 1, 2)

@@ -27,8 +27,8 @@ def test_readme_bring_your_own_model_example_runs(tmp_path, monkeypatch):
 
 
 def test_readme_text_example_runs_in_python_and_from_the_shell(tmp_path, monkeypatch, capsys):
-    from vogflow import cli
-    from vogflow.rankings import read
+    from vogflow.cli import main as cli
+    from vogflow.rankings.table import read
 
     readme = (ROOT / "README.md").read_text()
     section = re.search(r"### Text and tabular inputs(.*?)\n### ", readme, re.S).group(1)
@@ -139,7 +139,7 @@ def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
 def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     code = (
-        "import sys; sys.argv = ['x']\nfrom vogflow.stagekit import stage\n"
+        "import sys; sys.argv = ['x']\nfrom vogflow.pipeline import stage\n"
         "with stage('demo'):\n    raise KeyError('a bug')\n"
     )
     out = subprocess.run(

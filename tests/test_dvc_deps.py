@@ -1,7 +1,10 @@
-"""DVC's promise: every stage depends on exactly what shapes its outputs.
+"""DVC's promise: every stage depends on what shapes its outputs, package by package.
 
-Each stage's `deps` must equal its script plus the closure of the `vogflow` modules the script
-imports (at any depth, lazy imports included), so that editing any of them marks the stage stale.
+Each stage's code `deps` must equal its script plus the packages (``vogflow/<package>``; the
+top-level modules by file) holding the closure of the `vogflow` modules the script imports (at any
+depth, lazy imports included), so that editing any of them marks the stage stale. A package is
+the unit of rerun: the layout keeps packages cohesive so a stage never depends on one it does
+not use (``test_training_never_depends_on_scoring_or_reporting``).
 """
 
 from __future__ import annotations
@@ -74,16 +77,21 @@ def closure(script: Path) -> set[Path]:
     return {p.relative_to(ROOT) for p in seen}
 
 
-def declared(deps: list[str]) -> set[Path]:
-    """Declared code deps as files (a folder stands for every .py file under it)."""
-    out = set()
-    for dep in deps:
-        path = ROOT / dep
-        if path.is_dir() and (dep.startswith(("vogflow", "stages"))):
-            out.update(p.relative_to(ROOT) for p in path.rglob("*.py"))
-        elif dep.endswith(".py"):
-            out.add(Path(dep))
-    return out
+def unit(path: Path) -> str:
+    """What a file is declared as: its package under ``vogflow/``, else the file itself."""
+    parts = path.parts
+    if parts[0] == "vogflow" and len(parts) > 2:
+        return "/".join(parts[:2])
+    return path.as_posix()
+
+
+def units(script: Path) -> set[str]:
+    return {unit(p) for p in closure(script)}
+
+
+def declared(deps: list[str]) -> set[str]:
+    """Declared code deps: packages and files under vogflow/ and stages/."""
+    return {dep for dep in deps if dep.startswith(("vogflow", "stages"))}
 
 
 def stages() -> dict[str, dict]:
@@ -95,12 +103,19 @@ def stages() -> dict[str, dict]:
 def test_stage_deps_are_the_import_closure_of_its_script(name):
     body = stages()[name]
     script = ROOT / body["cmd"].split()[1]
-    want = closure(script)
+    want = units(script)
     have = declared(body["deps"])
     assert have == want, (
-        f"{name}: missing from deps: {sorted(map(str, want - have))}; "
-        f"not imported: {sorted(map(str, have - want))}"
+        f"{name}: missing from deps: {sorted(want - have)}; not imported: {sorted(have - want)}"
     )
+
+
+def test_training_never_depends_on_scoring_or_reporting():
+    """Editing the VoG math, an analysis, tracking or a figure must never retrain a model."""
+    spec = stages()["train"]
+    later = {"scoring", "analysis", "rankings", "tracking", "report", "figures", "paper", "cli"}
+    touched = {dep.split("/")[1] for dep in declared(spec["deps"]) if dep.startswith("vogflow/")}
+    assert not touched & later, sorted(touched & later)
 
 
 def test_the_closure_sees_imports_inside_functions():

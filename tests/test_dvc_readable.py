@@ -214,7 +214,7 @@ def test_moving_an_image_to_another_class_folder_marks_training_stale(tmp_path):
 
 
 def test_the_builtin_datasets_depend_on_the_committed_placeholder(project):
-    from vogflow.config import BUILTIN_DATA_PATH
+    from vogflow.config.schema import BUILTIN_DATA_PATH
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["data"]["path"] == BUILTIN_DATA_PATH

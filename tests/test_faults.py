@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vogflow.config import (
+from vogflow.config.schema import (
     CheckpointConfig,
-    ConfigError,
     check_pipeline,
     checkpoint_count,
     checkpoint_epochs,
     load_params,
     parse_params,
 )
+from vogflow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,8 +143,8 @@ def test_the_checkpoint_count_is_the_schedule_length_without_listing_it():
     ],
 )
 def test_the_parameter_arithmetic_counts_what_torch_builds(name, shape, classes, options):
-    from vogflow.config import parameter_count
-    from vogflow.models import build_model
+    from vogflow.config.schema import parameter_count
+    from vogflow.models.architectures import build_model
 
     model = build_model(name, shape, classes, **options)
     assert parameter_count(name, shape, classes, **options) == sum(
@@ -153,7 +153,7 @@ def test_the_parameter_arithmetic_counts_what_torch_builds(name, shape, classes,
 
 
 def test_a_manifest_asking_for_a_billion_unit_mlp_is_refused_before_allocating():
-    from vogflow.checkpoints import build_from_manifest
+    from vogflow.checkpoints.files import build_from_manifest
 
     manifest = {
         "architecture": "mlp",
@@ -172,8 +172,8 @@ def test_a_manifest_asking_for_a_billion_unit_mlp_is_refused_before_allocating()
 def test_a_recorder_for_a_trillion_epochs_is_refused_before_listing_them(tmp_path):
     from torch import nn
 
-    from vogflow.capture import CheckpointRecorder
-    from vogflow.checkpoints import CheckpointError
+    from vogflow.checkpoints.recorder import CheckpointRecorder
+    from vogflow.errors import CheckpointError
 
     start = time.perf_counter()
     with pytest.raises(CheckpointError) as err:
@@ -304,7 +304,7 @@ def _data():
 @pytest.mark.parametrize("bad, kind", [(float("inf"), "infinite"), (float("nan"), "NaN")])
 def test_api_refuses_a_non_finite_checkpoint_naming_file_and_tensor(tmp_path, bad, kind):
     import vogflow
-    from vogflow.checkpoints import CheckpointError
+    from vogflow.errors import CheckpointError
 
     sys.path.insert(0, str(tmp_path))
     (tmp_path / "fault_nets.py").write_text(NETS)
@@ -322,7 +322,7 @@ def test_api_refuses_a_non_finite_checkpoint_naming_file_and_tensor(tmp_path, ba
 
 @pytest.mark.parametrize("bad, kind", [(float("inf"), "infinite"), (float("nan"), "NaN")])
 def test_cli_refuses_a_non_finite_checkpoint_before_scoring(user_project, capsys, bad, kind):
-    from vogflow import cli
+    from vogflow.cli import main as cli
 
     paths = _linear_checkpoints(user_project / "ckpts", 5, bad=bad)
     args = ["audit", "--model", "fault_nets:linear", "--checkpoints", *map(str, paths)]
@@ -338,11 +338,11 @@ def test_pipeline_refuses_a_diverged_run_where_it_loads_the_checkpoints(tmp_path
     import numpy as np
     import torch
 
-    from vogflow import checkpoints as ck
-    from vogflow.config import DataConfig, ModelConfig, TrainConfig
+    from vogflow.checkpoints import files as ck
+    from vogflow.common.atomic import read_json, sha256_file, write_json
+    from vogflow.config.schema import DataConfig, ModelConfig, TrainConfig
     from vogflow.data import RawSplits, normalise
-    from vogflow.io import read_json, sha256_file, write_json
-    from vogflow.train import train_run
+    from vogflow.training.train import train_run
 
     rng = np.random.default_rng(0)
     y = np.arange(60) % 2
@@ -376,13 +376,13 @@ def test_pipeline_refuses_a_diverged_run_where_it_loads_the_checkpoints(tmp_path
 def test_a_stopped_run_whose_windows_collapse_is_refused_alike_by_api_and_cli(user_project, capsys):
     # A run stopped at epoch 4 of 8 saved epochs 1-3: windows of 3 are all three checkpoints.
     import vogflow
-    from vogflow import cli
-    from vogflow.gradients import GradientError
+    from vogflow.cli import main as cli
+    from vogflow.errors import ConfigError
 
     paths = _linear_checkpoints(user_project / "stopped", 3)
     import fault_nets as nets
 
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         vogflow.audit(nets.linear(), paths, _data(), progress=False)
     rule = "the early, late and all windows would be the same checkpoints"
     assert str(err.value).startswith("window 'early' of size 3 over 3 checkpoints") and rule in str(
@@ -404,12 +404,12 @@ def test_api_names_the_inputs_when_the_model_does_not_fit_them(tmp_path):
     from torch import nn
 
     import vogflow
-    from vogflow.api import ModelFailed
+    from vogflow.errors import RunError
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     states = [{k: v + i for k, v in model.state_dict().items()} for i in range(4)]
     x, y = torch.zeros(12, 17), torch.arange(12) % 3
-    with pytest.raises(ModelFailed) as err:
+    with pytest.raises(RunError) as err:
         vogflow.audit(model, states, (x, y), window_size=2, progress=False)
     assert str(err.value) == (
         "the model failed on inputs of shape (12, 17) (mat1 and mat2 shapes cannot be multiplied "
@@ -423,7 +423,7 @@ def test_api_names_the_inputs_when_the_model_does_not_fit_them(tmp_path):
 
 
 def test_compare_out_naming_a_file_is_refused_before_any_work(tmp_path, capsys):
-    from vogflow import cli
+    from vogflow.cli import main as cli
 
     existing = tmp_path / "dvc.yaml"
     existing.write_text("stages: {}\n")
@@ -443,7 +443,7 @@ def test_a_truncated_png_streamed_by_workers_is_one_line_naming_it(user_project,
     import numpy as np
     from PIL import Image
 
-    from vogflow import cli
+    from vogflow.cli import main as cli
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 6), ("test", 6)):
@@ -470,9 +470,9 @@ def test_training_on_a_streamed_folder_with_a_truncated_png_is_one_line(tmp_path
     import numpy as np
     from PIL import Image
 
-    from vogflow.config import DataConfig, ModelConfig, TrainConfig
+    from vogflow.config.schema import DataConfig, ModelConfig, TrainConfig
     from vogflow.data import load_dataset
-    from vogflow.train import train_run
+    from vogflow.training.train import train_run
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("test", 6)):

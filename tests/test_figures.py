@@ -19,7 +19,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
 from matplotlib.text import Text
 
-from vogflow import figures as F
+from vogflow.figures import draw as F
 from vogflow.paper import figures as P
 
 N, K_CLASSES = 30, 3
@@ -408,7 +408,7 @@ def test_save_releases_figure_and_overwrites(tmp_path):
 def test_module_imports_no_heavy_or_global_plotting_state():
     # A fresh interpreter: this test process may already have loaded these for other tests.
     code = (
-        "import sys, vogflow.figures, vogflow.paper.figures; "
+        "import sys, vogflow.figures.draw, vogflow.paper.figures; "
         "print([m for m in ('torch', 'mlflow', 'pandas', 'matplotlib.pyplot') if m in sys.modules])"
     )
     root = Path(__file__).resolve().parents[1]

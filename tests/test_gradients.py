@@ -9,8 +9,9 @@ from numerics import assert_arrays_close
 from torch import nn
 from vog_reference import SmallCNN, direct_gradients, direct_vog, models_from
 
-from vogflow.gradients import GradientError, duplicate_checkpoints, extract, tensor_batches
-from vogflow.vog import vog_raw, window_indices
+from vogflow.errors import ConfigError, DataError
+from vogflow.scoring.stream import duplicate_checkpoints, extract, tensor_batches
+from vogflow.scoring.vog import vog_raw, window_indices
 
 
 def run(models, x, y, batch_size=8, **kw):
@@ -187,7 +188,7 @@ def test_unchanging_gradients_give_exactly_zero():
 def test_the_same_checkpoint_twice_is_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     adjacent = [states[0], states[1], states[1], states[2], states[3]]
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run(models_from(factory, adjacent), x, y)
     assert str(err.value) == (
         "identical checkpoints #2 = #3 (positions counted from 1): a copy adds a zero-spread term "
@@ -195,7 +196,7 @@ def test_the_same_checkpoint_twice_is_refused(small_cnn_setup):
     )
     # Anywhere, not only side by side; every group is named.
     apart = [states[0], states[1], states[2], states[0], states[3], states[2]]
-    with pytest.raises(GradientError, match=r"^identical checkpoints #1 = #4, #3 = #6 \("):
+    with pytest.raises(ConfigError, match=r"^identical checkpoints #1 = #4, #3 = #6 \("):
         run(models_from(factory, apart), x, y)
     # A copy at a new address (a reload of the same file) is still the same checkpoint.
     cloned = [states[0], {k: v.clone() for k, v in states[0].items()}, states[1]]
@@ -206,14 +207,14 @@ def test_the_same_checkpoint_twice_is_refused(small_cnn_setup):
 def test_a_window_of_one_checkpoint_repeated_is_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     repeated = [states[0], states[1], states[2], states[3], states[3], states[3]]
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run(models_from(factory, repeated), x, y)
     assert str(err.value) == (
         "every checkpoint of the 'late' window (#4, #5, #6, counted from 1) holds the same "
         "weights, so its VoG would be 0 for every example; pass checkpoints saved at different "
         "points of training"
     )
-    with pytest.raises(GradientError, match="every checkpoint of the 'all' window"):
+    with pytest.raises(ConfigError, match="every checkpoint of the 'all' window"):
         run(models_from(factory, [states[0]] * 4), x, y, windows=("all",))
 
 
@@ -239,14 +240,14 @@ class Blind(nn.Module):
 def test_a_model_that_ignores_its_input_is_refused():
     x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
     y = torch.arange(12) % 3
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run([Blind(s) for s in range(4)], x, y, windows=("all",))
     assert str(err.value).startswith(
         "every input gradient is zero, for every example at every checkpoint: the model's output "
         "ignores its input, so every VoG would be 0 and the ranking mere index order; check that "
         "forward() uses its input"
     )
-    with pytest.raises(GradientError, match=r"not differentiable w\.r\.t\. its input.*detach"):
+    with pytest.raises(ConfigError, match=r"not differentiable w\.r\.t\. its input.*detach"):
         run([Blind(s, detach=True) for s in range(4)], x, y, windows=("all",))
 
 
@@ -261,7 +262,7 @@ def test_a_window_whose_gradients_never_change_is_refused():
         models.append(model)
     x = torch.randn(10, 4, generator=torch.Generator().manual_seed(1))
     y = torch.arange(10) % 3
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run(models, x, y, windows=("all",), label_modes=("label",))
     assert str(err.value) == (
         "vog_all_label is 0 for every example: the 'all' window's checkpoints (#1, #2, #3, #4) "
@@ -272,13 +273,13 @@ def test_a_window_whose_gradients_never_change_is_refused():
 
 def test_bf16_on_the_cpu_is_refused_and_tf32_runs_fp32(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(ConfigError) as err:
         run(models_from(factory, states), x, y, precision="bf16")
     assert str(err.value) == (
         "precision: 'bf16' is refused on the cpu device (it rounds every gradient and gains no "
         "speed there); use precision='fp32' on the CPU, or a CUDA device"
     )
-    with pytest.raises(GradientError, match="precision: 'fp16' is unknown; valid: fp32, tf32"):
+    with pytest.raises(ConfigError, match="precision: 'fp16' is unknown; valid: fp32, tf32"):
         run(models_from(factory, states), x, y, precision="fp16")
     fp32 = run(models_from(factory, states), x, y, label_modes=("label",))
     with pytest.warns(UserWarning, match="'tf32' has no effect on the cpu device; running fp32"):
@@ -296,17 +297,17 @@ def test_fractional_labels_are_refused_not_truncated(small_cnn_setup):
     bad = y.double()
     bad[9] = 1.5
     bad[20] = float("nan")
-    with pytest.raises(GradientError) as err:
+    with pytest.raises(DataError) as err:
         run(models_from(factory, states), x, bad, label_modes=("label",), batch_size=23)
     assert str(err.value) == (
         "labels must be whole class indices, found 2 that are not (index 9: 1.5, index 20: nan): "
         "pass integer labels (vogflow does not round or truncate them)"
     )
     # Batch by batch, the dataset index is named (not the row within the batch).
-    with pytest.raises(GradientError, match=r"found 1 that are not \(index 9: 1\.5\)"):
+    with pytest.raises(DataError, match=r"found 1 that are not \(index 9: 1\.5\)"):
         run(models_from(factory, states), x, bad, label_modes=("label",), batch_size=8)
     one_hot = nn.functional.one_hot(y, 4).float()
-    with pytest.raises(GradientError, match=r"shape \(batch,\), got shape \(8, 4\).*argmax"):
+    with pytest.raises(DataError, match=r"shape \(batch,\), got shape \(8, 4\).*argmax"):
         run(models_from(factory, states), x, one_hot)
 
 
@@ -321,10 +322,10 @@ def test_a_caller_under_no_grad_still_gets_input_gradients(small_cnn_setup):
 
 def test_windows_larger_than_the_run_and_bad_label_modes_are_refused(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
-    with pytest.raises(GradientError, match=r"window 'early' of size 3 over 2 checkpoints"):
+    with pytest.raises(ConfigError, match=r"window 'early' of size 3 over 2 checkpoints"):
         run(models_from(factory, states[:2]), x, y)
     for modes in ((), ("label", "label"), ("logit",)):
-        with pytest.raises(GradientError, match=r"^label_modes: .* is not allowed; pass a non"):
+        with pytest.raises(ConfigError, match=r"^label_modes: .* is not allowed; pass a non"):
             run(models_from(factory, states), x, y, label_modes=modes)
 
 
@@ -399,21 +400,21 @@ def test_per_checkpoint_stats(small_cnn_setup):
 
 def test_bad_inputs_fail_clearly(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
-    with pytest.raises(GradientError, match="at least 2 checkpoints"):
+    with pytest.raises(ConfigError, match="at least 2 checkpoints"):
         run(models_from(factory, states[:1]), x, y)
     with pytest.raises(ValueError, match="window size must be at least 2"):
         run(models_from(factory, states[:3]), x, y, window_size=1)
     other = SmallCNN(classes=7)
-    with pytest.raises(GradientError, match="another architecture or class count"):
+    with pytest.raises(ConfigError, match="another architecture or class count"):
         run([*models_from(factory, states[:2]), other], x, y)
-    with pytest.raises(GradientError, match="empty"):
+    with pytest.raises(ConfigError, match="empty"):
         run(models_from(factory, states), x[:0], y[:0])
-    with pytest.raises(GradientError, match="labels range"):
+    with pytest.raises(ConfigError, match="labels range"):
         run(models_from(factory, states), x, y + 10)
     bad = x.clone()
     bad[3] = float("nan")
     bad[17] = float("inf")
-    with pytest.raises(GradientError, match=r"non-finite inputs .* indices 3, 17"):
+    with pytest.raises(ConfigError, match=r"non-finite inputs .* indices 3, 17"):
         run(models_from(factory, states), bad, y)
 
 
@@ -434,7 +435,7 @@ def test_non_finite_gradients_name_the_examples():
     x[4, 1] = 0.0
     x[9, 0] = 0.0
     y = torch.zeros(12, dtype=torch.long)
-    with pytest.raises(GradientError, match=r"input gradients for 2 example\(s\), indices 4, 9"):
+    with pytest.raises(ConfigError, match=r"input gradients for 2 example\(s\), indices 4, 9"):
         run(
             [LogModel(0), LogModel(1)], x, y, batch_size=5, label_modes=("label",), windows=("all",)
         )
@@ -443,9 +444,9 @@ def test_non_finite_gradients_name_the_examples():
 def test_num_examples_must_match_the_batches(small_cnn_setup):
     factory, states, x, y = small_cnn_setup
     models = models_from(factory, states)
-    with pytest.raises(GradientError, match="more than num_examples=10"):
+    with pytest.raises(ConfigError, match="more than num_examples=10"):
         extract(models, tensor_batches(x, y, 8), num_examples=10, progress=False, device="cpu")
-    with pytest.raises(GradientError, match="held 23 examples, not num_examples=30"):
+    with pytest.raises(ConfigError, match="held 23 examples, not num_examples=30"):
         extract(models, tensor_batches(x, y, 8), num_examples=30, progress=False, device="cpu")
 
 

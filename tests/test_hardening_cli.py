@@ -19,9 +19,9 @@ import torch
 from numerics import assert_arrays_close, assert_tables_close
 from processes import HUNG_AFTER_S
 
-from vogflow import cli
 from vogflow.api import audit
-from vogflow.rankings import read
+from vogflow.cli import main as cli
+from vogflow.rankings.table import read
 
 N_TEST = 40
 

@@ -18,9 +18,10 @@ from numerics import assert_tables_close
 from processes import HUNG_AFTER_S
 from torch import nn
 
-from vogflow import sources
 from vogflow.api import audit
-from vogflow.checkpoints import CheckpointError, read_manifest, schedule
+from vogflow.checkpoints import sources
+from vogflow.checkpoints.files import read_manifest, schedule
+from vogflow.errors import CheckpointError
 
 EPOCHS, EARLY, EVERY, LATE = 5, 2, 3, 1
 SAVED = schedule(EPOCHS, early=EARLY, every=EVERY, late=LATE)
@@ -57,7 +58,8 @@ def test_importing_vogflow_imports_no_framework_and_a_missing_one_names_its_extr
     code = textwrap.dedent(
         """
         import sys
-        import vogflow, vogflow.capture, vogflow.sources, vogflow.api, vogflow.cli
+        import vogflow, vogflow.checkpoints.recorder, vogflow.checkpoints.sources, vogflow.api,
+        vogflow.cli.main
         import vogflow.integrations
         loaded = sorted(m for m in ("lightning", "pytorch_lightning", "transformers")
                         if m in sys.modules)

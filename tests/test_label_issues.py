@@ -11,7 +11,7 @@ from cleanlab.filter import find_label_issues as cleanlab_issues
 from torch import nn
 
 from vogflow.analysis.label_issues import find_label_issues, flag_quality, issues_per_class
-from vogflow.gradients import extract, tensor_batches
+from vogflow.scoring.stream import extract, tensor_batches
 
 CLASSES = 3
 

@@ -16,11 +16,13 @@ import torch
 from numerics import assert_tables_close
 from test_sources import states, tiny, xy
 
-from vogflow import cli, sources, tracking
+from vogflow import tracking
 from vogflow.api import audit
-from vogflow.capture import CheckpointRecorder
-from vogflow.checkpoints import CheckpointError
-from vogflow.rankings import read
+from vogflow.checkpoints import sources
+from vogflow.checkpoints.recorder import CheckpointRecorder
+from vogflow.cli import main as cli
+from vogflow.errors import CheckpointError
+from vogflow.rankings.table import read
 
 
 def run_audit(model, checkpoints, data=None, **kw):

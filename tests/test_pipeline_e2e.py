@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vogflow.rankings import contract_columns
+from vogflow.rankings.table import contract_columns
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def audits(repo: Path) -> list:
 
 def test_every_output_exists_and_rankings_follow_the_contract(project):
     repo, env, _ = project
-    from vogflow.config import DataConfig
+    from vogflow.config.schema import DataConfig
     from vogflow.data import load_dataset
 
     digits = load_dataset(DataConfig())
@@ -186,7 +186,7 @@ def test_the_registered_model_loads_without_pickle_and_matches_the_checkpoint(pr
     import mlflow
     import torch
 
-    from vogflow.checkpoints import load_run_models
+    from vogflow.checkpoints.files import load_run_models
 
     repo, _, _ = project
     client = client_for(repo)
@@ -281,7 +281,7 @@ def test_a_corrupted_checkpoint_is_rebuilt_not_cached(project, tmp_path):
 
 
 def test_experiments_land_in_the_project_store(project, tmp_path):
-    from vogflow import cli
+    from vogflow.cli import main as cli
 
     repo, env = changeable(project, tmp_path)
     before = len(audits(repo))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from vogflow.progress import Progress
+from vogflow.common.progress import Progress
 
 
 def test_a_quick_loop_prints_nothing_in_a_log():

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from vogflow.analysis.scorecard import mean_percentile
-from vogflow.rank_choice import SINGLE_RUN_DEFAULT, ScoreError, canonical, resolve, scores
-from vogflow.vog import class_normalise
+from vogflow.errors import ConfigError
+from vogflow.rankings.choice import SINGLE_RUN_DEFAULT, canonical, resolve, scores
+from vogflow.scoring.vog import class_normalise
 
 
 def _table(seed: int, n: int = 30) -> pd.DataFrame:
@@ -94,8 +95,8 @@ def test_a_seed_mean_comes_from_the_seed_runs_tables():
 
 def test_names_that_cannot_rank_fail_in_one_line_naming_the_fix():
     table = _table(3)
-    with pytest.raises(ScoreError, match="a seed mean needs the audit's seed runs") as err:
+    with pytest.raises(ConfigError, match="a seed mean needs the audit's seed runs") as err:
         resolve(table, "hard_aum_seedmean", where="t.parquet")
     assert "or use hard_aum" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(ScoreError, match=r"--score 'middle_label': no such score in t.parquet"):
+    with pytest.raises(ConfigError, match=r"--score 'middle_label': no such score in t.parquet"):
         resolve(table, "middle_label", where="t.parquet")

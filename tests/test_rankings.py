@@ -7,18 +7,18 @@ import pandas as pd
 import pytest
 
 from vogflow.analysis.hardness import baseline_scores
-from vogflow.extraction import STATS, Extraction
-from vogflow.rankings import (
+from vogflow.errors import DataError
+from vogflow.rankings.table import (
     BASE_COLUMNS,
     BASELINE_COLUMNS,
     FLAG_COLUMNS,
-    RankingsError,
     build,
     contract_columns,
     preferred_score,
     score_columns,
 )
-from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
+from vogflow.scoring.results import STATS, Extraction
+from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
 
 NEW_COLUMNS = [
     "hard_loss",
@@ -109,7 +109,7 @@ def test_label_issues_are_the_averaged_probabilities_evidence():
 def test_an_extraction_without_probabilities_is_refused_with_the_fix():
     ext = _extraction()
     ext.probs = None
-    with pytest.raises(RankingsError, match="rerun the gradients stage"):
+    with pytest.raises(DataError, match="rerun the gradients stage"):
         build(ext)
 
 

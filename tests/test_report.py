@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 from report_tables import npz_images, rankings
 
-from vogflow import cli, export
-from vogflow.rank_choice import ScoreError
-from vogflow.report import NOT_ESTIMATED, Report, ranking, render, split_section
+from vogflow.cli import main as cli
+from vogflow.errors import ConfigError
+from vogflow.report import NOT_ESTIMATED, Report, export, ranking, render, split_section
 from vogflow.report.content import per_class
 from vogflow.report.images import png_data_uri
 
@@ -65,13 +65,13 @@ def test_hardest_and_easiest_are_the_ends_of_the_ranking():
 
 def test_the_audit_ranking_is_the_default_and_answers_to_its_name():
     table = rankings(ranked=True)
-    # The same resolution as every other surface (vogflow.rank_choice).
+    # The same resolution as every other surface (vogflow.rankings.choice).
     default = ranking(table, None, where="t")
     assert default.name == "hard_loss_seedmean"
     assert np.array_equal(default.values, table["rank_score"].to_numpy())
     assert ranking(table, "hard_loss_seedmean", where="t").name == "hard_loss_seedmean"
     assert ranking(table, "late_label", where="t").name == "vog_late_label"
-    with pytest.raises(ScoreError, match=r"--score 'nope'.*hard_loss"):
+    with pytest.raises(ConfigError, match=r"--score 'nope'.*hard_loss"):
         ranking(table, "nope", where="t")
     section = split_section(table, "test", rank_where="here", k=3)
     best = table.sort_values("rank")["index"].tolist()[:3]

@@ -139,7 +139,7 @@ def test_vogflow_report_of_an_audit_table(browser, tmp_path):
 
 def pipeline_workspace(folder: Path) -> dict:
     """What the stages before `report` leave, for the digits dataset the params name."""
-    from vogflow.config import DataConfig
+    from vogflow.config.schema import DataConfig
     from vogflow.data import load_dataset
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

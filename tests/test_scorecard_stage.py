@@ -17,8 +17,8 @@ import pytest
 import yaml
 from processes import HUNG_AFTER_S
 
-from vogflow import figures
-from vogflow.vog import LABEL_MODES, WINDOWS, class_normalise
+from vogflow.figures import draw as figures
+from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ("main", "seed1", "seed2", "seed3", "seed4")

@@ -15,14 +15,14 @@ import torch
 import yaml
 from numerics import assert_arrays_close, assert_tables_close
 
-from vogflow.config import CheckpointConfig, ConfigError, DataConfig, ModelConfig, TrainConfig
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import load_dataset, npzmap, stream
-from vogflow.data.files import CompressedNpz
 from vogflow.data.loaders import extraction_input, index_batches, sequential
-from vogflow.engine import load_checkpoints, run_extraction
-from vogflow.models import build_model
-from vogflow.rankings import build, contract_columns, top_bottom
-from vogflow.train import data_fingerprint, train_run
+from vogflow.errors import ConfigError
+from vogflow.models.architectures import build_model
+from vogflow.rankings.table import build, contract_columns, top_bottom
+from vogflow.scoring.extract import load_checkpoints, run_extraction
+from vogflow.training.train import data_fingerprint, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_auto_streams_only_what_would_not_fit(tmp_path, monkeypatch):
 
 def test_a_compressed_npz_is_refused_for_streaming_and_loaded_under_auto(tmp_path, monkeypatch):
     arrays = npz_file(tmp_path / "c.npz", compressed=True)
-    with pytest.raises(CompressedNpz) as err:
+    with pytest.raises(ConfigError) as err:
         load_dataset(DataConfig(name="npz", path="c.npz", stream=True), tmp_path)
     message = str(err.value)
     assert message.startswith("data.stream: x_train in ")
@@ -215,7 +215,7 @@ def test_streamed_npz_refusals_say_what_is_wrong_not_corrupted(tmp_path, monkeyp
     ],
 )
 def test_bad_stream_params_name_key_value_and_fix(data, message):
-    from vogflow.config import parse_params
+    from vogflow.config.schema import parse_params
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["data"].update(data)
@@ -361,7 +361,7 @@ def test_train_gradients_and_score_stages_stream(tmp_path, monkeypatch):
 
 
 def test_figures_read_only_the_rows_they_show(tmp_path):
-    from vogflow.figures import lowest_highest, per_class_lowest_highest
+    from vogflow.figures.draw import lowest_highest, per_class_lowest_highest
 
     image_folder(tmp_path)
     data = load_dataset(folder_cfg(stream=True), tmp_path)
@@ -383,8 +383,8 @@ def test_figures_read_only_the_rows_they_show(tmp_path):
 
 
 def test_vogflow_audit_streams_files_to_the_same_table_with_paths(tmp_path, monkeypatch, capsys):
-    from vogflow import cli
-    from vogflow.rankings import read
+    from vogflow.cli import main as cli
+    from vogflow.rankings.table import read
 
     images = image_folder(tmp_path)
     npz_file(tmp_path / "d.npz", channels_last=False)

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from vogflow import tracking
+from vogflow.store.connection import git_state
 from vogflow.tracking.record import compose, outputs
-from vogflow.tracking.store import git_state
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import postgres_uri, team_mlflow_server  # noqa: E402
@@ -35,8 +35,8 @@ def planted_model(folder: Path) -> Path:
     """A finished one-checkpoint training run of a tiny MLP, as the train stage leaves it."""
     import torch
 
-    from vogflow.checkpoints import checkpoint_name, save_state_dict, write_manifest
-    from vogflow.models import build_model
+    from vogflow.checkpoints.files import checkpoint_name, save_state_dict, write_manifest
+    from vogflow.models.architectures import build_model
 
     torch.manual_seed(0)
     model = build_model("mlp", (1, 4, 4), 3, hidden=5)
@@ -128,7 +128,7 @@ def test_the_audited_model_registers_on_the_team_server(team_mlflow_server, tmp_
     from mlflow.tracking import MlflowClient
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    from vogflow.checkpoints import load_run_models
+    from vogflow.checkpoints.files import load_run_models
 
     server = team_mlflow_server
     # Registering points mlflow's process-wide URI at this server; later tests must not inherit a

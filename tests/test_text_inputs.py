@@ -17,11 +17,11 @@ import torch
 from numerics import assert_arrays_close
 from vog_reference import perturbed_checkpoints
 
-from vogflow import cli
 from vogflow.api import audit
-from vogflow.gradients import extract
-from vogflow.inputs import InputError
-from vogflow.rankings import top_bottom, write_csv
+from vogflow.cli import main as cli
+from vogflow.errors import DataError
+from vogflow.rankings.table import top_bottom, write_csv
+from vogflow.scoring.stream import extract
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -111,7 +111,7 @@ def direct_token_vog(grads: np.ndarray) -> float:
 
 
 def text_data(bert, **kw):
-    from vogflow.text import TextData
+    from vogflow.data.text import TextData
 
     return TextData(bert["texts"], bert["labels"], bert["tokenizer"], **kw)
 
@@ -165,7 +165,7 @@ def test_padding_and_neighbours_do_not_change_a_score(bert):
         got = extract(models, batches, num_examples=1, device="cpu", progress=False)
         scores.append([got.vog_raw[k][0] for k in sorted(got.vog_raw)])
     # In a batch whose neighbours are longer, padded to their length.
-    from vogflow.text import TextData
+    from vogflow.data.text import TextData
 
     long = " ".join(WORDS) + " fun fun"
     data = TextData([long, text, long], [0, label, 1], tok)
@@ -273,10 +273,10 @@ def test_the_rankings_and_top_tables_carry_the_text(bert, tmp_path):
 def test_bad_token_inputs_fail_in_one_line(bert):
     models = bert["models"]
     too_big = {"input_ids": torch.tensor([[2, 999, 3]])}
-    with pytest.raises(InputError, match="embeds 20 ids"):
+    with pytest.raises(DataError, match="embeds 20 ids"):
         extract(models, [(too_big, torch.tensor([0]))], num_examples=1, progress=False)
     empty = {"input_ids": torch.tensor([[2, 3]]), "attention_mask": torch.tensor([[0, 0]])}
-    with pytest.raises(InputError, match=r"no token with attention_mask=1 \(indices 0\)"):
+    with pytest.raises(DataError, match=r"no token with attention_mask=1 \(indices 0\)"):
         extract(models, [(empty, torch.tensor([0]))], num_examples=1, progress=False)
 
 
@@ -296,15 +296,16 @@ def test_a_shard_of_text_data_is_the_same_rows_padded_alone(bert):
 
 
 def test_text_files_read_as_csv_or_jsonl_with_named_classes(bert, tmp_path):
-    from vogflow.text import TextError, read_table
+    from vogflow.data.text import read_table
+    from vogflow.errors import DataError
 
     rows = [{"text": "good movie", "label": "pos"}, {"text": "awful", "label": "neg"}]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     texts, labels = read_table(tmp_path / "d.jsonl", label2id=bert["config"].label2id)
     assert texts == ["good movie", "awful"] and labels.tolist() == [2, 0]
-    with pytest.raises(TextError, match="labels 'neg', 'pos' are not class indices"):
+    with pytest.raises(DataError, match="labels 'neg', 'pos' are not class indices"):
         read_table(tmp_path / "d.jsonl")
-    with pytest.raises(TextError, match="unknown format '.txt'"):
+    with pytest.raises(DataError, match="unknown format '.txt'"):
         read_table(tmp_path / "d.txt")
 
 
@@ -352,7 +353,7 @@ def test_cli_audits_a_saved_checkpoint_series_end_to_end(bert, tmp_path, capsys)
     for key, value in want.vog_raw.items():
         assert_arrays_close(table[f"vog_{key}_raw"], value, err_msg=key)
     # The same audit from Python, the model built from the folder's config.json.
-    from vogflow.text import TextData
+    from vogflow.data.text import TextData
 
     data = TextData.from_file(tmp_path / "dev.csv", folders[-1], label2id=bert["config"].label2id)
     api_table = audit(None, tmp_path / "out", data, device="cpu", progress=False)
@@ -389,7 +390,8 @@ def test_cli_text_refusals_are_one_line(bert, tmp_path, capsys):
 @pytest.mark.integration
 def test_importing_vogflow_never_imports_transformers():
     code = (
-        "import sys, vogflow, vogflow.api, vogflow.cli, vogflow.text, vogflow.engine\n"
+        "import sys, vogflow, vogflow.api, vogflow.cli.main, vogflow.data.text, "
+        "vogflow.scoring.extract\n"
         "assert 'transformers' not in sys.modules, 'transformers imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -483,7 +485,7 @@ def test_cli_audits_tabular_features_from_an_npz(tabular, tmp_path, capsys):
 
 
 def test_position_limits_leave_out_the_rows_that_are_never_positions():
-    from vogflow.text import position_limit
+    from vogflow.data.text import position_limit
 
     roberta = transformers.RobertaConfig(max_position_embeddings=514, pad_token_id=1)
     assert position_limit(roberta) == 512  # RoBERTa numbers positions from pad_token_id + 1

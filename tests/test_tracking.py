@@ -18,8 +18,8 @@ from processes import HUNG_AFTER_S
 from servers import running_mlflow_server
 
 from vogflow import tracking
+from vogflow.store.connection import git_state
 from vogflow.tracking.record import compose, outputs
-from vogflow.tracking.store import git_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -341,7 +341,7 @@ def test_a_single_run_audit_logs_its_hardest_by_the_printouts_ranking(tmp_path, 
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from vogflow import rank_choice
+    from vogflow.rankings import choice as rank_choice
 
     rng = np.random.default_rng(0)
     n = 40

@@ -181,8 +181,8 @@ def test_model_versions_aliases_run_names_and_parent_metrics(tmp_path, capsys, m
     planted = planted_model(folder / "runs/main/checkpoints")
     state = torch.load(planted / "epoch_0001.pt", weights_only=True)
     torch.save({k: v + 1 for k, v in state.items()}, planted / "epoch_0001.pt")
-    from vogflow.checkpoints import read_manifest, write_manifest
-    from vogflow.io import sha256_file
+    from vogflow.checkpoints.files import read_manifest, write_manifest
+    from vogflow.common.atomic import sha256_file
 
     manifest = read_manifest(planted)
     manifest["checkpoints"][0]["sha256"] = sha256_file(planted / "epoch_0001.pt")
@@ -415,8 +415,8 @@ def test_a_server_stopped_mid_training_costs_the_loop_seconds_and_loses_nothing(
     import torch
     from torch import nn
 
-    from vogflow import sources
-    from vogflow.capture import CheckpointRecorder
+    from vogflow.checkpoints import sources
+    from vogflow.checkpoints.recorder import CheckpointRecorder
 
     folder = tmp_path / "server"
     folder.mkdir()

@@ -16,13 +16,14 @@ import pytest
 import torch
 from processes import HUNG_AFTER_S
 
-from vogflow import checkpoints as ck
-from vogflow import runtime
-from vogflow import train as train_mod
-from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
+from vogflow.checkpoints import files as ck
+from vogflow.common import runtime
+from vogflow.common.atomic import read_npz, sha256_file
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import Split, load_dataset, shuffle_labels
-from vogflow.io import read_npz, sha256_file
-from vogflow.train import StalledError, augment_batch, lr_at, stalled, train_run
+from vogflow.errors import RunError
+from vogflow.training import train as train_mod
+from vogflow.training.train import augment_batch, lr_at, stalled, train_run
 
 # A tiny recipe: LeNet on 8x8 digits, a few epochs, a milestone so the lr decays mid-run.
 SHORT = TrainConfig(epochs=4, batch_size=64, lr=0.05, milestones=(3,), seed=0, device="cpu")
@@ -175,10 +176,10 @@ import dataclasses, sys, time
 import torch
 # Not the parent's thread count: train_run pins its own, so the bits must match regardless.
 torch.set_num_threads(int(sys.argv[3]))
-from vogflow import checkpoints as ck
-from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
+from vogflow.checkpoints import files as ck
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import Split, load_dataset
-from vogflow.train import train_run
+from vogflow.training.train import train_run
 ds = load_dataset(DataConfig(name="digits", augment="crop_flip"))
 n = int(sys.argv[2])
 ds = dataclasses.replace(ds, train=Split(ds.train.x[:n], ds.train.y[:n]))
@@ -454,8 +455,9 @@ def test_augment_batch_is_a_seeded_crop_and_flip():
 
 def test_a_diverging_run_stops_with_the_fix(digits, tmp_path):
     recipe = TrainConfig(epochs=2, batch_size=64, lr=1e12, milestones=(), device="cpu")
-    with pytest.raises(FloatingPointError, match="during epoch 1: lower train.lr"):
+    with pytest.raises(RunError, match="during epoch 1: lower train.lr") as err:
         train_run(digits, ModelConfig(), recipe, CheckpointConfig(), tmp_path / "run", echo=quiet)
+    assert err.value.cause == "diverged" and err.value.epoch == 1
 
 
 LOG10 = float(np.log(10))
@@ -482,7 +484,7 @@ def test_a_run_that_stops_learning_fails_naming_the_epoch(digits, tmp_path):
     # lr 8 throws LeNet about from the first step: at chance, its loss above a uniform guess.
     recipe = TrainConfig(epochs=10, batch_size=64, lr=8.0, milestones=(), device="cpu")
     out = tmp_path / "run"
-    with pytest.raises(StalledError, match=r"stopped learning at epoch \d+: train accuracy") as err:
+    with pytest.raises(RunError, match=r"stopped learning at epoch \d+: train accuracy") as err:
         train_run(digits, ModelConfig(), recipe, SHORT_CKPT, out, echo=quiet)
     assert 3 <= err.value.epoch < 10
     assert str(err.value).endswith("(8): lower train.lr")

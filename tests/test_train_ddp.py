@@ -20,13 +20,14 @@ from processes import HUNG_AFTER_S
 from test_distributed import torchrun
 from torch import nn
 
-from vogflow import checkpoints as ck
-from vogflow import ddp
-from vogflow.config import ConfigError, TrainConfig, load_params
+from vogflow.checkpoints import files as ck
+from vogflow.common.atomic import sha256_file
+from vogflow.config.schema import TrainConfig, load_params
 from vogflow.data import load_dataset
-from vogflow.io import sha256_file
-from vogflow.models import build_model
-from vogflow.train import train_run
+from vogflow.errors import ConfigError
+from vogflow.models.architectures import build_model
+from vogflow.parallel import ddp
+from vogflow.training.train import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # A mean of the ranks' mean losses instead of weighted sums puts the gradient of an uneven step

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from vog_reference import direct_vog
 
-from vogflow import vog
+from vogflow.scoring import vog
 
 
 def test_vog_raw_matches_direct_definition():

@@ -8,9 +8,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from vogflow.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    RunError,
+    TrackingError,
+    VogflowError,
+)
+
 __version__ = "0.1.0"
 
-__all__ = ["CheckpointRecorder", "__version__", "audit"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointRecorder",
+    "ConfigError",
+    "DataError",
+    "RunError",
+    "TrackingError",
+    "VogflowError",
+    "__version__",
+    "audit",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,7 +39,7 @@ def __getattr__(name: str) -> Any:
 
         return audit
     if name == "CheckpointRecorder":
-        from vogflow.capture import CheckpointRecorder
+        from vogflow.checkpoints.recorder import CheckpointRecorder
 
         return CheckpointRecorder
     raise AttributeError(f"module 'vogflow' has no attribute {name!r}")

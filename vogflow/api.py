@@ -1,7 +1,8 @@
 """Audit your own model: ``vogflow.audit(model, checkpoints, data)`` returns the rankings table.
 
-The same engine the pipeline runs (:func:`vogflow.engine.run_extraction`) and the same table
-(:mod:`vogflow.rankings`): one implementation, two doors.
+The same engine the pipeline runs (:func:`vogflow.scoring.extract.run_extraction`) and the same
+table
+(:mod:`vogflow.rankings.table`): one implementation, two doors.
 """
 
 from __future__ import annotations
@@ -14,26 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from vogflow import checkpoints as ck
-from vogflow.engine import Checkpoint, Data, load_checkpoints, run_extraction
-from vogflow.gradients import (
-    GradientError,
-    check_label_modes,
-    check_precision,
-)
-from vogflow.runtime import resolve_device
-from vogflow.vog import LABEL_MODES, NORMALISATIONS, WINDOWS, window_indices
-
-
-class ModelFailed(GradientError):
-    """The model could not run on the data: an architecture or input shape that does not fit."""
-
-    def __init__(self, data: str, first: str) -> None:
-        super().__init__(
-            f"the model failed on {data} ({first}); check that the model is the architecture "
-            "the checkpoints and the data were made for"
-        )
-        self.data, self.first = data, first
+from vogflow.checkpoints import files as ck
+from vogflow.common.runtime import resolve_device
+from vogflow.errors import ConfigError, RunError
+from vogflow.scoring.extract import Checkpoint, Data, load_checkpoints, run_extraction
+from vogflow.scoring.stream import check_label_modes, check_precision
+from vogflow.scoring.vog import LABEL_MODES, NORMALISATIONS, WINDOWS, window_indices
 
 
 def _describe(data: Data) -> str:
@@ -58,30 +45,30 @@ def check_audit(
 
     Checks the options (windows, window size against the number of checkpoints, label modes,
     normalisation, batch size, precision on the device) and, with ``track``, that the MLflow
-    store is reachable. Raises a one-line :class:`GradientError` (or the tracking/config error).
+    store is reachable. Raises a one-line :class:`ConfigError` (or the tracking/config error).
     """
     if len(checkpoints) < 2:
         raise ck.CheckpointError(f"VoG needs at least 2 checkpoints, got {len(checkpoints)}")
     bad = [w for w in windows if w not in WINDOWS]
     if bad or not windows or len(set(windows)) != len(windows):
-        raise GradientError(
+        raise ConfigError(
             f"windows: {list(windows)!r} is not allowed; pass a non-empty list without repeats "
             f"drawn from: {', '.join(WINDOWS)}"
         )
     if isinstance(window_size, bool) or not isinstance(window_size, int):
-        raise GradientError(f"window_size: {window_size!r} is not allowed; pass an integer >= 2")
+        raise ConfigError(f"window_size: {window_size!r} is not allowed; pass an integer >= 2")
     try:
         for w in windows:
             window_indices(len(checkpoints), w, size=window_size)
     except ValueError as err:
-        raise GradientError(str(err)) from err
+        raise ConfigError(str(err)) from err
     check_label_modes(label_modes)
     if normalise not in NORMALISATIONS:
-        raise GradientError(
+        raise ConfigError(
             f"normalise: {normalise!r} is not allowed; valid: {', '.join(NORMALISATIONS)}"
         )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GradientError(f"batch_size: {batch_size!r} is not allowed; pass an integer >= 1")
+        raise ConfigError(f"batch_size: {batch_size!r} is not allowed; pass an integer >= 1")
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     check_precision(precision, dev)
     if track:
@@ -118,22 +105,23 @@ def audit(
             when ``checkpoints`` is a folder whose manifest names a built-in architecture.
         checkpoints: ordered paths or state dicts (bare, or under ``model``/``state_dict``/
             ``model_state_dict``; a DataParallel ``module.`` prefix is fine), the last "final";
-            or where they are (:func:`vogflow.sources.resolve`): a checkpoint folder, a
+            or where they are (:func:`vogflow.checkpoints.sources.resolve`): a checkpoint folder, a
             ``runs:/`` URI, a Hugging Face output folder, a glob; or a list of ``models:/``
             URIs (one checkpoint each), in training order.
         data: a ``Dataset`` of ``(x, y)``, an unshuffled ``DataLoader``, an ``(x, y)`` pair (``x``
             images ``(N, C, H, W)`` or tabular features ``(N, D)``), or text: a
-            :class:`vogflow.text.TextData`, or a DataLoader of tokenised dict batches
+            :class:`vogflow.data.text.TextData`, or a DataLoader of tokenised dict batches
             (``input_ids``, ``attention_mask``, ``labels``). Text is scored on the gradient
-            w.r.t. the input embeddings (:mod:`vogflow.inputs`); with a Hugging Face checkpoint
+            w.r.t. the input embeddings (:mod:`vogflow.scoring.inputs`); with a Hugging Face
+            checkpoint
             folder, ``model`` may be None (built from its ``config.json``).
         precision, channels_last: speed options for a GPU (see
-            :func:`vogflow.gradients.extract`).
+            :func:`vogflow.scoring.stream.extract`).
         track: also log the audit (params, rankings, top-k table) to MLflow.
 
     Everything checkable is refused before extraction, in one line: the options and the
     tracking store (:func:`check_audit`), then the checkpoints (loadable, one architecture,
-    distinct: :func:`vogflow.gradients.check_models`) and the labels of an ``(x, y)`` pair.
+    distinct: :func:`vogflow.scoring.stream.check_models`) and the labels of an ``(x, y)`` pair.
 
     Returns:
         The rankings table (pandas): ``index`` (then ``text`` for TextData), ``label,
@@ -142,7 +130,8 @@ def audit(
         Higher VoG = harder. Under ``torchrun``, rank 0 returns it and the other ranks None
         (see :func:`run_extraction`).
     """
-    from vogflow import rankings, sources
+    from vogflow.checkpoints import sources
+    from vogflow.rankings import table as rankings
 
     with contextlib.ExitStack() as stack:
         if isinstance(checkpoints, str | Path) or any(map(sources.is_model_uri, checkpoints)):
@@ -152,7 +141,7 @@ def audit(
                 model = _model_of(source, data)
             checkpoints = source.for_audit()
         if model is None:
-            from vogflow.checkpoints import CheckpointError
+            from vogflow.errors import CheckpointError
 
             raise CheckpointError(
                 "audit: model is None; pass the nn.Module, or a checkpoint folder "
@@ -187,13 +176,18 @@ def audit(
         except torch.OutOfMemoryError:
             raise  # a resource, not a mismatch: its own message says what to lower
         except RuntimeError as err:
-            from vogflow.procgroup import lost_contact
+            from vogflow.parallel.launch import lost_contact
 
             if lost_contact(err):  # another torchrun rank went away; the launcher names it
                 raise
             # The model's own error (a shape mismatch) names tensors, not the user's inputs.
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelFailed(_describe(data), first) from err
+            raise RunError(
+                f"the model failed on {_describe(data)} ({first}); check that the model is the "
+                "architecture the checkpoints and the data were made for",
+                cause="model",
+                first=first,
+            ) from err
         if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
             return None
         table = rankings.build(extraction, normalise=normalise, text=_texts(data))
@@ -217,7 +211,7 @@ def audit(
 
 
 def _is_text(data: Data) -> bool:
-    from vogflow.text import TextData  # cheap: transformers is imported only to build models
+    from vogflow.data.text import TextData  # cheap: transformers is imported only to build models
 
     return isinstance(data, TextData)
 
@@ -230,7 +224,7 @@ def _model_of(source: Any, data: Data) -> nn.Module:
     """The untrained model a checkpoint source describes: its manifest's built-in architecture,
     or for text, a Hugging Face folder's ``config.json``."""
     if _is_text(data) and source.kind == "huggingface":
-        from vogflow import text
+        from vogflow.data import text
 
         return text.build_model(text.checkpoint_folders(source)[-1])
     return source.build_model()

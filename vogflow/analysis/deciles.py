@@ -16,7 +16,7 @@ import numpy as np
 
 from vogflow.analysis.ranks import spearman
 from vogflow.analysis.stats import claim, percentile_interval
-from vogflow.vog import LABEL_MODES, WINDOWS, deciles
+from vogflow.scoring.vog import LABEL_MODES, WINDOWS, deciles
 
 TREND = "spearman(bucket, error)"
 

@@ -1,7 +1,8 @@
 """Per-example hardness baselines from one run's per-checkpoint statistics.
 
 One job: turn the ``(K, N)`` statistics every extraction already has (``pred``, ``loss``,
-``margin``, ``el2n``, ``msp``; see ``vogflow.extraction.STATS``) into the difficulty scores VoG is
+``margin``, ``el2n``, ``msp``; see ``vogflow.scoring.results.STATS``) into the difficulty scores
+VoG is
 compared with, every one oriented higher = harder (which labels are probably wrong is
 ``analysis.label_issues``). The statistics are taken against the label the run trained on
 (shuffled ones included), so "hard" here means hard to fit that label.
@@ -17,7 +18,7 @@ import numpy as np
 
 # Every name :func:`baseline_scores` can return, in a fixed order (the rankings table's order);
 # it lives in names.py, where the config checks vog.rank_by without the scoring math.
-from vogflow.names import BASELINES
+from vogflow.config.names import BASELINES
 
 
 def _checkpoints(k: int, idx: Sequence[int] | np.ndarray | None) -> np.ndarray:

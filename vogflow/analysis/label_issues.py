@@ -41,7 +41,7 @@ class LabelIssues:
     label_prob: np.ndarray
 
     def columns(self) -> dict[str, np.ndarray]:
-        """The rankings table's columns, in its order (see ``vogflow.rankings``)."""
+        """The rankings table's columns, in its order (see ``vogflow.rankings.table``)."""
         return {
             "label_issue": self.label_issue,
             "suggested_label": self.suggested_label,

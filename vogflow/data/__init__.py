@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.config import DATASETS, STREAMABLE, ConfigError, DataConfig
+from vogflow.config.schema import DATASETS, STREAMABLE, DataConfig
+from vogflow.errors import ConfigError
 
 
 @dataclass(frozen=True)

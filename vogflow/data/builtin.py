@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.config import DataConfig
+from vogflow.config.schema import DataConfig
 from vogflow.data import RawSplits
 
 

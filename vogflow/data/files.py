@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.config import ConfigError, DataConfig
+from vogflow.config.schema import DataConfig
 from vogflow.data import RawSplits
+from vogflow.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -556,7 +557,9 @@ def stream_imagefolder(folder: Folder, cfg: DataConfig) -> FileStreams:
     )
 
 
-class NotStreamable(ConfigError):
+# Not a VogflowError: ``data.stream: auto`` catches it and loads the archive instead; asked to
+# stream (``true``), the caller turns it into the user's ConfigError.
+class NotStreamable(Exception):
     """An archive whose arrays cannot be read batch by batch from disk (``auto`` loads it)."""
 
 

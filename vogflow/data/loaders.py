@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from vogflow.errors import VogflowError
+from vogflow.errors import DataError, VogflowError
 
 
 class Rows(TorchDataset):
@@ -87,7 +87,8 @@ def sequential(
 
 
 def extraction_input(x: Any, y: np.ndarray, *, batch_size: int) -> Any:
-    """What :func:`vogflow.engine.run_extraction` reads: the ``(x, y)`` arrays themselves, or an
+    """What :func:`vogflow.scoring.extract.run_extraction` reads: the ``(x, y)`` arrays themselves,
+    or an
     in-order loader of a streamed split with the same batch boundaries (and so the same bits)."""
     if isinstance(x, np.ndarray | torch.Tensor):
         return (x, y)
@@ -122,3 +123,26 @@ def _with_empty(
     # the job is one.
     for idx in steps:
         yield next(batches) if idx else torch.empty((0, *shape), dtype=torch.float32)
+
+
+def check_label_values(y: torch.Tensor, *, offset: int = 0) -> None:
+    """Refuse labels that are not whole class indices of shape ``(N,)``; never round them.
+
+    ``offset``: the dataset position of ``y[0]``, so the message names dataset indices.
+    """
+    if y.dim() != 1:
+        raise DataError(
+            f"labels must be class indices of shape (batch,), got shape {tuple(y.shape)}; pass "
+            "a 1-D vector (y.argmax(1) for one-hot or probability labels, y.squeeze(1) for a "
+            "column)"
+        )
+    if not y.is_floating_point():
+        return
+    bad = torch.nonzero(~(torch.isfinite(y) & (y == torch.round(y))))[:, 0].tolist()
+    if bad:
+        rows = ", ".join(f"index {offset + i}: {float(y[i])!r}" for i in bad[:5])
+        more = ", ..." if len(bad) > 5 else ""
+        raise DataError(
+            f"labels must be whole class indices, found {len(bad)} that are not ({rows}{more}): "
+            "pass integer labels (vogflow does not round or truncate them)"
+        )

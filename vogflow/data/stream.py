@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vogflow.errors import ConfigError
+
 # Rows per chunk hold about this many values: the statistics of a stream and of an in-memory
 # array walk the same chunks, so both modes sum in the same order (and get the same bits).
 CHUNK_VALUES = 1 << 20
@@ -228,7 +230,7 @@ class PassCache:
             return data[name]
         value = compute()
         if self.path is not None:
-            from vogflow.io import write_json
+            from vogflow.common.atomic import write_json
 
             try:
                 write_json(self.path, {**self._read(), name: value})
@@ -303,7 +305,7 @@ def sources_or_raw(cfg: Any, root: Path, *, warn: Callable[[str], None] | None =
         return files.stream_npz(cfg, root)
     except files.NotStreamable as err:
         if cfg.stream is True:
-            raise
+            raise ConfigError(str(err)) from None
         warn(f"warning: {err}; loading it into memory instead")
         return files.load_npz(cfg, root)
 

@@ -11,14 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.config import DataConfig
+from vogflow.config.schema import DataConfig
 from vogflow.data import RawSplits
-from vogflow.errors import VogflowError
-
-
-class DatasetUnavailable(VogflowError, RuntimeError):
-    """A dataset's files are not on disk and could not be downloaded."""
-
+from vogflow.errors import DataError
 
 # Published per-channel statistics of each training split, so that rankings do not depend on
 # whichever subset happens to be loaded.
@@ -41,7 +36,7 @@ def _open(cls: type, name: str, directory: Path, train: bool) -> Any:
     except Exception as err:
         # Whatever went wrong (no network, a proxy, a bad archive), the remedy is the same.
         files = directory / getattr(cls, "base_folder", f"{cls.__name__}/raw")
-        raise DatasetUnavailable(
+        raise DataError(
             f"{name}: no usable files in {files} (absent, or not matching torchvision's "
             f"checksums) and the download into {directory} failed: {str(err).strip()}. "
             f"Run once on a machine with network access, or copy the {name} files of a "

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.config import DataConfig
+from vogflow.config.schema import DataConfig
 from vogflow.data import files, stream
 
 

@@ -5,7 +5,8 @@
     trainer = Trainer(model, args, train_dataset=train, callbacks=[VogCheckpoints("ckpts")])
     trainer.train()
 
-At each whole epoch's end it calls :meth:`vogflow.capture.CheckpointRecorder.epoch_end` with
+At each whole epoch's end it calls
+:meth:`vogflow.checkpoints.recorder.CheckpointRecorder.epoch_end` with
 the number of epochs finished, so the folder holds the pipeline's schedule (early, every, late)
 and audits like any vogflow checkpoint folder. A run that stops inside an epoch (``max_steps``,
 a fractional ``num_train_epochs``) records its whole epochs only: the Trainer's extra
@@ -21,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from vogflow.capture import CheckpointRecorder
+from vogflow.checkpoints.recorder import CheckpointRecorder
 from vogflow.integrations import missing
 
 try:
@@ -52,7 +53,8 @@ class VogCheckpoints(TrainerCallback):
         out_dir: the checkpoint folder (a folder of the same model and schedule is continued,
             so ``trainer.train(resume_from_checkpoint=...)`` resumes it).
         epochs: the epochs the run will train (default: the Trainer's whole epochs).
-        **options: the other :class:`~vogflow.capture.CheckpointRecorder` options (``early``,
+        **options: the other :class:`~vogflow.checkpoints.recorder.CheckpointRecorder` options
+        (``early``,
             ``every``, ``late``, ``input_shape``, ``classes``, ``mlflow_run_id``,
             ``log_models``, ...).
 

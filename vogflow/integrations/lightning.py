@@ -5,10 +5,12 @@
     trainer = L.Trainer(max_epochs=30, callbacks=[VogCheckpoints("ckpts", input_shape=(1, 28, 28))])
     trainer.fit(lit_model, train_loader)
 
-After each training epoch it calls :meth:`vogflow.capture.CheckpointRecorder.epoch_end` with the
+After each training epoch it calls
+:meth:`vogflow.checkpoints.recorder.CheckpointRecorder.epoch_end` with the
 number of epochs finished, so the folder holds the pipeline's schedule (early, every, late) and
 audits like any vogflow checkpoint folder. The weights recorded are those a Trainer ``.ckpt``
-audits with (:mod:`vogflow.sources` drops a ``model.`` prefix common to every key): the inner
+audits with (:mod:`vogflow.checkpoints.sources` drops a ``model.`` prefix common to every key): the
+inner
 ``pl_module.model`` when it holds every weight, else the LightningModule itself (whose
 ``forward`` must then return the logits).
 """
@@ -20,9 +22,9 @@ from typing import Any
 
 from torch import nn
 
-from vogflow.capture import CheckpointRecorder
+from vogflow.checkpoints.recorder import CheckpointRecorder
+from vogflow.checkpoints.sources import LIGHTNING_PREFIX
 from vogflow.integrations import missing
-from vogflow.sources import LIGHTNING_PREFIX
 
 try:
     import lightning.pytorch as pl
@@ -47,7 +49,8 @@ class VogCheckpoints(pl.Callback):
         out_dir: the checkpoint folder (a folder of the same model and schedule is continued,
             so ``trainer.fit(..., ckpt_path=...)`` resumes it).
         epochs: the epochs the run will train (default: ``trainer.max_epochs``).
-        **options: the other :class:`~vogflow.capture.CheckpointRecorder` options (``early``,
+        **options: the other :class:`~vogflow.checkpoints.recorder.CheckpointRecorder` options
+        (``early``,
             ``every``, ``late``, ``input_shape``, ``classes``, ``mlflow_run_id``,
             ``log_models``, ...).
 

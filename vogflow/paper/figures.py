@@ -1,7 +1,7 @@
 """The paper's figures (Figs. 1, 5, 6, memorization, Table 1 as bars) and the catalogue of every
 figure the ``figures`` stage draws for an audit: numpy arrays and tables in, figures out.
 
-A leaf like :mod:`vogflow.figures`: no statistics and no files (the stage reads and saves).
+A leaf like :mod:`vogflow.figures.draw`: no statistics and no files (the stage reads and saves).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from vogflow.figures import error_curves, lowest_highest, per_class_lowest_highest, plot_curves
+from vogflow.figures.draw import error_curves, lowest_highest, per_class_lowest_highest, plot_curves
 
 
 def early_late(
@@ -211,7 +211,7 @@ def audit_figures(
     scores table (``index``, ``noisy`` and one column per score); ``ood``: the OoD summary table
     (one row per method); ``published``: the paper's Table 1 (``ood.paper_table1``). ``grid``:
     tiles per side of a grid; ``classes``: classes drawn per class. ``rankings``: split -> the
-    audit's ranking (``vogflow.rank_choice.Ranking``) of that split's table; each gets the first
+    audit's ranking (``vogflow.rankings.choice.Ranking``) of that split's table; each gets the first
     grids, ``audit_ranking_<split>`` (whole split) and ``audit_ranking_per_class_<split>``, ahead
     of the paper's VoG grids. Every tile names its example's index (``#<index>``).
     """

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vogflow.config import OodConfig
+from vogflow.config.schema import OodConfig
 from vogflow.data import Dataset
-from vogflow.engine import run_extraction
-from vogflow.vog import class_normalise
+from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.vog import class_normalise
 
 MAX_DETECTOR_TRAIN = 1000  # detectors are fit on at most this many clean training examples
 
@@ -51,7 +51,7 @@ def score_all(
     echo=print,
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """``scores[corruption][method] = (clean_scores, corrupted_scores)``, higher = more OoD."""
-    from vogflow.models import penultimate_features
+    from vogflow.models.architectures import penultimate_features
     from vogflow.paper.ood import fit_score
 
     if len(dataset.input_shape) != 3:

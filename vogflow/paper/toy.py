@@ -23,7 +23,7 @@ import numpy as np
 
 from vogflow.analysis.ranks import spearman
 from vogflow.analysis.stats import bootstrap_ci, claim
-from vogflow.vog import deciles
+from vogflow.scoring.vog import deciles
 
 PAPER = "Fig. 1b: VoG ranks highest the points closest to the decision boundary"
 _EPS = 1e-12

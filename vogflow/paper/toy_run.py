@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.config import CheckpointConfig, DataConfig, ModelConfig, ToyConfig, TrainConfig
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, ToyConfig, TrainConfig
 from vogflow.data import RawSplits, normalise
 from vogflow.data.builtin import toy_points
 
@@ -15,11 +15,11 @@ from vogflow.data.builtin import toy_points
 def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
     """Train with a checkpoint every epoch; return points, VoG, distances and the margin grid."""
 
-    from vogflow.checkpoints import load_run_models
-    from vogflow.engine import run_extraction
+    from vogflow.checkpoints.files import load_run_models
     from vogflow.paper.toy import boundary_distance, margin
-    from vogflow.train import train_run
-    from vogflow.vog import class_normalise
+    from vogflow.scoring.extract import run_extraction
+    from vogflow.scoring.vog import class_normalise
+    from vogflow.training.train import train_run
 
     x, y = toy_points(cfg.n_points, cfg.separation, cfg.seed)
     x_test, y_test = toy_points(max(cfg.n_points // 4, 10), cfg.separation, cfg.seed + 1)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vogflow.rank_choice import Ranking, resolve
-from vogflow.rankings import IDENTIFIERS
+from vogflow.rankings.choice import Ranking, resolve
+from vogflow.rankings.table import IDENTIFIERS
 
 # The label-issue estimate of a rankings table: the given label is probably wrong
 # (``label_issue``), the class the evidence points to and its probability, and the given label's
@@ -32,7 +32,7 @@ def has_label_issues(table: pd.DataFrame) -> bool:
 
 def ranking(table: pd.DataFrame, score: str | None, *, where: str) -> Ranking:
     """The score the report and the export rank by: the one every surface uses
-    (:func:`vogflow.rank_choice.resolve`: the audit's ranking, else the single-run default, or
+    (:func:`vogflow.rankings.choice.resolve`: the audit's ranking, else the single-run default, or
     the score named)."""
     return resolve(table, score, where=where)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.figures import _to_hwc
+from vogflow.figures.draw import _to_hwc
 
 IMAGE_KINDS = ("npz", "imagefolder", "params")
 
@@ -66,7 +66,7 @@ def load(kind: str, path: str, split: str, *, root: Path | None = None) -> Image
     loads them: in [0, 1]) or ``params:PATH`` (the dataset a pipeline's params file names);
     None for tabular data."""
     if kind == "params":
-        from vogflow.config import load_params
+        from vogflow.config.schema import load_params
         from vogflow.data import load_dataset
 
         params = load_params(path)

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vogflow.io import write_text
+from vogflow.common.atomic import write_text
 from vogflow.report.content import Report
 
 CSS = """

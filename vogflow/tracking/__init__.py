@@ -5,6 +5,16 @@ from the pipeline's files; ``write`` logs audits and comparisons; ``read`` finds
 MLflow itself is imported only inside the functions that use it.
 """
 
+from vogflow.errors import TrackingError
+from vogflow.store.connection import (
+    check_model_name,
+    check_reachable,
+    client,
+    enabled,
+    open_store,
+    project_root,
+    tracking_uri,
+)
 from vogflow.tracking.read import (
     DEFAULT_RUN,
     RUN_TAG,
@@ -19,16 +29,6 @@ from vogflow.tracking.read import (
     read_rankings,
     resolve_audit,
     seed_rankings,
-)
-from vogflow.tracking.store import (
-    TrackingError,
-    check_model_name,
-    check_reachable,
-    client,
-    enabled,
-    open_store,
-    project_root,
-    tracking_uri,
 )
 from vogflow.tracking.write import (
     AUDIT_KEY_TAG,

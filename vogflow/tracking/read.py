@@ -12,14 +12,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from vogflow.tracking.store import (
-    TrackingError,
-    adopt_copy,
-    check_reachable,
-    client,
-    sqlite_path,
-    tracking_uri,
-)
+from vogflow.errors import TrackingError
+from vogflow.store.connection import adopt_copy, check_reachable, client, sqlite_path, tracking_uri
 from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG, alias_tag
 
 STAGE_TAG = "vogflow.stage"
@@ -280,7 +274,7 @@ def read_rankings(audit: AuditRef, split: str) -> Any:
     """Download the audit's rankings table of ``split`` and read it (a pandas DataFrame)."""
     import tempfile
 
-    from vogflow import rankings
+    from vogflow.rankings import table as rankings
 
     client, _ = _reading_client()
     run_id, path = _locate(client, audit, split)
@@ -323,7 +317,8 @@ def compare_run_url(run_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoints logged as MLflow models (vogflow.capture.CheckpointRecorder(log_models=True))
+# checkpoints logged as MLflow models
+# (vogflow.checkpoints.recorder.CheckpointRecorder(log_models=True))
 
 
 MODELS_PREFIX = "models:/"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from vogflow.io import TIMINGS
+from vogflow.common.atomic import TIMINGS
 
 TRACK_STAGE = "track"
 # The registered version of the latest audit of committed code.
@@ -151,7 +151,7 @@ def compose(
     given); it then moves the model alias ``exp-<name>``, never ``audited``."""
     import pandas as pd
 
-    from vogflow import rank_choice
+    from vogflow.rankings import choice as rank_choice
 
     lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
     dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}

@@ -1,6 +1,6 @@
 """Writing to MLflow: one pipeline audit, an API audit, a comparison. Runs never stay RUNNING.
 
-Every writer goes through :func:`vogflow.tracking.store.open_store`, so concurrent audits on the
+Every writer goes through :func:`vogflow.store.connection.open_store`, so concurrent audits on the
 default SQLite store take turns instead of losing runs.
 """
 
@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import vogflow
-from vogflow.tracking.record import MODEL_ALIAS, AuditRecord, flatten, hardest, numbers
-from vogflow.tracking.store import (
-    TrackingError,
+from vogflow.errors import TrackingError
+from vogflow.store.connection import (
     check_reachable,
     experiment_id,
     git_state,
@@ -25,6 +24,7 @@ from vogflow.tracking.store import (
     sqlite_path,
     tracking_uri,
 )
+from vogflow.tracking.record import MODEL_ALIAS, AuditRecord, flatten, hardest, numbers
 
 KIND_TAG = "vogflow.kind"
 AUDIT_KEY_TAG = "vogflow.audit_key"
@@ -289,7 +289,7 @@ def _log_model(
     import numpy as np
     import torch
 
-    from vogflow.checkpoints import load_run_models
+    from vogflow.checkpoints.files import load_run_models
 
     models, manifest = load_run_models(model_dir)
     final = manifest["checkpoints"][-1]
@@ -430,7 +430,8 @@ def _params(params: Mapping[str, Any]) -> dict[str, str]:
 
 def log_audit(table: Any, *, params: Mapping[str, Any], run_name: str, experiment: str) -> str:
     """Log a :func:`vogflow.audit` result as a standalone run; returns its run id."""
-    from vogflow import rank_choice, rankings
+    from vogflow.rankings import choice as rank_choice
+    from vogflow.rankings import table as rankings
 
     with _standalone_run(experiment, run_name, {KIND_TAG: "api"}) as (client, run_id):
         metrics = {"examples": len(table), "error_rate": float(1 - table["correct"].mean())}

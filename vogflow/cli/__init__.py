@@ -1,0 +1,1 @@
+"""The ``vogflow`` command: one module per command."""

@@ -1,0 +1,1 @@
+"""The audit's figures: numpy arrays in, matplotlib figures and PNGs out."""

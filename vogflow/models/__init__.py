@@ -1,0 +1,2 @@
+"""Model architectures by name (``architectures``); input shape and class count come from the
+dataset."""

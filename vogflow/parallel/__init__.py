@@ -1,0 +1,2 @@
+"""Several processes: launching ranks with torchrun (``launch``) and data-parallel training
+(``ddp``)."""
