@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vogflow.common.version import __version__
 from vogflow.errors import (
     CheckpointError,
     ConfigError,
@@ -16,8 +17,6 @@ from vogflow.errors import (
     TrackingError,
     VogflowError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError",

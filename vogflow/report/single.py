@@ -47,7 +47,7 @@ def build(
         ("examples", str(len(table))),
         ("final-model error", f"{1 - table['correct'].astype(bool).mean():.3f}"),
     ]
-    from vogflow import __version__
+    from vogflow.common.version import __version__
 
     facts.append(("vogflow", __version__))
     return Report(

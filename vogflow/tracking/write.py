@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import vogflow
+from vogflow.common.version import __version__
 from vogflow.errors import TrackingError
 from vogflow.store.connection import (
     check_reachable,
@@ -414,7 +414,7 @@ def _standalone_run(
     check_reachable(uri)
     with open_store(uri) as client:
         exp = experiment_id(client, experiment, uri)
-        tags = {"vogflow.version": vogflow.__version__, **git_state(root), **tags}
+        tags = {"vogflow.version": __version__, **git_state(root), **tags}
         run_id = client.create_run(exp, run_name=run_name, tags=tags).info.run_id
         try:
             yield client, run_id
