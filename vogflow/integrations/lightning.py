@@ -24,6 +24,7 @@ from torch import nn
 
 from vogflow.checkpoints.recorder import CheckpointRecorder
 from vogflow.checkpoints.sources import LIGHTNING_PREFIX
+from vogflow.errors import ConfigError
 from vogflow.integrations import missing
 
 try:
@@ -70,7 +71,7 @@ class VogCheckpoints(pl.Callback):
             return
         epochs = self.epochs or trainer.max_epochs
         if epochs is None or epochs < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"VogCheckpoints: the Trainer has max_epochs={trainer.max_epochs!r}; pass "
                 "epochs=N (the schedule needs the last epoch)"
             )

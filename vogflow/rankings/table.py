@@ -102,11 +102,11 @@ def build(
             "rerun the gradients stage (`dvc repro`) or `vogflow audit`"
         )
     if text is not None and len(text) != n:
-        raise ValueError(f"{len(text)} texts for {n} examples")
+        raise DataError(f"{len(text)} texts for {n} examples")
     table: dict[str, Any] = {"index": np.arange(n, dtype=np.int64)}
     if path is not None:
         if len(path) != n:
-            raise ValueError(f"path has {len(path)} entries for {n} examples")
+            raise DataError(f"path has {len(path)} entries for {n} examples")
         table[PATH_COLUMN] = np.asarray(path, dtype=object)
     if text is not None:
         table["text"] = list(text)
@@ -162,5 +162,5 @@ def read(path: str | Path) -> pd.DataFrame:
     table = pd.read_parquet(path)
     missing = [c for c in BASE_COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{path} is not a rankings table: missing columns {', '.join(missing)}")
+        raise DataError(f"{path} is not a rankings table: missing columns {', '.join(missing)}")
     return table
