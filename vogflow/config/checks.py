@@ -1,10 +1,9 @@
-"""The bounds and cross-checks of the parameters: each section's limits (seeds, threads, rank_by
-names) and the pipeline's checks across sections (checkpoint counts, model size against this
-machine's memory and disk, paths that must exist, the runs each stage reads).
+"""The pipeline's checks across sections: what each section accepts alone but the pipeline cannot
+run (checkpoint counts, the model's size against this machine's memory and disk, paths that must
+exist, the splits, label modes and runs each stage reads, the hardware asked for).
 
-Every error names the key, the bad value and what is allowed, and is raised before any work. The
-section dataclasses (:mod:`vogflow.config.schema`, :mod:`vogflow.config.paper`) validate with the
-helpers here; nothing here imports them but for type annotations.
+Every error names the key, the bad value and what is allowed, and is raised before any stage's
+work (DVC removes a stage's outputs before running it).
 """
 
 from __future__ import annotations
@@ -12,93 +11,23 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vogflow.config.names import BASELINES, LABEL_MODES, MODELS, WINDOWS, window_problem
+from vogflow.config.bounds import check
+from vogflow.config.names import LABEL_MODES, MODELS, window_problem
+from vogflow.config.schema import (
+    CheckpointConfig,
+    DataConfig,
+    Params,
+    TrainConfig,
+    check_run_refs,
+)
 from vogflow.errors import ConfigError
 
-if TYPE_CHECKING:
-    from vogflow.config.schema import CheckpointConfig, DataConfig, Params, TrainConfig
-
-# Any score of the scorecard can rank the audit: a VoG variant (the configured normalisation,
-# |z| or raw), a baseline from the same checkpoints, each alone or averaged over the seed runs.
-SCORE_NAMES = frozenset(
-    [f"{w}_{m}" for w in WINDOWS for m in LABEL_MODES]
-    + [
-        f"vog_{w}_{m}{kind}{mean}"
-        for w in WINDOWS
-        for m in LABEL_MODES
-        for kind in ("", "_abs", "_raw")
-        for mean in ("", "_seedmean")
-    ]
-    + [f"hard_{b}{mean}" for b in BASELINES for mean in ("", "_seedmean")]
-)
-RANK_BY_FORMS = (
-    "'auto', <window>_<mode> (e.g. late_label), vog_<window>_<mode>[_abs|_raw][_seedmean] "
-    f"(windows {'/'.join(WINDOWS)}, modes {'/'.join(LABEL_MODES)}) or "
-    f"hard_<baseline>[_seedmean] (baselines {'/'.join(BASELINES)})"
-)
-
-
-def choice(*allowed: str) -> dict[str, Any]:
-    return {"choices": allowed}
-
-
-def check(cond: bool, key: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {value!r} is not allowed; expected {allowed}")
-
-
-def check_positive(key: str, value: float) -> None:
-    # `.inf` and `.nan` are valid YAML floats: a learning rate of inf passes `> 0`.
-    check(math.isfinite(value) and value > 0, key, value, "a finite number > 0")
-
-
-# torch's generators take a 64-bit seed and the seeds derived per epoch are 63-bit; numpy's
-# generators refuse negative ones. Past either bound a stage fails after its outputs are gone.
-MAX_SEED = 2**63 - 1
-# Far above any CPU's core count, far below the operating system's thread limit, past which
-# OpenMP crashes the process without a message.
-MAX_THREADS = 1024
 # Files one run may save: VoG reads each of them for every example.
 MAX_CHECKPOINTS = 100_000
 # Bytes per parameter while training: weights, gradients, momentum and the checkpoint's copy.
 TRAIN_BYTES_PER_PARAM = 16
-
-
-def check_seed(key: str, value: int) -> None:
-    check(0 <= value <= MAX_SEED, key, value, f"an integer in [0, 2**63 - 1] ({MAX_SEED})")
-
-
-def check_device(key: str, value: str) -> None:
-    ok = value in ("auto", "cpu", "cuda") or value.startswith("cuda:")
-    check(ok, key, value, "'auto', 'cpu', 'cuda' or 'cuda:N'")
-
-
-def check_subset(key: str, values: tuple[str, ...], allowed: tuple[str, ...]) -> None:
-    bad = [v for v in values if v not in allowed]
-    check(
-        not bad and len(values) > 0,
-        key,
-        list(values),
-        f"a non-empty list drawn from: {', '.join(allowed)}",
-    )
-
-
-def check_run_refs(params: Params) -> None:
-    refs = {
-        "stability.seed_runs": params.stability.seed_runs,
-        "stability.batch_runs": params.stability.batch_runs,
-        "memorization.run": (params.memorization.run,),
-        "ood.run": (params.ood.run,),
-        "tracking.register_run": (params.tracking.register_run,),
-    }
-    for key, names in refs.items():
-        missing = [n for n in names if n not in params.runs]
-        if missing:
-            raise ConfigError(
-                f"{key}: {missing[0]!r} is not a run; defined runs: {', '.join(params.runs)}"
-            )
 
 
 def checkpoint_epochs(epochs: int, checkpoints: CheckpointConfig) -> list[int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vogflow.config.checks import check, check_positive, check_seed, check_subset, choice
+from vogflow.config.bounds import check, check_positive, check_seed, check_subset, choice
 from vogflow.config.names import SPLITS, WINDOWS
 
 CORRUPTIONS = (

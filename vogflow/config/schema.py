@@ -14,14 +14,13 @@ from typing import Any
 
 import yaml
 
-from vogflow.config.checks import (
+from vogflow.config.bounds import (
     MAX_THREADS,
     RANK_BY_FORMS,
     SCORE_NAMES,
     check,
     check_device,
     check_positive,
-    check_run_refs,
     check_seed,
     check_subset,
     choice,
@@ -374,6 +373,22 @@ def parse_params(raw: dict[str, Any]) -> Params:
         params.run_train(run)
     check_run_refs(params)
     return params
+
+
+def check_run_refs(params: Params) -> None:
+    refs = {
+        "stability.seed_runs": params.stability.seed_runs,
+        "stability.batch_runs": params.stability.batch_runs,
+        "memorization.run": (params.memorization.run,),
+        "ood.run": (params.ood.run,),
+        "tracking.register_run": (params.tracking.register_run,),
+    }
+    for key, names in refs.items():
+        missing = [n for n in names if n not in params.runs]
+        if missing:
+            raise ConfigError(
+                f"{key}: {missing[0]!r} is not a run; defined runs: {', '.join(params.runs)}"
+            )
 
 
 def load_params(path: str | os.PathLike = "params.yaml") -> Params:
