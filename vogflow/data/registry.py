@@ -53,7 +53,7 @@ def load_dataset(cfg: DataConfig, root: str | Path = ".") -> Dataset:
     """Load the dataset ``cfg.name`` (paths in ``cfg`` are relative to ``root``).
 
     Image folders and .npz archives stream from disk when ``cfg.stream`` says so
-    (:func:`vogflow.data.stream.load_files`): their splits' ``x`` is then read on demand.
+    (:func:`vogflow.data.disk.load_files`): their splits' ``x`` is then read on demand.
     """
     if cfg.name in STREAMABLE:
         return load_files(cfg, Path(root))
