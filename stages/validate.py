@@ -20,7 +20,7 @@ def main() -> None:
     args = p.parse_args()
 
     with stage("validate", params_path=args.params) as ctx:
-        from vogflow.config.schema import check_pipeline
+        from vogflow.config.checks import check_pipeline
         from vogflow.tracking import check_model_name, check_reachable, enabled, tracking_uri
 
         check_pipeline(ctx.params)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vogflow.config.checks import check_pipeline, checkpoint_epochs
 from vogflow.config.schema import (
     DATASETS,
     MODELS,
@@ -18,8 +19,6 @@ from vogflow.config.schema import (
     SECTIONS,
     CheckpointConfig,
     TrainConfig,
-    check_pipeline,
-    checkpoint_epochs,
     load_params,
     parse_params,
     section_dict,
@@ -198,7 +197,8 @@ def test_dataclass_defaults_are_the_shipped_params(shipped):
 def test_shipped_params_pass_the_pipeline_check_without_torch():
     code = (
         "import sys\n"
-        "from vogflow.config.schema import check_pipeline, load_params\n"
+        "from vogflow.config.checks import check_pipeline\n"
+        "from vogflow.config.schema import load_params\n"
         f"check_pipeline(load_params({str(PARAMS)!r}))\n"
         "assert 'torch' not in sys.modules, 'check_pipeline imported torch'\n"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vogflow.config import schema as config
+from vogflow.config import paper as config
 from vogflow.paper.corruptions import CORRUPTIONS, MNIST_C_NAMES, corrupt, load_mnist_c
 
 # Corruptions that draw nothing at random; the rest must depend on the seed.

@@ -14,7 +14,8 @@ from numerics import assert_arrays_close
 
 from vogflow.config.schema import DataConfig
 from vogflow.data import load_dataset
-from vogflow.data.files import load_imagefolder, load_npz
+from vogflow.data.imagefolder import load_imagefolder
+from vogflow.data.npz import load_npz
 from vogflow.data.torchvision_sets import (
     load_cifar10,
     load_cifar100,

@@ -31,7 +31,7 @@ def module_file(name: str) -> Path | None:
 
 
 # Packages that load their modules by name (a registry): importing one imports all of them.
-REGISTRIES = ("vogflow/data/__init__.py",)
+REGISTRIES = ("vogflow/data/registry.py",)
 
 
 def _nodes(tree: ast.AST):

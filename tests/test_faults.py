@@ -12,14 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vogflow.config.schema import (
-    CheckpointConfig,
-    check_pipeline,
-    checkpoint_count,
-    checkpoint_epochs,
-    load_params,
-    parse_params,
-)
+from vogflow.config.checks import check_pipeline, checkpoint_count, checkpoint_epochs
+from vogflow.config.schema import CheckpointConfig, load_params, parse_params
 from vogflow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +137,7 @@ def test_the_checkpoint_count_is_the_schedule_length_without_listing_it():
     ],
 )
 def test_the_parameter_arithmetic_counts_what_torch_builds(name, shape, classes, options):
-    from vogflow.config.schema import parameter_count
+    from vogflow.config.checks import parameter_count
     from vogflow.models.architectures import build_model
 
     model = build_model(name, shape, classes, **options)

@@ -127,7 +127,7 @@ def test_unknown_detector_names_the_valid_ones():
 
 
 def test_registry_covers_the_configured_detectors():
-    config = pytest.importorskip("vogflow.config.schema")
+    config = pytest.importorskip("vogflow.config.paper")
     assert set(ood.FEATURE_DETECTORS) | set(ood.MODEL_SCORES) == set(config.DETECTORS)
 
 

@@ -16,7 +16,7 @@ import yaml
 from numerics import assert_arrays_close, assert_tables_close
 
 from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
-from vogflow.data import load_dataset, npzmap, stream
+from vogflow.data import disk, load_dataset, npzmap, stream
 from vogflow.data.loaders import extraction_input, index_batches, sequential
 from vogflow.errors import ConfigError
 from vogflow.models.architectures import build_model
@@ -177,7 +177,7 @@ def test_a_compressed_npz_is_refused_for_streaming_and_loaded_under_auto(tmp_pat
     assert len(fixed.train) == len(arrays["y_train"])
 
     warnings = []
-    monkeypatch.setattr(stream, "_stderr", warnings.append)
+    monkeypatch.setattr(disk, "_stderr", warnings.append)
     monkeypatch.setattr(stream, "available_memory", lambda: 1000)
     loaded = load_dataset(DataConfig(name="npz", path="c.npz"), tmp_path)
     assert isinstance(loaded.train.x, np.ndarray)
@@ -195,7 +195,7 @@ def test_streamed_npz_refusals_say_what_is_wrong_not_corrupted(tmp_path, monkeyp
             load_dataset(DataConfig(name="npz", path=name, stream=True), tmp_path)
         assert expected in str(err.value) and "corrupted" not in str(err.value)
     # Under auto, tabular features too large for the memory rule are read into memory.
-    monkeypatch.setattr(stream, "_stderr", lambda line: None)
+    monkeypatch.setattr(disk, "_stderr", lambda line: None)
     monkeypatch.setattr(stream, "available_memory", lambda: 10)
     loaded = load_dataset(DataConfig(name="npz", path="tab.npz"), tmp_path)
     assert isinstance(loaded.train.x, np.ndarray) and loaded.train.x.shape == (10, 5)

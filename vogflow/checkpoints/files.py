@@ -31,11 +31,12 @@ def schedule(epochs: int, *, early: int, every: int, late: int) -> list[int]:
 
     Every epoch of the first ``early`` and last ``late`` epochs (the early and late windows),
     and every ``every``-th epoch in between. A schedule of more than
-    :data:`vogflow.config.schema.MAX_CHECKPOINTS` files is refused before it is listed (10**12
+    :data:`vogflow.config.checks.MAX_CHECKPOINTS` files is refused before it is listed (10**12
     epochs
     would list 2 * 10**11 of them).
     """
-    from vogflow.config.schema import MAX_CHECKPOINTS, CheckpointConfig, checkpoint_count
+    from vogflow.config.checks import MAX_CHECKPOINTS, checkpoint_count
+    from vogflow.config.schema import CheckpointConfig
 
     count = checkpoint_count(epochs, CheckpointConfig(early=early, every=every, late=late))
     if count > MAX_CHECKPOINTS:

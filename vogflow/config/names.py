@@ -1,4 +1,5 @@
-"""The names every part agrees on: VoG windows, label modes, normalisations.
+"""The names every part agrees on: VoG windows, label modes, normalisations, splits,
+built-in models.
 
 Apart from the equations (``vog.py``) so that reading a config or training a run does not depend
 on the VoG math: editing an equation reruns the scoring, never the training.
@@ -9,6 +10,9 @@ from __future__ import annotations
 WINDOWS = ("early", "late", "all")
 NORMALISATIONS = ("z", "none", "abs")
 LABEL_MODES = ("label", "pred")
+SPLITS = ("train", "test")
+# The built-in models (vogflow.models.architectures builds them).
+MODELS = ("mlp", "lenet", "resnet18", "resnet50")
 # The hardness baselines scored from the same checkpoints (``hard_<name>`` columns).
 BASELINES = (
     "loss",

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from vogflow.config.schema import DataConfig
-from vogflow.data import RawSplits
+from vogflow.data.splits import RawSplits
 
 
 def _stratified_split(

@@ -1,9 +1,10 @@
-"""Splits that stay on disk: lazy normalised rows, streaming statistics, the stream-or-not choice.
+"""Splits that stay on disk: lazy normalised rows, streaming statistics, the pass cache.
 
 A :class:`StreamedImages` stands where an in-memory split's ``x`` array stands (``len``, ``shape``,
 ``x[i]``, ``x[idx]``, ``x[a:b]``) and reads only the rows asked for. Streamed and in-memory splits
 of the same files hold the same bits: both normalise raw float32 rows with the same float32
-operations, with statistics from the same chunked float64 pass (:func:`channel_stats`).
+operations, with statistics from the same chunked float64 pass (:func:`channel_stats`). The
+stream-or-not choice is :mod:`vogflow.data.disk`'s.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
-from vogflow.errors import ConfigError
 
 # Rows per chunk hold about this many values: the statistics of a stream and of an in-memory
 # array walk the same chunks, so both modes sum in the same order (and get the same bits).
@@ -258,89 +257,3 @@ def fingerprint(parts: list[np.ndarray | StreamedImages]) -> str:
         for chunk in chunks:
             digest.update(np.ascontiguousarray(chunk).tobytes())
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_files(cfg: Any, root: Path, *, warn: Callable[[str], None] | None = None) -> Any:
-    """An image folder or .npz as a :class:`~vogflow.data.Dataset`, streamed or in memory
-    (:func:`sources_or_raw` chooses); either way the inputs are the same bits."""
-    from vogflow.data import files, normalise
-
-    chosen = sources_or_raw(cfg, root, warn=warn)
-    if isinstance(chosen, files.FileStreams):
-        return streamed(cfg, root, chosen)
-    return normalise(cfg, chosen)
-
-
-def sources_or_raw(cfg: Any, root: Path, *, warn: Callable[[str], None] | None = None) -> Any:
-    """What ``cfg.stream`` chooses for an image folder or .npz: its stream sources
-    (:class:`~vogflow.data.files.FileStreams`), or the raw splits read into memory
-    (:class:`~vogflow.data.RawSplits`).
-
-    ``cfg.stream``: true streams, false loads into memory, ``auto`` streams only when the decoded
-    splits would not comfortably fit (:func:`fits_in_memory`). A compressed .npz, or one of
-    tabular features, does not stream: refused when streaming was asked for, loaded into memory
-    under ``auto`` (with a warning).
-    """
-    from vogflow.data import files
-
-    warn = warn or _stderr
-
-    def wanted(values: int) -> bool:
-        return cfg.stream is True or (cfg.stream == "auto" and not fits_in_memory(values))
-
-    if cfg.name == "imagefolder":
-        folder = files.scan_imagefolder(cfg, root)
-        n = len(folder.train_files) + len(folder.test_files)
-        channels = 1 if folder.grey else 3
-        if not wanted(n * channels * folder.size[0] * folder.size[1]):
-            return files.read_imagefolder(folder, cfg)
-        return files.stream_imagefolder(folder, cfg)
-    if not wanted(files.npz_values(cfg, root)):
-        return files.load_npz(cfg, root)
-    try:
-        return files.stream_npz(cfg, root)
-    except files.NotStreamable as err:
-        if cfg.stream is True:
-            raise ConfigError(str(err)) from None
-        warn(f"warning: {err}; loading it into memory instead")
-        return files.load_npz(cfg, root)
-
-
-def streamed(cfg: Any, root: Path, streams: Any) -> Any:
-    """The dataset of ``streams`` (:class:`~vogflow.data.files.FileStreams`), read on demand."""
-    from vogflow.data import AUGMENT_DEFAULT, Dataset, Split
-
-    cache = PassCache(Path(root) / ".vogflow" / "data", cache_key(streams.identity))
-    mean, std = cache.get(
-        "stats", lambda: [list(v) for v in channel_stats(raw_chunks(streams.train))]
-    )
-    mean, std = tuple(mean), tuple(std)
-    augment = cfg.augment if cfg.augment != "auto" else AUGMENT_DEFAULT.get(cfg.name, "none")
-    return Dataset(
-        name=cfg.name,
-        train=Split(
-            StreamedImages(streams.train, mean, std, workers=cfg.workers),
-            streams.y_train,
-            streams.train_paths,
-        ),
-        test=Split(
-            StreamedImages(streams.test, mean, std, workers=cfg.workers),
-            streams.y_test,
-            streams.test_paths,
-        ),
-        classes=streams.classes,
-        mean=mean,
-        std=std,
-        augment=augment,
-        info={"pass_cache": cache},
-    )
-
-
-def _stderr(line: str) -> None:
-    import sys
-
-    print(line, file=sys.stderr, flush=True)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vogflow.data.loaders import check_label_values
 from vogflow.errors import DataError
 
 HF_HINT = 'pip install -e ".[hf]"'
@@ -64,8 +65,6 @@ class TextData:
         *,
         max_length: int | None = None,
     ) -> None:
-        from vogflow.data.loaders import check_label_values
-
         self.texts = [str(t) for t in texts]
         labels_t = torch.as_tensor(np.array(labels))  # a copy: pandas may hand a read-only view
         if len(labels_t) != len(self.texts):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vogflow.config.schema import DataConfig
-from vogflow.data import RawSplits
+from vogflow.data.splits import RawSplits
 from vogflow.errors import DataError
 
 # Published per-channel statistics of each training split, so that rankings do not depend on

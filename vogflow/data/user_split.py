@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from vogflow.config.schema import DataConfig
-from vogflow.data import files, stream
+from vogflow.data import disk, files, stream
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def load_user_split(
     """
     cfg = DataConfig(name=kind, path=path, stream=stream_mode, workers=workers)
     cfg.validate("data")
-    chosen = stream.sources_or_raw(cfg, Path.cwd() if root is None else root)
+    chosen = disk.sources_or_raw(cfg, Path.cwd() if root is None else root)
     train = split == "train"
     if not isinstance(chosen, files.FileStreams):
         x, y = (chosen.x_train, chosen.y_train) if train else (chosen.x_test, chosen.y_test)

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vogflow.config.schema import MODELS, check_model_fits
+from vogflow.config.checks import check_model_fits
+from vogflow.config.schema import MODELS
 from vogflow.errors import ConfigError
 
 

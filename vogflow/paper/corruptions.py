@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vogflow.config.schema import CORRUPTIONS as CORRUPTION_NAMES
+from vogflow.config.paper import CORRUPTIONS as CORRUPTION_NAMES
 
 # The MNIST-C corruptions are defined on 28x28 images; pixel lengths are quoted at that size.
 _REFERENCE = 28.0

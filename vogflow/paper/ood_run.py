@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vogflow.config.schema import OodConfig
+from vogflow.config.paper import OodConfig
 from vogflow.data import Dataset
 from vogflow.scoring.extract import run_extraction
 from vogflow.scoring.vog import class_normalise

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, ToyConfig, TrainConfig
+from vogflow.config.paper import ToyConfig
+from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, TrainConfig
 from vogflow.data import RawSplits, normalise
 from vogflow.data.builtin import toy_points
 
