@@ -32,6 +32,7 @@ def main() -> None:
         import pandas as pd
 
         from vogflow.analysis.reports import headline, score_variants
+        from vogflow.errors import DataError
         from vogflow.paper.memorization import (
             baseline_scores,
             memorization_regime,
@@ -45,9 +46,9 @@ def main() -> None:
         extraction, extra = load_extraction(Path(args.gradients) / "train.npz")
         noisy = extra["noisy"]
         if not noisy.any():
-            raise SystemExit(
-                f"memorization: run {args.run!r} has no shuffled labels; give it label_noise > 0 "
-                "in params.yaml (runs.<name>.label_noise)"
+            raise DataError(
+                f"run {args.run!r} has no shuffled labels; give it label_noise > 0 in params.yaml "
+                "(runs.<name>.label_noise)"
             )
         scores = {
             f"vog_{k}": v

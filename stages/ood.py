@@ -22,8 +22,8 @@ def main() -> None:
     with stage("ood", params_path=args.params) as ctx:
         from vogflow.analysis.reports import verdict
         from vogflow.checkpoints.files import load_run_models
-        from vogflow.paper.ood import auroc_claim, evaluate, summary_table, to_markdown
         from vogflow.paper.ood_run import score_all
+        from vogflow.paper.ood_table import auroc_claim, evaluate, summary_table, to_markdown
         from vogflow.training.runs import load_run_dataset
 
         prm, cfg = ctx.params, ctx.params.ood

@@ -10,6 +10,7 @@ from scipy import stats as st
 
 from vogflow.analysis.deciles import decile_report, error_by_bucket, split_key
 from vogflow.analysis.ranks import spearman
+from vogflow.errors import ConfigError, DataError
 from vogflow.paper.memorization import (
     baseline_scores,
     el2n_score,
@@ -142,9 +143,9 @@ def test_noisy_runs_agree_but_not_perfectly_and_bad_input_fails():
     assert out["spearman"]["claim"]["confident"]
     assert out["top_overlap"]["claim"]["holds"]
     assert "1.9e-5" in out["paper"]
-    with pytest.raises(ValueError, match="at least 2 runs"):
+    with pytest.raises(ConfigError, match="at least 2 runs"):
         stability_report({"a": base}, rng=rng, **BOOT)
-    with pytest.raises(ValueError, match="same N"):
+    with pytest.raises(DataError, match="same N"):
         stability_report({"a": base, "b": base[:10]}, rng=rng, **BOOT)
 
 
@@ -329,3 +330,78 @@ def test_toy_report_vog_falls_with_distance():
     _jsonable(out)
     flipped = toy_report(distance, distance, rng=rng, **BOOT)
     assert not flipped["claim"]["holds"]
+
+
+# The hand-written statistics are kept (their bits are in the pipeline's committed reports) and
+# pinned here to the libraries they stand beside, on random data, within rounding.
+
+
+def _two_groups(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = _rng(seed)
+    noisy = rng.random(n) < rng.uniform(0.1, 0.5)
+    noisy[:2], noisy[2:4] = True, False
+    scale = np.where(noisy, rng.uniform(0.5, 3.0), 1.0)
+    scores = rng.normal(size=n) * scale + rng.normal(scale=0.5) * noisy
+    return scores, noisy
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_welch_test_equals_scipy_unequal_variance_t_test(seed: int) -> None:
+    scores, noisy = _two_groups(seed, n=int(_rng(seed).integers(6, 3000)))
+    out = welch_test(scores, noisy)
+    two = st.ttest_ind(scores[noisy], scores[~noisy], equal_var=False)
+    one = st.ttest_ind(scores[noisy], scores[~noisy], equal_var=False, alternative="greater")
+    assert out["t"] == pytest.approx(float(two.statistic), rel=1e-12, abs=0)
+    assert out["dof"] == pytest.approx(float(two.df), rel=1e-12, abs=0)
+    assert out["p_two_sided"] == pytest.approx(float(two.pvalue), rel=1e-12, abs=1e-300)
+    assert out["p_one_sided"] == pytest.approx(float(one.pvalue), rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_auroc_rank_formula_equals_sklearn(seed: int) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from vogflow.analysis.stats import auroc
+
+    scores, positive = _two_groups(seed, n=int(_rng(seed).integers(6, 3000)))
+    if seed % 2:  # ties count half in both
+        scores = np.round(scores, 1)
+    expected = float(roc_auc_score(positive, scores))
+    assert auroc(scores, positive) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bootstrap_ci_equals_scipy_percentile_bootstrap(seed: int) -> None:
+    """Same draws (rows resampled jointly, one ``integers(0, n)`` stream), same percentile
+    interval, wherever every resample is defined: scipy's bootstrap raises or returns NaN where
+    ours drops an undefined resample, so ours is kept."""
+    from vogflow.analysis.stats import auroc, bootstrap_ci
+
+    scores, noisy = _two_groups(seed, n=400)
+    for statistic in (auroc, spearman):
+        ours = bootstrap_ci(statistic, scores, noisy, n_boot=300, confidence=0.9, rng=_rng(seed))
+        theirs = st.bootstrap(
+            (scores, noisy),
+            statistic,
+            paired=True,
+            vectorized=False,
+            n_resamples=300,
+            confidence_level=0.9,
+            method="percentile",
+            rng=_rng(seed),
+        ).confidence_interval
+        assert ours == pytest.approx(tuple(map(float, theirs)), rel=1e-12, abs=1e-15)
+
+
+def test_bootstrap_ci_drops_undefined_resamples() -> None:
+    from vogflow.analysis.stats import auroc, bootstrap_ci
+
+    scores = _rng(3).normal(size=20)
+    positive = np.zeros(20, bool)
+    positive[0] = True  # most resamples miss the one positive: auroc is undefined there
+    lo, hi = bootstrap_ci(auroc, scores, positive, n_boot=200, confidence=0.95, rng=_rng(0))
+    assert 0.0 <= lo <= hi <= 1.0
+    assert bootstrap_ci(auroc, scores, positive, n_boot=0, confidence=0.95, rng=_rng(0)) == (
+        pytest.approx(float("nan"), nan_ok=True),
+        pytest.approx(float("nan"), nan_ok=True),
+    )

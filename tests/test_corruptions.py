@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vogflow.config import paper as config
+from vogflow.errors import ConfigError, DataError
 from vogflow.paper.corruptions import CORRUPTIONS, MNIST_C_NAMES, corrupt, load_mnist_c
 
 # Corruptions that draw nothing at random; the rest must depend on the seed.
@@ -95,7 +96,7 @@ def test_registry_matches_config() -> None:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown corruption 'blur'") as err:
+    with pytest.raises(ConfigError, match="unknown corruption 'blur'") as err:
         _run(IMAGES["mnist28"], "blur")
     for name in config.CORRUPTIONS:
         assert name in str(err.value)
@@ -103,11 +104,11 @@ def test_unknown_name_lists_valid_names() -> None:
 
 def test_bad_inputs_are_refused() -> None:
     x = IMAGES["mnist28"]
-    with pytest.raises(ValueError, match="C in"):
+    with pytest.raises(DataError, match="C in"):
         _run(np.zeros((2, 2, 28, 28)), "fog")
-    with pytest.raises(ValueError, match="at least 8x8"):
+    with pytest.raises(DataError, match="at least 8x8"):
         _run(np.zeros((2, 4, 4)), "fog")
-    with pytest.raises(ValueError, match="severity"):
+    with pytest.raises(ConfigError, match="severity"):
         _run(x, "fog", severity=0.0)
     with pytest.raises(TypeError, match="Generator"):
         corrupt(x, "fog", rng=0)  # type: ignore[arg-type]
@@ -298,14 +299,14 @@ def test_load_mnist_c_missing_file_names_it_and_the_layout(tmp_path) -> None:
 
 
 def test_load_mnist_c_refuses_unknown_names(tmp_path) -> None:
-    with pytest.raises(ValueError, match="canny_edges"):
+    with pytest.raises(ConfigError, match="canny_edges"):
         load_mnist_c(tmp_path, "blur")
-    with pytest.raises(ValueError, match="train, test"):
+    with pytest.raises(ConfigError, match="train, test"):
         load_mnist_c(tmp_path, "fog", split="val")
 
 
 def test_load_mnist_c_refuses_mismatched_labels(tmp_path) -> None:
     _write_mnist_c(tmp_path, "fog", "test")
     np.save(tmp_path / "fog" / "test_labels.npy", np.zeros(4, dtype=np.uint8))
-    with pytest.raises(ValueError, match="4 labels for 5 images"):
+    with pytest.raises(DataError, match="4 labels for 5 images"):
         load_mnist_c(tmp_path, "fog")

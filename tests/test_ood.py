@@ -10,6 +10,7 @@ import pytest
 from numerics import assert_arrays_close
 
 from vogflow.analysis.stats import auroc
+from vogflow.errors import ConfigError, DataError
 from vogflow.paper import ood
 
 N_TRAIN, N_TEST = 200, 100
@@ -109,7 +110,7 @@ def test_gaussian_needs_train_labels_and_handles_singular_covariance():
     train = np.zeros((30, 8))
     train[:, :2] = rng.normal(size=(30, 2))  # six constant features: a singular covariance
     test = np.vstack([train[:5], train[:5] + 10.0])
-    with pytest.raises(ValueError, match="train_labels"):
+    with pytest.raises(ConfigError, match="train_labels"):
         ood.fit_score("gaussian", train, test, rng=rng)
     scores = ood.fit_score("gaussian", train, test, rng=rng, train_labels=np.zeros(30))
     assert np.isfinite(scores).all()
@@ -118,9 +119,9 @@ def test_gaussian_needs_train_labels_and_handles_singular_covariance():
 
 def test_unknown_detector_names_the_valid_ones():
     x = np.zeros((5, 2))
-    with pytest.raises(ValueError, match="valid: kde, pca, kpca, svdd, mve, gaussian, ae"):
+    with pytest.raises(ConfigError, match="valid: kde, pca, kpca, svdd, mve, gaussian, ae"):
         ood.fit_score("lof", x, x, rng=np.random.default_rng(0))
-    with pytest.raises(ValueError, match="scored from the trained model"):
+    with pytest.raises(ConfigError, match="scored from the trained model"):
         ood.get_detector("vog")
     with pytest.raises(TypeError, match="bandwdth"):
         ood.fit_score("kde", x, x, rng=np.random.default_rng(0), bandwdth=1.0)
@@ -133,13 +134,13 @@ def test_registry_covers_the_configured_detectors():
 
 def test_feature_shapes_are_checked():
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="must match"):
+    with pytest.raises(DataError, match="must match"):
         ood.fit_score("pca", np.ones((10, 3)), np.ones((4, 2)), rng=rng)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(DataError, match="2-D"):
         ood.fit_score("pca", np.ones(10), np.ones((4, 1)), rng=rng)
     bad = np.ones((10, 3))
     bad[0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(DataError, match="NaN"):
         ood.fit_score("pca", bad, np.ones((4, 3)), rng=rng)
 
 
@@ -210,7 +211,7 @@ def test_evaluate_then_summarise_from_scores():
 
 def test_summary_table_rejects_duplicates():
     _, rows = _hand_rows()
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(DataError, match="more than once"):
         ood.summary_table(rows + rows[:1])
 
 

@@ -143,3 +143,77 @@ def test_split_half_uses_every_balanced_split_once():
     runs = np.tile(np.arange(10.0), (4, 1))
     assert split_half(runs) == pytest.approx(1.0)
     assert np.isnan(split_half(runs[:3]))
+
+
+def _card_rows() -> dict:
+    def row(kind: str, rel: float, auc: float, trend: float) -> dict:
+        return {
+            "kind": kind,
+            "reliability": rel,
+            "noise_auroc": auc,
+            "decile_trend": trend,
+            "split_half": rel,
+        }
+
+    return {
+        "hard_loss_seedmean": row("seedmean", 0.95, 0.9, 0.5),
+        "vog_late_label": row("run", 0.4, 0.7, 0.3),
+        "vog_all_label": row("run", 0.6, 0.8, 0.2),
+        "vog_late_label_raw": row("run", 0.9, 0.8, 0.2),
+        "hard_margin": row("run", 0.7, 0.2, 0.4),  # finds no noise: dropped
+    }
+
+
+def test_choices_apply_the_rule_to_each_subset_a_user_may_be_limited_to():
+    from vogflow.analysis import choice
+
+    rows = _card_rows()
+    card = {"scores": rows, "ranking": list(rows)}
+    picked = {k: v["score"] for k, v in choice.choices(card).items()}
+    assert picked == {
+        "any": "hard_loss_seedmean",
+        "single_run": "vog_late_label_raw",
+        "vog": "vog_late_label_raw",
+        "rank_by": "vog_all_label",  # _raw is not a window_mode vog.rank_by can name
+    }
+    assert choice.best_vog(card) == "vog_late_label"  # the first single-run VoG of the ranking
+
+
+def test_resolve_rank_by_takes_auto_a_variant_or_a_score_and_refuses_others():
+    from vogflow.analysis import choice
+    from vogflow.errors import ConfigError
+
+    rows = _card_rows()
+    chosen = {"any": {"score": "hard_loss_seedmean", "reason": "most reliable"}}
+    assert choice.resolve_rank_by("auto", chosen, rows) == (
+        "hard_loss_seedmean",
+        "auto: most reliable",
+    )
+    none = {"any": {"score": None, "reason": "every score points the wrong way"}}
+    assert choice.resolve_rank_by("auto", none, rows)[0] == choice.PAPER_SCORE
+    assert choice.resolve_rank_by("all_label", chosen, rows)[0] == "vog_all_label"
+    assert choice.resolve_rank_by("hard_margin", chosen, rows)[0] == "hard_margin"
+    with pytest.raises(ConfigError, match="vog.rank_by: 'early_pred' is not a score"):
+        choice.resolve_rank_by("early_pred", chosen, rows)
+
+
+def test_short_reason_and_headline_metrics():
+    from vogflow.analysis import choice
+
+    rows = _card_rows()
+    assert choice.short_reason("late_label", None, 5) == "set in params.yaml (vog.rank_by)"
+    assert "no score passed" in choice.short_reason("auto", None, 5)
+    line = choice.short_reason("auto", rows["vog_all_label"], 5)
+    assert "across 5 seeds" in line and "reliability 0.60, noise AUROC 0.80" in line
+    claim = {"expected": "increasing", "measured": 0.3, "interval": None, "verdict": "holds"}
+    out = choice.headline_metrics(
+        rows,
+        chosen=None,
+        rank_by="vog_late_label",
+        best="vog_late_label",
+        claims={"vog_late_label": claim},
+        label_issues={"precision": 1.0},
+    )
+    assert out["chosen"]["score"] == "none" and np.isnan(out["chosen"]["reliability"])
+    assert out["rank_by"]["verdict"] == "holds" and np.isnan(out["rank_by"]["lo"])
+    assert out["best_vog"] == {"score": "vog_late_label", "reliability": 0.4, "split_half": 0.4}

@@ -20,7 +20,11 @@ def _binary(positive: np.ndarray) -> np.ndarray:
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
+    """Probability that a random positive scores above a random negative (ties count half).
+
+    Equal to ``sklearn.metrics.roc_auc_score`` within rounding (pinned in the tests), but not to
+    the bit, and the committed reports carry these bits: the rank formula stays.
+    """
     from scipy.stats import rankdata
 
     positive = _binary(positive)
@@ -64,6 +68,11 @@ def bootstrap_ci(
     Resamples on which the statistic is undefined (raises ``ValueError`` or returns NaN, e.g. a
     resample with a single class) are dropped. Returns ``(nan, nan)`` when ``n_boot`` is 0 or no
     resample is defined.
+
+    The draws and the interval are ``scipy.stats.bootstrap(..., paired=True,
+    method="percentile")``'s within rounding (pinned in the tests), but scipy raises or gives NaN
+    where a resample is undefined instead of dropping it, and differs in the last bit of some
+    intervals: this loop stays.
     """
     n = len(arrays[0])
     values = []

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vogflow.config.paper import CORRUPTIONS as CORRUPTION_NAMES
+from vogflow.errors import ConfigError, DataError
 
 # The MNIST-C corruptions are defined on 28x28 images; pixel lengths are quoted at that size.
 _REFERENCE = 28.0
@@ -39,11 +40,11 @@ def _as_nchw(images: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(
+        raise DataError(
             f"images must be shaped (N, H, W) or (N, C, H, W) with C in (1, 3); got {x.shape}"
         )
     if min(x.shape[2:]) < 8:
-        raise ValueError(f"images must be at least 8x8 pixels; got {x.shape[2]}x{x.shape[3]}")
+        raise DataError(f"images must be at least 8x8 pixels; got {x.shape[2]}x{x.shape[3]}")
     return x
 
 
@@ -62,7 +63,7 @@ def _register(name: str) -> Callable[[Callable], Corruption]:
             if not isinstance(rng, np.random.Generator):
                 raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
             if not np.isfinite(severity) or severity <= 0:
-                raise ValueError(f"severity must be a finite number > 0; got {severity!r}")
+                raise ConfigError(f"severity must be a finite number > 0; got {severity!r}")
             shape = np.shape(images)
             x = _as_nchw(images)
             if x.shape[0] == 0:
@@ -84,7 +85,7 @@ def corrupt(
 ) -> np.ndarray:
     """Apply the corruption ``name`` to ``images``; float32 of the same shape, in [0, 1]."""
     if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
+        raise ConfigError(f"unknown corruption {name!r}; valid: {', '.join(CORRUPTIONS)}")
     return CORRUPTIONS[name](images, rng=rng, severity=severity)
 
 
@@ -443,9 +444,9 @@ def load_mnist_c(
     beside ``<root>/<corruption>/<split>_labels.npy``; ``name`` may also be ``"identity"``.
     """
     if name not in MNIST_C_NAMES:
-        raise ValueError(f"unknown MNIST-C corruption {name!r}; valid: {', '.join(MNIST_C_NAMES)}")
+        raise ConfigError(f"unknown MNIST-C corruption {name!r}; valid: {', '.join(MNIST_C_NAMES)}")
     if split not in MNIST_C_SPLITS:
-        raise ValueError(f"unknown MNIST-C split {split!r}; valid: {', '.join(MNIST_C_SPLITS)}")
+        raise ConfigError(f"unknown MNIST-C split {split!r}; valid: {', '.join(MNIST_C_SPLITS)}")
     folder = Path(root) / name
     layout = (
         "<root>/<corruption>/<split>_images.npy (uint8, (N, 28, 28, 1)) and "
@@ -460,14 +461,12 @@ def load_mnist_c(
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim != 3:
-        raise ValueError(
+        raise DataError(
             f"{paths['images']}: expected images shaped (N, 28, 28, 1), got {images.shape}"
         )
     labels = labels.reshape(-1)
     if labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"{paths['labels']}: {labels.shape[0]} labels for {images.shape[0]} images"
-        )
+        raise DataError(f"{paths['labels']}: {labels.shape[0]} labels for {images.shape[0]} images")
     x = images.astype(np.float32)
     # The published arrays are uint8 0..255; rescale anything not already in [0, 1].
     if np.issubdtype(images.dtype, np.integer) or (x.size and x.max() > 1.0):

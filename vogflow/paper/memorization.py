@@ -23,6 +23,7 @@ from vogflow.analysis.hardness import (
     mean_over_checkpoints,
 )
 from vogflow.analysis.stats import auroc, bootstrap_ci, claim, detection_metrics
+from vogflow.errors import ConfigError, DataError
 
 __all__ = [
     "PAPER",
@@ -45,7 +46,7 @@ def _split(scores: np.ndarray, noisy: np.ndarray) -> tuple[np.ndarray, np.ndarra
     scores = np.asarray(scores, dtype=np.float64)
     noisy = np.asarray(noisy).astype(bool)
     if scores.ndim != 1 or scores.shape != noisy.shape:
-        raise ValueError(f"scores {scores.shape} and noisy {noisy.shape} must both be (N,)")
+        raise DataError(f"scores {scores.shape} and noisy {noisy.shape} must both be (N,)")
     return scores[noisy], scores[~noisy]
 
 
@@ -80,12 +81,15 @@ def welch_test(
         ``mean_clean``, ``std_noisy``, ``std_clean``, ``n_noisy``, ``n_clean``,
         ``mean_difference`` and ``claim`` (:func:`stats.claim`, expected ``greater``, with
         ``interval`` when bootstrapped).
+
+    ``t``, ``dof`` and the p-values equal ``scipy.stats.ttest_ind(equal_var=False)``'s within
+    rounding (pinned in the tests), not to the bit that the committed reports carry.
     """
     from scipy import stats as st
 
     a, b = _split(scores, noisy)
     if a.size < 2 or b.size < 2:
-        raise ValueError(
+        raise DataError(
             f"the t-test needs at least 2 noisy and 2 clean examples, got {a.size} and {b.size}"
         )
     n1, n0 = a.size, b.size
@@ -102,7 +106,7 @@ def welch_test(
     interval = None
     if n_boot > 0:
         if rng is None:
-            raise ValueError("a bootstrap interval (n_boot > 0) needs a seeded rng")
+            raise ConfigError("a bootstrap interval (n_boot > 0) needs a seeded rng")
         interval = bootstrap_ci(
             _mean_difference, scores, noisy, n_boot=n_boot, confidence=confidence, rng=rng
         )

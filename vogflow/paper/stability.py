@@ -17,6 +17,7 @@ import numpy as np
 from vogflow.analysis.deciles import error_by_bucket
 from vogflow.analysis.ranks import chance_jaccard, jaccard_matrix, spearman_matrix, top_sets
 from vogflow.analysis.stats import bootstrap_ci, claim
+from vogflow.errors import ConfigError, DataError
 
 # The paper's numbers are per-example std of raw VoG, whose scale depends on the model and the
 # input normalisation; the scores here are usually class-normalised z-scores (unit spread), so
@@ -37,11 +38,11 @@ PAPER = {
 def _stack(scores_by_run: Mapping[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
     names = list(scores_by_run)
     if len(names) < 2:
-        raise ValueError(f"stability needs at least 2 runs, got {len(names)}: {names}")
+        raise ConfigError(f"stability needs at least 2 runs, got {len(names)}: {names}")
     arrays = [np.asarray(scores_by_run[n], dtype=np.float64) for n in names]
     shapes = {n: a.shape for n, a in zip(names, arrays, strict=True)}
     if len(set(shapes.values())) != 1 or arrays[0].ndim != 1:
-        raise ValueError(f"every run must score the same N examples as (N,); got {shapes}")
+        raise DataError(f"every run must score the same N examples as (N,); got {shapes}")
     return names, np.stack(arrays)
 
 
@@ -89,9 +90,9 @@ def stability_report(
         ``trend`` (bucket-error Spearman).
     """
     if not 0 < top_fraction < 1:
-        raise ValueError(f"top_fraction must be strictly between 0 and 1, got {top_fraction}")
+        raise ConfigError(f"top_fraction must be strictly between 0 and 1, got {top_fraction}")
     if kind not in PAPER:
-        raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(PAPER)}")
+        raise ConfigError(f"unknown kind {kind!r}; valid: {', '.join(PAPER)}")
     names, runs = _stack(scores_by_run)
     n = runs.shape[1]
 
@@ -152,7 +153,7 @@ def stability_report(
     if correct_by_run is not None:
         missing = [r for r in names if r not in correct_by_run]
         if missing:
-            raise ValueError(f"correct_by_run lacks runs {missing}; it has {list(correct_by_run)}")
+            raise DataError(f"correct_by_run lacks runs {missing}; it has {list(correct_by_run)}")
         curves = {
             r: error_by_bucket(
                 runs[i], correct_by_run[r], bins=bins, n_boot=n_boot, confidence=confidence, rng=rng

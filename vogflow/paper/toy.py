@@ -23,6 +23,7 @@ import numpy as np
 
 from vogflow.analysis.ranks import spearman
 from vogflow.analysis.stats import bootstrap_ci, claim
+from vogflow.errors import DataError
 from vogflow.scoring.vog import deciles
 
 PAPER = "Fig. 1b: VoG ranks highest the points closest to the decision boundary"
@@ -40,7 +41,7 @@ def _margin_net(
     b2 = np.asarray(b2, dtype=np.float64)
     h = w1.shape[0]
     if w1.shape != (h, 2) or b1.shape != (h,) or w2.shape != (2, h) or b2.shape != (2,):
-        raise ValueError(
+        raise DataError(
             "expected W1 (H, 2), b1 (H,), W2 (2, H), b2 (2,); got "
             f"{w1.shape}, {b1.shape}, {w2.shape}, {b2.shape}"
         )
@@ -230,7 +231,7 @@ def boundary_distance(
     w1, b1, w, c = _margin_net(w1, b1, w2, b2)
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"points must be (N, 2), got {pts.shape}")
+        raise DataError(f"points must be (N, 2), got {pts.shape}")
     vertices, segments, patterns = _kinks(w1, b1, w, c)
     own = np.maximum(pts @ w1.T + b1, 0.0) > 0  # the points' own regions
     pats = np.unique(
@@ -280,7 +281,7 @@ def toy_report(
     vog = np.asarray(vog, dtype=np.float64)
     distance = np.asarray(distance, dtype=np.float64)
     if vog.ndim != 1 or vog.shape != distance.shape:
-        raise ValueError(f"vog {vog.shape} and distance {distance.shape} must both be (N,)")
+        raise DataError(f"vog {vog.shape} and distance {distance.shape} must both be (N,)")
     rho = spearman(vog, distance)
     ci = bootstrap_ci(spearman, vog, distance, n_boot=n_boot, confidence=confidence, rng=rng)
     bucket = deciles(vog, n=bins)
