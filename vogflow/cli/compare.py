@@ -1,10 +1,8 @@
-"""Run a comparison of two audits end to end: resolve, read, compute with
-:mod:`vogflow.rankings.compare`,
-write the files, print, log.
+"""``vogflow compare``: two audits end to end: resolve both, read one split of each, compare
+them with :mod:`vogflow.rankings.compare` (the math on two tables), write the report files, log
+the comparison to MLflow, print it.
 
-:mod:`vogflow.rankings.compare` holds the math on two tables; this module is what ``vogflow
-compare`` does
-around it. Heavy libraries are imported inside the functions, as in :mod:`vogflow.cli.main`.
+Heavy libraries are imported inside the functions, so ``vogflow --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -13,8 +11,84 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vogflow.cli.main import print_table
+from vogflow.cli import options
+from vogflow.cli.output import print_table
 from vogflow.errors import ConfigError
+
+DESCRIPTION = """\
+Compare the audits of two model versions on the same data. A and B are
+registered model versions (models:/<name>/<version>, models:/<name>@<alias>,
+models:/<name>/latest) or MLflow run ids of audits (a parent audit run, or a
+child score run). Both rankings tables are read from the audits' MLflow
+artifacts, aligned by example index (different sizes or labels fail), and
+compared: Spearman and Kendall correlation of the score, overlap (Jaccard) of
+the hardest 10%, each audit's error per VoG decile, and the examples whose rank
+moved most. The result is printed and logged as a new MLflow run (tag
+vogflow.kind=compare) with the JSON report, the movers CSV and the figures; the
+movers grid is drawn when the audit's dataset can be loaded, skipped otherwise."""
+
+EPILOG = """\
+examples:
+  vogflow compare models:/vogflow-main/1 models:/vogflow-main/2
+  vogflow compare models:/vogflow-main@champion models:/vogflow-main/latest \\
+      --split train --score all_pred
+  vogflow compare 3f2a9c... 9b71e0... --run seed1 --out compare/"""
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare the audits of two model versions",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=options.FORMATTER,
+    )
+    p.add_argument("a", metavar="A", help="models:/<name>/<version|@alias> or an audit run id")
+    p.add_argument("b", metavar="B", help="the same for the other audit")
+    p.add_argument("--split", default="test", help="split to compare (default: test)")
+    p.add_argument(
+        "--run",
+        default=None,
+        help="training run inside each audit (default: the registered one, main)",
+    )
+    p.add_argument(
+        "--score",
+        default=None,
+        help="any score column or scorecard name, e.g. hard_aum, late_label (default: A's "
+        "ranking, the audit's choice)",
+    )
+    p.add_argument(
+        "--top-fraction",
+        type=options.fraction,
+        default=0.1,
+        help="hardest share whose overlap is measured (default: 0.1)",
+    )
+    p.add_argument(
+        "--movers",
+        type=options.positive,
+        default=25,
+        help="examples that moved most to report (default: 25)",
+    )
+    p.add_argument(
+        "--show", type=options.non_negative, default=10, help="movers to print (default: 10)"
+    )
+    p.add_argument(
+        "--n-boot",
+        type=options.non_negative,
+        default=200,
+        help="bootstrap resamples for the decile intervals (default: 200)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--out", default=None, help="also keep the report files in this folder")
+    p.add_argument(
+        "--no-images", action="store_true", help="do not load the dataset for the movers grid"
+    )
+    p.add_argument(
+        "--experiment",
+        default="vogflow",
+        help="MLflow experiment of the compare run (default: vogflow)",
+    )
+    p.set_defaults(func=run)
 
 
 def _read_split(ref: Any, other: Any, split: str) -> Any:
@@ -241,7 +315,7 @@ def _rankings(tables: list, refs: list, score: str | None, split: str) -> list:
     return [a, b]
 
 
-def run_compare(args: Any) -> int:
+def run(args: Any) -> int:
     """Compare the audits ``args.a`` and ``args.b`` (the ``vogflow compare`` arguments): resolve
     both, read one split of each, compute with :func:`vogflow.rankings.compare.compare`, write the
     report
