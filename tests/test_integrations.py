@@ -58,8 +58,8 @@ def test_importing_vogflow_imports_no_framework_and_a_missing_one_names_its_extr
     code = textwrap.dedent(
         """
         import sys
-        import vogflow, vogflow.checkpoints.recorder, vogflow.checkpoints.sources, vogflow.api,
-        vogflow.cli.main
+        import vogflow, vogflow.api, vogflow.cli.main
+        import vogflow.checkpoints.recorder, vogflow.checkpoints.sources
         import vogflow.integrations
         loaded = sorted(m for m in ("lightning", "pytorch_lightning", "transformers")
                         if m in sys.modules)
