@@ -15,9 +15,8 @@ What is measured, in one process and one run (timings interleaved, medians over 
 * ``floor``: K plain forward + input-backward passes per example, the most direct way: for each
   batch, for each checkpoint, forward, sum of the gathered label logits, ``autograd.grad``
   w.r.t. the input; no reduction, nothing kept.
-* ``vogflow extract``: :func:`vogflow.scoring.stream.extract` with one label mode (like for like
-with
-  the floor: one backward per checkpoint) and with both label modes.
+* ``vogflow extract``: :func:`vogflow.scoring.stream.extract` with one label mode (like for
+  like with the floor: one backward per checkpoint) and with both label modes.
 * ``checkpoint-major``: the authors' layout: for each checkpoint, load its weights into one model,
   loop over the data with ``.backward()`` (parameter gradients on, as in their code) and keep
   every example's full ``C x H x W`` gradient map; stack ``(K, N, C, H, W)`` and reduce to VoG at

@@ -5,8 +5,7 @@ Run from the repository root on a GPU machine (about 3 minutes on one H200; no d
     python benchmarks/bench_gpu.py
 
 What it does, with the pipeline's own code (``vogflow.training.train.train_run``,
-``vogflow.scoring.extract.
-run_extraction``):
+``vogflow.scoring.extract.run_extraction``):
 
 1. Data: ``--data synthetic`` (default: the shapes of CIFAR-10, 50,000 train and 10,000 test
    3x32x32 images of 10 classes, each a fixed smooth class template plus noise, so a trained

@@ -11,9 +11,9 @@ x label mode label/pred x normalisation z, |z|, raw) and the final test accuracy
 Candidates may set ``late_every``: the late window's checkpoints ``late_every`` epochs apart
 (epochs E, E - late_every, ...), with the every-N checkpoints kept before the window only (so
 that the last ``late`` checkpoints are the spread-out window).
-``vogflow.checkpoints.files.schedule``
-has no such option yet: this script prototypes it by patching ``schedule`` while it trains
-(``late_every = 1`` gives exactly today's schedule). Nothing in the project is changed.
+``vogflow.checkpoints.files.schedule`` has no such option yet: this script prototypes it by
+patching ``schedule`` while it trains (``late_every = 1`` gives exactly today's schedule).
+Nothing in the project is changed.
 
 One torch thread (training pins ``train.threads`` anyway); about 10 s per run on a 2-core CPU.
 """

@@ -1,9 +1,8 @@
 """Per-example hardness baselines from one run's per-checkpoint statistics.
 
 One job: turn the ``(K, N)`` statistics every extraction already has (``pred``, ``loss``,
-``margin``, ``el2n``, ``msp``; see ``vogflow.scoring.results.STATS``) into the difficulty scores
-VoG is
-compared with, every one oriented higher = harder (which labels are probably wrong is
+``margin``, ``el2n``, ``msp``; see ``vogflow.scoring.results.STATS``) into the difficulty scores VoG
+is compared with, every one oriented higher = harder (which labels are probably wrong is
 ``analysis.label_issues``). The statistics are taken against the label the run trained on
 (shuffled ones included), so "hard" here means hard to fit that label.
 

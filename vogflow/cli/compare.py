@@ -318,8 +318,7 @@ def _rankings(tables: list, refs: list, score: str | None, split: str) -> list:
 def run(args: Any) -> int:
     """Compare the audits ``args.a`` and ``args.b`` (the ``vogflow compare`` arguments): resolve
     both, read one split of each, compute with :func:`vogflow.rankings.compare.compare`, write the
-    report
-    files, log the comparison to MLflow, print it; returns the exit code (0).
+    report files, log the comparison to MLflow, print it; returns the exit code (0).
     """
     import tempfile
 

@@ -88,8 +88,8 @@ def sequential(
 
 def extraction_input(x: Any, y: np.ndarray, *, batch_size: int) -> Any:
     """What :func:`vogflow.scoring.extract.run_extraction` reads: the ``(x, y)`` arrays themselves,
-    or an
-    in-order loader of a streamed split with the same batch boundaries (and so the same bits)."""
+    or an in-order loader of a streamed split with the same batch boundaries (and so the same
+    bits)."""
     if isinstance(x, np.ndarray | torch.Tensor):
         return (x, y)
     return sequential(x, y, batch_size=batch_size)

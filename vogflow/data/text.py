@@ -3,8 +3,7 @@
 :class:`TextData` holds texts and labels, tokenised once and padded per batch (right padding to the
 batch's longest sequence): the extraction engine takes the gradient w.r.t. the input embeddings and
 scores only real tokens (:mod:`vogflow.scoring.inputs`), so neither the batch nor the padding
-changes a
-score. :func:`load_tokenizer` and :func:`build_model` rebuild a sequence classifier from a
+changes a score. :func:`load_tokenizer` and :func:`build_model` rebuild a sequence classifier from a
 checkpoint folder's ``config.json`` and tokenizer files, without downloading anything.
 
 ``transformers`` is imported inside the functions that need it, so ``import vogflow`` (and every
@@ -112,9 +111,8 @@ class TextData:
 
     def batches(self, batch_size: int, rows: range | None = None) -> tuple[Any, int, int]:
         """``(batches, num_batches, num_examples)`` as :func:`vogflow.scoring.extract.batches_of`
-        gives:
-        ``({input_ids, attention_mask[, token_type_ids]}, labels)`` in order, each padded on the
-        right to its own longest sequence. ``rows``: only that contiguous range (a shard)."""
+        gives: ``({input_ids, attention_mask[, token_type_ids]}, labels)`` in order, each padded on
+        the right to its own longest sequence. ``rows``: only that contiguous range (a shard)."""
         rows = range(len(self)) if rows is None else rows
         starts = range(rows.start, rows.stop, batch_size)
 

@@ -3,8 +3,8 @@
 :mod:`vogflow.integrations.lightning` (a Lightning ``Callback``) and
 :mod:`vogflow.integrations.hf` (a Hugging Face ``TrainerCallback``) map the framework's epoch
 events onto :class:`vogflow.checkpoints.recorder.CheckpointRecorder`. Each module imports its
-framework, so
-only the one a loop uses is ever imported; a missing framework is one line naming the extra.
+framework, so only the one a loop uses is ever imported; a missing framework is one line naming the
+extra.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ After each training epoch it calls
 number of epochs finished, so the folder holds the pipeline's schedule (early, every, late) and
 audits like any vogflow checkpoint folder. The weights recorded are those a Trainer ``.ckpt``
 audits with (:mod:`vogflow.checkpoints.sources` drops a ``model.`` prefix common to every key): the
-inner
-``pl_module.model`` when it holds every weight, else the LightningModule itself (whose
+inner ``pl_module.model`` when it holds every weight, else the LightningModule itself (whose
 ``forward`` must then return the logits).
 """
 
