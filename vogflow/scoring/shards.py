@@ -3,15 +3,17 @@
 ``torchrun --nproc_per_node=N stages/gradients.py ...`` (or any script calling
 :func:`vogflow.scoring.extract.run_extraction` on every rank) splits a split into N contiguous
 index ranges whose sizes differ by at most 1: no sampler padding, no reordering, so rank 0
-rebuilds exactly the rows a single process would give. Gloo carries the exchange on the CPU; on a GPU the default group
-is ``cpu:gloo,cuda:nccl``, so the host-side results still travel over gloo with no device copies.
+rebuilds exactly the rows a single process would give. Gloo carries the exchange on the CPU; on a
+GPU the default group is ``cpu:gloo,cuda:nccl``, so the host-side results still travel over gloo
+with no device copies.
 
 Failure protocol: after its range, every rank tells the others whether it failed (one line) and
 how its rows look (:class:`vogflow.scoring.health.Health`). A failed rank re-raises its own
 error, the others raise :class:`RunError` naming it, so no rank waits on a peer that will never
 send, and rank 0 never holds a partial table. The whole-split checks (non-finite rows, all-zero
 windows) run on the merged health, so they fail on the same rows, with the same message, as one
-process. A rank that dies outright is torchrun's to handle: it stops the others, and the command fails.
+process. A rank that dies outright is torchrun's to handle: it stops the others, and the command
+fails.
 """
 
 from __future__ import annotations
