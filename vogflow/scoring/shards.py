@@ -53,8 +53,6 @@ __all__ = [
 ]
 
 
-# A ConfigError, so callers treat a peer's failure like their own refusal: one line, no
-# traceback here (a rank that hit a bug prints its own traceback).
 def assemble(parts: Sequence[Extraction]) -> Extraction:
     """One :class:`Extraction` from the parts of consecutive ranges, in rank order."""
     first = parts[0]
