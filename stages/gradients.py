@@ -37,20 +37,28 @@ def load(prm: Params, root: Path, args: Any) -> tuple[list, dict, dict]:
     return models, manifest, load_run_data(prm.data, root, args.checkpoints, manifest)
 
 
-def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
-    """The split's :class:`Extraction`; None on ranks other than 0 under torchrun."""
-    from vogflow.data.loaders import extraction_input
-    from vogflow.scoring.extract import run_extraction
+def extraction_options(prm: Params) -> Any:
+    """The params' :class:`~vogflow.scoring.options.ExtractionOptions` (every window)."""
+    from vogflow.scoring.options import ExtractionOptions
 
-    return run_extraction(
-        models,
-        extraction_input(x, labels["label"], batch_size=prm.gradients.batch_size),
+    return ExtractionOptions(
         window_size=prm.vog.window_size,
         label_modes=prm.gradients.label_modes,
         batch_size=prm.gradients.batch_size,
         device=prm.gradients.device,
         precision=prm.gradients.precision,
         channels_last=prm.gradients.channels_last,
+    )
+
+
+def extract_split(prm: Params, models: list, x: Any, labels: dict) -> Any:
+    """The split's :class:`Extraction`; None on ranks other than 0 under torchrun."""
+    from vogflow.data.loaders import extraction_input
+    from vogflow.scoring.extract import run_extraction
+
+    options = extraction_options(prm)
+    return run_extraction(
+        models, extraction_input(x, labels["label"], batch_size=options.batch_size), options
     )
 
 

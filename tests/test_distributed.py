@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 from vog_reference import SmallCNN, models_from, perturbed_checkpoints
 
 from vogflow.common.atomic import read_npz, write_npz
-from vogflow.errors import ConfigError
+from vogflow.errors import ConfigError, VogflowError
 from vogflow.parallel import launch as procgroup
 from vogflow.scoring.extract import run_extraction
 from vogflow.scoring.shards import assemble, shard_rows
@@ -77,7 +77,8 @@ def worker(case: str, out: str) -> None:
             # before it says so, however fast rank 0 runs. As the stages and the CLI do.
             procgroup.outlive_rank0()
             sys.exit(1)
-        if isinstance(err, ConfigError) and int(os.environ["RANK"]) == 0:
+        # One line on rank 0: its own refusal, or the RunError naming a failed peer.
+        if isinstance(err, VogflowError) and int(os.environ["RANK"]) == 0:
             sys.exit(f"{case}: {err}")
         raise
     if int(os.environ["RANK"]) == 0:

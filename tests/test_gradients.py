@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,8 @@ from torch import nn
 from vog_reference import SmallCNN, direct_gradients, direct_vog, models_from
 
 from vogflow.errors import ConfigError, DataError
+from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.options import ExtractionOptions
 from vogflow.scoring.stream import duplicate_checkpoints, extract, tensor_batches
 from vogflow.scoring.vog import vog_raw, window_indices
 
@@ -473,3 +477,55 @@ def test_channels_last_gives_the_same_scores_and_leaves_the_model_as_it_was(smal
     a, b = run(points, xp, yp), run(points, xp, yp, channels_last=True)
     for key, value in a.vog_raw.items():  # the same computation: the same bits
         np.testing.assert_array_equal(b.vog_raw[key], value)
+
+
+def test_options_are_checked_once_when_built():
+    options = ExtractionOptions(windows=["all", "late"], label_modes=["pred"])
+    assert options.windows == ("all", "late") and options.label_modes == ("pred",)
+    with pytest.raises(FrozenInstanceError):
+        options.batch_size = 8
+    refused = [
+        ({"windows": ("all", "all")}, "windows: ['all', 'all'] is not allowed; pass a non-empty"),
+        ({"window_size": 2.5}, "window_size: 2.5 is not allowed; pass an integer >= 2"),
+        ({"window_size": True}, "window_size: True is not allowed; pass an integer >= 2"),
+        ({"window_size": 1}, "window size must be at least 2 (VoG is a spread), got 1"),
+        ({"label_modes": ()}, "label_modes: [] is not allowed; pass a non-empty list"),
+        ({"normalise": "zz"}, "normalise: 'zz' is not allowed; valid: z, none, abs"),
+        ({"batch_size": 0}, "batch_size: 0 is not allowed; pass an integer >= 1"),
+        ({"precision": "fp16"}, "precision: 'fp16' is unknown; valid: fp32, tf32, bf16"),
+    ]
+    for fields, message in refused:
+        with pytest.raises(ConfigError) as err:
+            ExtractionOptions(**fields)
+        assert str(err.value).startswith(message), fields
+        # A change to built options is checked like a new one.
+        with pytest.raises(ConfigError):
+            ExtractionOptions.of(options, **fields)
+    assert ExtractionOptions(window_size=2).window_positions(3) == {
+        "early": [0, 1],
+        "late": [1, 2],
+        "all": [0, 1, 2],
+    }
+    with pytest.raises(ConfigError, match="VoG needs at least 2 checkpoints, got 1"):
+        options.window_positions(1)
+    with pytest.raises(ConfigError, match="window 'late' of size 3 over 3 checkpoints"):
+        options.window_positions(3)
+
+
+def test_options_object_and_keywords_give_the_same_extraction(small_cnn_setup):
+    factory, states, x, y = small_cnn_setup
+    options = ExtractionOptions(label_modes=("label",), batch_size=8, device="cpu", progress=False)
+    by_object = run_extraction(models_from(factory, states), (x, y), options)
+    by_keywords = run_extraction(
+        models_from(factory, states),
+        (x, y),
+        label_modes=("label",),
+        batch_size=8,
+        device="cpu",
+        progress=False,
+    )
+    for key, scores in by_object.vog_raw.items():
+        np.testing.assert_array_equal(by_keywords.vog_raw[key], scores)
+    # Keywords change the given options.
+    changed = run_extraction(models_from(factory, states), (x, y), options, windows=("all",))
+    assert list(changed.vog_raw) == ["all_label"]

@@ -1,8 +1,7 @@
 """Audit your own model: ``vogflow.audit(model, checkpoints, data)`` returns the rankings table.
 
 The same engine the pipeline runs (:func:`vogflow.scoring.extract.run_extraction`) and the same
-table
-(:mod:`vogflow.rankings.table`): one implementation, two doors.
+table (:mod:`vogflow.rankings.table`): one implementation, two doors.
 """
 
 from __future__ import annotations
@@ -10,17 +9,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from vogflow.checkpoints import files as ck
 from vogflow.common.runtime import resolve_device
-from vogflow.errors import ConfigError, RunError
+from vogflow.errors import CheckpointError, RunError
 from vogflow.scoring.extract import Checkpoint, Data, load_checkpoints, run_extraction
-from vogflow.scoring.stream import check_label_modes, check_precision
-from vogflow.scoring.vog import LABEL_MODES, NORMALISATIONS, WINDOWS, window_indices
+from vogflow.scoring.options import ExtractionOptions, check_checkpoint_count
+from vogflow.scoring.vog import LABEL_MODES, WINDOWS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# run_extraction is re-exported: the engine behind the audit, for scripts that drive it directly.
+__all__ = ["ExtractionOptions", "audit", "check_audit", "run_extraction"]
 
 
 def _describe(data: Data) -> str:
@@ -30,47 +34,20 @@ def _describe(data: Data) -> str:
 
 
 def check_audit(
-    checkpoints: Sequence[Checkpoint],
-    *,
-    windows: Sequence[str] = WINDOWS,
-    window_size: int = 3,
-    label_modes: Sequence[str] = LABEL_MODES,
-    normalise: str = "z",
-    batch_size: int = 256,
-    device: str = "auto",
-    precision: str = "fp32",
-    track: bool = False,
+    checkpoints: Sequence[Checkpoint], options: ExtractionOptions, *, track: bool = False
 ) -> torch.device:
     """What :func:`audit` can refuse before loading any weights; returns the resolved device.
 
-    Checks the options (windows, window size against the number of checkpoints, label modes,
-    normalisation, batch size, precision on the device) and, with ``track``, that the MLflow
-    store is reachable. Raises a one-line :class:`ConfigError` (or the tracking/config error).
+    The options themselves were checked when ``options`` was built; this checks what depends on
+    the checkpoints and the device (at least 2 checkpoints, the windows fit them, the precision
+    runs on the device) and, with ``track``, that the MLflow store is reachable. Raises a
+    one-line :class:`ConfigError` (or the checkpoint/tracking error).
     """
-    if len(checkpoints) < 2:
-        raise ck.CheckpointError(f"VoG needs at least 2 checkpoints, got {len(checkpoints)}")
-    bad = [w for w in windows if w not in WINDOWS]
-    if bad or not windows or len(set(windows)) != len(windows):
-        raise ConfigError(
-            f"windows: {list(windows)!r} is not allowed; pass a non-empty list without repeats "
-            f"drawn from: {', '.join(WINDOWS)}"
-        )
-    if isinstance(window_size, bool) or not isinstance(window_size, int):
-        raise ConfigError(f"window_size: {window_size!r} is not allowed; pass an integer >= 2")
-    try:
-        for w in windows:
-            window_indices(len(checkpoints), w, size=window_size)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    check_label_modes(label_modes)
-    if normalise not in NORMALISATIONS:
-        raise ConfigError(
-            f"normalise: {normalise!r} is not allowed; valid: {', '.join(NORMALISATIONS)}"
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: {batch_size!r} is not allowed; pass an integer >= 1")
+    check_checkpoint_count(len(checkpoints), error=CheckpointError)
+    options.window_positions(len(checkpoints))
+    device = options.device
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    check_precision(precision, dev)
+    options.precision_on(dev)
     if track:
         from vogflow import tracking
 
@@ -97,7 +74,7 @@ def audit(
     track: bool = False,
     run_name: str = "audit",
     experiment: str = "vogflow",
-) -> Any:
+) -> pd.DataFrame | None:
     """Rank every example of ``data`` by VoG over ``checkpoints`` of ``model``'s architecture.
 
     Args:
@@ -119,9 +96,10 @@ def audit(
             :func:`vogflow.scoring.stream.extract`).
         track: also log the audit (params, rankings, top-k table) to MLflow.
 
-    Everything checkable is refused before extraction, in one line: the options and the
-    tracking store (:func:`check_audit`), then the checkpoints (loadable, one architecture,
-    distinct: :func:`vogflow.scoring.stream.check_models`) and the labels of an ``(x, y)`` pair.
+    Everything checkable is refused before extraction, in one line: the options
+    (:class:`ExtractionOptions`) and the tracking store (:func:`check_audit`), then the
+    checkpoints (loadable, one architecture, distinct: :func:`vogflow.scoring.models.check_models`)
+    and the labels of an ``(x, y)`` pair.
 
     Returns:
         The rankings table (pandas): ``index`` (then ``text`` for TextData), ``label,
@@ -133,6 +111,18 @@ def audit(
     from vogflow.checkpoints import sources
     from vogflow.rankings import table as rankings
 
+    # Every option is refused here, in one line, before any checkpoint is read.
+    options = ExtractionOptions(
+        windows=windows,
+        window_size=window_size,
+        label_modes=label_modes,
+        normalise=normalise,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+        channels_last=channels_last,
+        progress=progress,
+    )
     with contextlib.ExitStack() as stack:
         if isinstance(checkpoints, str | Path) or any(map(sources.is_model_uri, checkpoints)):
             # A downloaded runs:/ folder or models:/ list lives until the table is built.
@@ -141,38 +131,15 @@ def audit(
                 model = _model_of(source, data)
             checkpoints = source.for_audit()
         if model is None:
-            from vogflow.errors import CheckpointError
-
             raise CheckpointError(
                 "audit: model is None; pass the nn.Module, or a checkpoint folder "
                 "whose manifest names a built-in architecture (for text, a Hugging Face "
                 "output folder with config.json)"
             )
-        check_audit(
-            checkpoints,
-            windows=windows,
-            window_size=window_size,
-            label_modes=label_modes,
-            normalise=normalise,
-            batch_size=batch_size,
-            device=device,
-            precision=precision,
-            track=track,
-        )
+        check_audit(checkpoints, options, track=track)
         models = load_checkpoints(model, checkpoints)
         try:
-            extraction = run_extraction(
-                models,
-                data,
-                windows=windows,
-                window_size=window_size,
-                label_modes=label_modes,
-                batch_size=batch_size,
-                device=device,
-                precision=precision,
-                channels_last=channels_last,
-                progress=progress,
-            )
+            extraction = run_extraction(models, data, options)
         except torch.OutOfMemoryError:
             raise  # a resource, not a mismatch: its own message says what to lower
         except RuntimeError as err:
@@ -190,7 +157,7 @@ def audit(
             ) from err
         if extraction is None:  # a torchrun peer: rank 0 holds the whole table, and logs it once
             return None
-        table = rankings.build(extraction, normalise=normalise, text=_texts(data))
+        table = rankings.build(extraction, normalise=options.normalise, text=_texts(data))
         if track:
             from vogflow import tracking
 
@@ -198,10 +165,10 @@ def audit(
                 table,
                 params={
                     "checkpoints": len(models),
-                    "windows": ",".join(windows),
-                    "window_size": window_size,
-                    "label_modes": ",".join(label_modes),
-                    "normalise": normalise,
+                    "windows": ",".join(options.windows),
+                    "window_size": options.window_size,
+                    "label_modes": ",".join(options.label_modes),
+                    "normalise": options.normalise,
                     "model": type(model).__name__,
                 },
                 run_name=run_name,

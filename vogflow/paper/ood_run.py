@@ -16,6 +16,7 @@ from torch import nn
 from vogflow.config.paper import OodConfig
 from vogflow.data import Dataset
 from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.options import ExtractionOptions
 from vogflow.scoring.vog import class_normalise
 
 MAX_DETECTOR_TRAIN = 1000  # detectors are fit on at most this many clean training examples
@@ -64,18 +65,19 @@ def score_all(
     clean_x, clean_y = dataset.test.x[idx], dataset.test.y[idx]
     corrupted = corrupted_sets(dataset, cfg, idx)
 
+    options = ExtractionOptions(
+        windows=(cfg.window,),
+        window_size=window_size,
+        label_modes=("pred",),
+        normalise=normalise,
+        batch_size=batch_size,
+        device=device,
+        progress=False,
+    )
+
     def vog_and_msp(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Labels feed only the per-checkpoint statistics; pred-mode VoG never sees them.
-        ex = run_extraction(
-            models,
-            (x, clean_y),
-            windows=(cfg.window,),
-            window_size=window_size,
-            label_modes=("pred",),
-            batch_size=batch_size,
-            device=device,
-            progress=False,
-        )
+        ex = run_extraction(models, (x, clean_y), options)
         # MSP baseline: the final model's max softmax probability, negated (higher = more OoD).
         return ex.vog_raw[f"{cfg.window}_pred"], ex.pred, -ex.stats["msp"][-1]
 
@@ -90,7 +92,8 @@ def score_all(
         per = {}
         if "vog" in cfg.detectors:
             # The configured normalisation, with |z| and raw beside it (the paper is ambiguous).
-            for method, norm in (("vog", normalise), ("vog_abs", "abs"), ("vog_raw", "none")):
+            methods = (("vog", options.normalise), ("vog_abs", "abs"), ("vog_raw", "none"))
+            for method, norm in methods:
                 s = class_normalise(both_raw, both_pred, method=norm)
                 per[method] = (s[:n], s[n:])
         if "msp" in cfg.detectors:

@@ -19,6 +19,7 @@ def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
     from vogflow.checkpoints.files import load_run_models
     from vogflow.paper.toy import boundary_distance, margin
     from vogflow.scoring.extract import run_extraction
+    from vogflow.scoring.options import ExtractionOptions
     from vogflow.scoring.vog import class_normalise
     from vogflow.training.train import train_run
 
@@ -41,15 +42,10 @@ def run_toy(cfg: ToyConfig, *, echo=print) -> dict[str, Any]:
         )
         models, manifest = load_run_models(tmp)
     points, labels = dataset.train.x, dataset.train.y
-    ex = run_extraction(
-        models,
-        (points, labels),
-        windows=("all",),
-        label_modes=("label",),
-        batch_size=1024,
-        device="cpu",
-        progress=False,
+    options = ExtractionOptions(
+        windows=("all",), label_modes=("label",), batch_size=1024, device="cpu", progress=False
     )
+    ex = run_extraction(models, (points, labels), options)
     raw = ex.vog_raw["all_label"]
     net = models[-1].net
     weights = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,11 +23,11 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from vogflow.checkpoints import files as ck
 from vogflow.common.runtime import resolve_device
 from vogflow.data.loaders import check_label_values
-from vogflow.errors import ConfigError
+from vogflow.errors import CheckpointError, ConfigError
 from vogflow.scoring import shards as distributed
+from vogflow.scoring.options import ExtractionOptions, check_checkpoint_count
 from vogflow.scoring.results import Extraction
 from vogflow.scoring.stream import Health, extract, stream, tensor_batches
-from vogflow.scoring.vog import LABEL_MODES, WINDOWS
 
 
 @runtime_checkable
@@ -43,8 +44,7 @@ Data = Dataset | DataLoader | tuple[Any, Any] | Batched
 
 def load_checkpoints(model: nn.Module, checkpoints: Sequence[Checkpoint]) -> list[nn.Module]:
     """One copy of ``model`` per checkpoint (path or in-memory state dict), in the given order."""
-    if len(checkpoints) < 2:
-        raise ck.CheckpointError(f"VoG needs at least 2 checkpoints, got {len(checkpoints)}")
+    check_checkpoint_count(len(checkpoints), error=CheckpointError)
     models = []
     for i, item in enumerate(checkpoints):
         if isinstance(item, str | Path):
@@ -134,58 +134,41 @@ def batches_of(data: Data, batch_size: int, rows: range | None = None) -> tuple[
 def run_extraction(
     models: Sequence[nn.Module],
     data: Data,
-    *,
-    windows: Sequence[str] = WINDOWS,
-    window_size: int = 3,
-    label_modes: Sequence[str] = LABEL_MODES,
-    batch_size: int = 256,
-    device: str = "auto",
-    precision: str = "fp32",
-    channels_last: bool = False,
-    progress: bool = True,
+    options: ExtractionOptions | None = None,
+    **changes: Any,
 ) -> Extraction | None:
     """Raw VoG and per-checkpoint statistics of every example of ``data``
     (see :func:`vogflow.scoring.stream.extract`).
+
+    ``options``: the :class:`ExtractionOptions` (the defaults when None), with ``changes`` (any
+    of its fields by keyword, ``batch_size=64``) applied.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank must call it with the same arguments: each
     scores a contiguous range of rows (sizes differ by at most 1) on its own device, and rank 0
     returns the assembled :class:`Extraction`, the same rows as one process; the other ranks
     return None. A failure on any rank fails every rank (:mod:`vogflow.scoring.shards`).
     """
-    # What every pass scores, whichever way the rows are split.
-    options = dict(
-        windows=windows,
-        window_size=window_size,
-        label_modes=label_modes,
-        precision=precision,
-        channels_last=channels_last,
-    )
+    options = ExtractionOptions.of(options, **changes)
+    batch_size = options.batch_size
     if not distributed.sharded():
         batches, num_batches, num_examples = batches_of(data, batch_size)
-        return extract(
-            models,
-            batches,
-            num_examples=num_examples,
-            num_batches=num_batches,
-            device=device,
-            progress=progress,
-            **options,
-        )
+        return extract(models, batches, options, num_examples=num_examples, num_batches=num_batches)
     _, _, total = batches_of(data, batch_size)
-    dev = resolve_device(distributed.shard_device(device))
+    dev = resolve_device(distributed.shard_device(options.device))
+    # One bar for the job: rank 0's range is as long as any other's, give or take a row.
+    shard_options = replace(
+        options, device=dev, progress=options.progress and distributed.rank() == 0
+    )
 
     def part(rows: range) -> tuple[Extraction, Health]:
         batches, num_batches, num_examples = batches_of(data, batch_size, rows)
         return stream(
             models,
             batches,
+            shard_options,
             num_examples=num_examples,
             num_batches=num_batches,
-            device=dev,
-            # One bar for the job: rank 0's range is as long as any other's, give or take a row.
-            progress=progress and distributed.rank() == 0,
             offset=rows.start,
-            **options,
         )
 
     return distributed.run_sharded(part, total, device=dev)

@@ -2,18 +2,18 @@
 
 ``torchrun --nproc_per_node=N stages/gradients.py ...`` (or any script calling
 :func:`vogflow.scoring.extract.run_extraction` on every rank) splits a split into N contiguous
-index ranges
-whose sizes differ by at most 1: no sampler padding, no reordering, so rank 0 rebuilds exactly the
-rows a single process would give. Gloo carries the exchange on the CPU; on a GPU the default group
-is ``cpu:gloo,cuda:nccl``, so the host-side results still travel over gloo with no device copies.
+index ranges whose sizes differ by at most 1: no sampler padding, no reordering, so rank 0
+rebuilds exactly the rows a single process would give. Gloo carries the exchange on the CPU; on a
+GPU the default group is ``cpu:gloo,cuda:nccl``, so the host-side results still travel over gloo
+with no device copies.
 
 Failure protocol: after its range, every rank tells the others whether it failed (one line) and
-how its rows look (:class:`vogflow.scoring.stream.Health`). A failed rank re-raises its own error,
-the
-others raise :class:`RunError` naming it, so no rank waits on a peer that will never send, and
-rank 0 never holds a partial table. The whole-split checks (non-finite rows, all-zero windows) run
-on the merged health, so they fail on the same rows, with the same message, as one process.
-A rank that dies outright is torchrun's to handle: it stops the others, and the command fails.
+how its rows look (:class:`vogflow.scoring.health.Health`). A failed rank re-raises its own
+error, the others raise :class:`RunError` naming it, so no rank waits on a peer that will never
+send, and rank 0 never holds a partial table. The whole-split checks (non-finite rows, all-zero
+windows) run on the merged health, so they fail on the same rows, with the same message, as one
+process. A rank that dies outright is torchrun's to handle: it stops the others, and the command
+fails.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ import torch.distributed as dist
 from vogflow.errors import RunError
 
 # The process-group basics live in vogflow.parallel.launch (DDP training shares them); they are
-# named
-# here too, since callers of sharded extraction ask this module which rank they are.
+# named here too, since callers of sharded extraction ask this module which rank they are.
 from vogflow.parallel.launch import (
     ensure_group,
     rank,
@@ -38,8 +37,8 @@ from vogflow.parallel.launch import (
     sharded,
     world_size,
 )
+from vogflow.scoring.health import Health, check_health
 from vogflow.scoring.results import Extraction
-from vogflow.scoring.stream import Health, check_health
 
 __all__ = [
     "RunError",
@@ -54,8 +53,6 @@ __all__ = [
 ]
 
 
-# A ConfigError, so callers treat a peer's failure like their own refusal: one line, no
-# traceback here (a rank that hit a bug prints its own traceback).
 def assemble(parts: Sequence[Extraction]) -> Extraction:
     """One :class:`Extraction` from the parts of consecutive ranges, in rank order."""
     first = parts[0]
@@ -82,7 +79,7 @@ def run_sharded(
 
     ``part(rows)`` streams the dataset rows ``rows`` (see :func:`vogflow.scoring.stream.stream`).
     Every rank must call this, with the same ``num_examples``. Raises the rank's own error, or
-    :class:`RunError` when another rank failed; :class:`vogflow.scoring.stream.ConfigError` when
+    :class:`RunError` when another rank failed; :class:`~vogflow.errors.ConfigError` when
     the merged split fails the whole-split checks (on every rank alike).
     """
     ensure_group(device)

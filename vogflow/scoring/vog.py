@@ -13,6 +13,13 @@ import numpy as np
 from vogflow.config.names import LABEL_MODES, NORMALISATIONS, WINDOWS, window_problem  # noqa: F401
 
 
+def check_checkpoint_count(k: int, *, error: type[Exception] = ValueError) -> None:
+    """Refuse fewer than 2 checkpoints (VoG is a spread over them) with ``error``: the one place
+    of the rule, for the equations, the engine and the audit alike."""
+    if k < 2:
+        raise error(f"VoG needs at least 2 checkpoints, got {k}")
+
+
 def vog_raw(grads: np.ndarray) -> np.ndarray:
     """Raw VoG from a stack of channel-averaged input gradients.
 
@@ -26,9 +33,7 @@ def vog_raw(grads: np.ndarray) -> np.ndarray:
     grads = np.asarray(grads, dtype=np.float64)
     if grads.ndim < 2:
         raise ValueError(f"grads must be (K, N, ...), got shape {grads.shape}")
-    k = grads.shape[0]
-    if k < 2:
-        raise ValueError(f"VoG needs at least 2 checkpoints, got {k}")
+    check_checkpoint_count(grads.shape[0])
     # Shifting by the first checkpoint leaves the spread unchanged and makes identical
     # checkpoints give exactly 0 (a plain mean of K equal floats can round away from them).
     shifted = grads - grads[0]
@@ -41,14 +46,14 @@ def window_indices(k: int, window: str, *, size: int = 3) -> np.ndarray:
     """Indices of the checkpoints (in training order) that a window uses.
 
     ``early``: the first ``size``; ``late``: the last ``size``; ``all``: every one of the ``k``.
-    Raises ``ValueError`` when the window would hold fewer than 2 checkpoints, or when ``early``
-    or ``late`` asks for more checkpoints than there are (it would silently be ``all``).
+    Raises ``ValueError`` when there are fewer than 2 checkpoints, or when ``early`` or ``late``
+    asks for as many checkpoints as there are or more (it would silently be ``all``).
     """
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; valid: {', '.join(WINDOWS)}")
-    if size < 2:
-        raise ValueError(f"window size must be at least 2 (VoG is a spread), got {size}")
-    problem = window_problem(k, size) if window != "all" and k >= 2 else None
+    check_window_size(size)
+    check_checkpoint_count(k)
+    problem = window_problem(k, size) if window != "all" else None
     if problem:
         raise ValueError(
             f"window {window!r} of size {size} over {k} checkpoints: {problem}; use a window "
@@ -60,12 +65,13 @@ def window_indices(k: int, window: str, *, size: int = 3) -> np.ndarray:
         idx = np.arange(min(size, k))
     else:
         idx = np.arange(max(k - size, 0), k)
-    if idx.size < 2:
-        raise ValueError(
-            f"window {window!r} needs at least 2 checkpoints, the run has {k}; "
-            "save more checkpoints or lower the window size"
-        )
     return idx
+
+
+def check_window_size(size: int, *, error: type[Exception] = ValueError) -> None:
+    """Refuse a window of fewer than 2 checkpoints."""
+    if size < 2:
+        raise error(f"window size must be at least 2 (VoG is a spread), got {size}")
 
 
 def class_normalise(scores: np.ndarray, classes: np.ndarray, *, method: str = "z") -> np.ndarray:
