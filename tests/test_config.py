@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vogflow.config.checks import check_pipeline, checkpoint_epochs
+from vogflow.config.checks import check_pipeline
 from vogflow.config.schema import (
     DATASETS,
     MODELS,
@@ -23,6 +23,7 @@ from vogflow.config.schema import (
     parse_params,
     section_dict,
 )
+from vogflow.config.sizes import checkpoint_epochs
 from vogflow.errors import ConfigError
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vogflow.config.checks import check_pipeline, checkpoint_count, checkpoint_epochs
+from vogflow.config.checks import check_pipeline
 from vogflow.config.schema import CheckpointConfig, load_params, parse_params
+from vogflow.config.sizes import checkpoint_count, checkpoint_epochs
 from vogflow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def test_the_checkpoint_count_is_the_schedule_length_without_listing_it():
     ],
 )
 def test_the_parameter_arithmetic_counts_what_torch_builds(name, shape, classes, options):
-    from vogflow.config.checks import parameter_count
+    from vogflow.config.sizes import parameter_count
     from vogflow.models.architectures import build_model
 
     model = build_model(name, shape, classes, **options)

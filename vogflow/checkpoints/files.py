@@ -31,14 +31,12 @@ def schedule(epochs: int, *, early: int, every: int, late: int) -> list[int]:
 
     Every epoch of the first ``early`` and last ``late`` epochs (the early and late windows),
     and every ``every``-th epoch in between. A schedule of more than
-    :data:`vogflow.config.checks.MAX_CHECKPOINTS` files is refused before it is listed (10**12
-    epochs
-    would list 2 * 10**11 of them).
+    :data:`vogflow.config.sizes.MAX_CHECKPOINTS` files is refused before it is listed (10**12
+    epochs would list 2 * 10**11 of them).
     """
-    from vogflow.config.checks import MAX_CHECKPOINTS, checkpoint_count
-    from vogflow.config.schema import CheckpointConfig
+    from vogflow.config.sizes import MAX_CHECKPOINTS, Every, checkpoint_count
 
-    count = checkpoint_count(epochs, CheckpointConfig(early=early, every=every, late=late))
+    count = checkpoint_count(epochs, Every(early=early, every=every, late=late))
     if count > MAX_CHECKPOINTS:
         raise CheckpointError(
             f"epochs: {epochs} with a checkpoint every {every} epochs would save {count} "

@@ -8,52 +8,25 @@ work (DVC removes a stage's outputs before running it).
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
-from typing import Any
 
 from vogflow.config.bounds import check
-from vogflow.config.names import LABEL_MODES, MODELS, window_problem
+from vogflow.config.names import LABEL_MODES, window_problem
 from vogflow.config.schema import (
-    CheckpointConfig,
     DataConfig,
     Params,
     TrainConfig,
     check_run_refs,
 )
+from vogflow.config.sizes import (
+    MAX_CHECKPOINTS,
+    check_model_fits,
+    checkpoint_count,
+    checkpoint_epochs,
+    machine_memory,
+    size_text,
+)
 from vogflow.errors import ConfigError
-
-# Files one run may save: VoG reads each of them for every example.
-MAX_CHECKPOINTS = 100_000
-# Bytes per parameter while training: weights, gradients, momentum and the checkpoint's copy.
-TRAIN_BYTES_PER_PARAM = 16
-
-
-def checkpoint_epochs(epochs: int, checkpoints: CheckpointConfig) -> list[int]:
-    """The epochs at which :func:`vogflow.checkpoints.files.schedule` saves, without importing
-    torch.
-
-    :func:`check_pipeline` runs at the start of every ``dvc repro``, where torch would cost
-    seconds; a test pins this rule to the schedule the train stage uses. It lists every saved
-    epoch: count them with :func:`checkpoint_count`, which holds for any number of epochs.
-    """
-    chosen = set(range(1, min(checkpoints.early, epochs) + 1))
-    chosen |= set(range(checkpoints.every, epochs + 1, checkpoints.every))
-    chosen |= set(range(max(epochs - checkpoints.late + 1, 1), epochs + 1))
-    return sorted(chosen)
-
-
-def checkpoint_count(epochs: int, checkpoints: CheckpointConfig) -> int:
-    """``len(checkpoint_epochs(...))`` in constant time and memory (epochs may be 10**12)."""
-    first = min(checkpoints.early, epochs)  # epochs 1..first
-    last = max(epochs - checkpoints.late + 1, 1)  # epochs last..epochs
-    if last <= first + 1:
-        return epochs
-    every = checkpoints.every
-    between = (last - 1) // every - first // every  # multiples of `every` in first+1..last-1
-    return first + (epochs - last + 1) + between
-
 
 # Input shape and class count of the datasets whose size is known without reading them.
 KNOWN_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
@@ -81,56 +54,6 @@ def data_shape(data: DataConfig) -> tuple[tuple[int, ...], int]:
         return KNOWN_SHAPES[data.name]
     side = data.image_size or 1
     return (1, side, side), 2
-
-
-def parameter_count(
-    name: str, input_shape: tuple[int, ...], num_classes: int, hidden: int = 64
-) -> int:
-    """Parameters of a built-in model, from arithmetic alone (nothing is allocated)."""
-    channels = input_shape[0] if len(input_shape) == 3 else 1
-    if name == "mlp":
-        features = math.prod(input_shape)
-        return features * hidden + hidden + hidden * num_classes + num_classes
-    if name == "lenet":
-        height, width = input_shape[-2:] if len(input_shape) == 3 else (1, 1)
-        flat = 16 * (height // 4) * (width // 4)
-        return (channels * 6 * 25 + 6 + 6 * 16 * 25 + 16 + flat * 120 + 120 + 120 * 84 + 84) + (
-            84 * num_classes + num_classes
-        )
-    if name == "resnet18":  # the CIFAR stem: a 3x3 first convolution
-        return 11_167_104 + channels * 64 * 9 + 513 * num_classes
-    if name == "resnet50":
-        return 23_498_624 + channels * 64 * 49 + 2049 * num_classes
-    raise ConfigError(f"model.name: {name!r} is not allowed; valid: {', '.join(MODELS)}")
-
-
-def machine_memory() -> int:
-    """This machine's physical memory in bytes (a very large number where it cannot be read)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return 2**62
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB" if n >= 1e8 else f"{n / 1e6:.3g} MB"
-
-
-def check_model_fits(
-    name: str, input_shape: tuple[int, ...], num_classes: int, *, key: str, **options: Any
-) -> int:
-    """Refuse, before anything is allocated, a model that this machine's memory cannot train or
-    hold; its parameter count otherwise. ``key`` names the setting to lower."""
-    params = parameter_count(name, input_shape, num_classes, **options)
-    need, have = params * TRAIN_BYTES_PER_PARAM, machine_memory()
-    if need > have:
-        spec = f"{name} ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else name
-        raise ConfigError(
-            f"{key}: the {spec} model for inputs {tuple(input_shape)} and {num_classes} classes "
-            f"has {params:.3g} parameters, about {_gb(need)} to train, more than this machine's "
-            f"{_gb(have)} of memory; lower {key}"
-        )
-    return params
 
 
 # What the pipeline's stages read, and why: a missing one crashes that stage after DVC has
@@ -206,8 +129,8 @@ def _check_sizes(params: Params) -> None:
             key = f"runs.{run}.epochs" if "epochs" in overrides else "train.epochs"
             raise ConfigError(
                 f"{key}: {epochs} is not allowed; run {run!r} would save {count} checkpoints of "
-                f"{_gb(per_checkpoint)} each, {_gb(count * per_checkpoint)}, more than this "
-                f"disk's {_gb(disk)}; lower {key} or raise checkpoints.every"
+                f"{size_text(per_checkpoint)} each, {size_text(count * per_checkpoint)}, more than "
+                f"this disk's {size_text(disk)}; lower {key} or raise checkpoints.every"
             )
     examples = KNOWN_SIZES.get(params.data.name)
     # Each confidence interval draws (bootstrap, examples) indices at once, then gathers them.
@@ -215,8 +138,8 @@ def _check_sizes(params: Params) -> None:
     if boot > machine_memory():
         raise ConfigError(
             f"vog.bootstrap: {params.vog.bootstrap} is not allowed; resampling {examples} "
-            f"examples that often takes {_gb(boot)}, more than this machine's "
-            f"{_gb(machine_memory())} of memory; lower vog.bootstrap (the default is 1000)"
+            f"examples that often takes {size_text(boot)}, more than this machine's "
+            f"{size_text(machine_memory())} of memory; lower vog.bootstrap (the default is 1000)"
         )
     toy = params.toy
     toy_params = check_model_fits("mlp", (2,), 2, key="toy.hidden", hidden=toy.hidden)
@@ -224,14 +147,14 @@ def _check_sizes(params: Params) -> None:
     if toy.epochs * 4 * toy_params > disk:
         raise ConfigError(
             f"toy.epochs: {toy.epochs} is not allowed; a checkpoint per epoch would take "
-            f"{_gb(toy.epochs * 4 * toy_params)}, more than this disk's {_gb(disk)}"
+            f"{size_text(toy.epochs * 4 * toy_params)}, more than this disk's {size_text(disk)}"
         )
     grads = toy.n_points * toy.epochs * 2 * 4 * len(LABEL_MODES) * 2
     if grads > machine_memory():
         raise ConfigError(
             f"toy.n_points: {toy.n_points} is not allowed; {toy.epochs} checkpoints of input "
-            f"gradients for that many points take {_gb(grads)}, more than this machine's "
-            f"{_gb(machine_memory())} of memory; lower toy.n_points or toy.epochs"
+            f"gradients for that many points take {size_text(grads)}, more than this machine's "
+            f"{size_text(machine_memory())} of memory; lower toy.n_points or toy.epochs"
         )
 
 

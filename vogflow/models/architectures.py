@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vogflow.config.checks import check_model_fits
-from vogflow.config.schema import MODELS
+from vogflow.config.names import MODELS
+from vogflow.config.sizes import check_model_fits
 from vogflow.errors import ConfigError
 
 
