@@ -20,7 +20,7 @@ from matplotlib.image import AxesImage
 from matplotlib.text import Text
 
 from vogflow import figures as F
-from vogflow.figures import grids
+from vogflow.figures import grids as G
 from vogflow.paper import figures as P
 
 N, K_CLASSES = 30, 3
@@ -93,7 +93,7 @@ def _tiles(ax: Axes) -> list[tuple[AxesImage, str]]:
             im
             for im in images
             if np.isclose(x, np.mean(im.get_extent()[:2]))
-            and 0 < y - im.get_extent()[3] < grids._CAPTION_LINE_IN
+            and 0 < y - im.get_extent()[3] < G._CAPTION_LINE_IN
         ]
         captions[id(im)].append(text.get_text())
     assert all(len(c) <= 1 for c in captions.values())  # one caption per tile at most
@@ -249,7 +249,7 @@ def test_tile_grids_keep_tile_size_and_captions_clear(data):
         # Square tiles of about the nominal size, never overlapping.
         for box in tiles:
             assert box.width == pytest.approx(box.height, abs=1)
-            assert 0.95 * grids._TILE_IN <= box.width / fig.dpi <= grids._TILE_IN
+            assert 0.95 * G._TILE_IN <= box.width / fig.dpi <= G._TILE_IN
         assert not any(a.overlaps(b) for i, a in enumerate(tiles) for b in tiles[i + 1 :])
         # Captions sit inside the figure, off every tile, off each other and below the title.
         assert not any(c.overlaps(box) for c in caps for box in tiles)
