@@ -36,7 +36,7 @@ def main() -> None:
 
         from vogflow.common.atomic import read_json
         from vogflow.data import load_dataset
-        from vogflow.figures.draw import save
+        from vogflow.figures import save
         from vogflow.paper.figures import audit_figures
         from vogflow.paper.ood import paper_table1
         from vogflow.rankings.choice import resolve

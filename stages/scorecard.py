@@ -180,7 +180,7 @@ def _write_table(card: dict, path: str) -> None:
 def _write_figure(
     card: dict, path: str, *, chosen: str | None, rank_by: str | None, dpi: int
 ) -> None:
-    from vogflow.figures import draw as figures
+    from vogflow import figures
 
     rows = card["scores"]
     from vogflow.analysis.choice import VOG

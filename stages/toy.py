@@ -20,7 +20,7 @@ def main() -> None:
 
     with stage("toy", params_path=args.params) as ctx:
         from vogflow.analysis.reports import headline
-        from vogflow.figures.draw import save
+        from vogflow.figures import save
         from vogflow.paper.figures import toy as toy_figure
         from vogflow.paper.toy import toy_report
         from vogflow.paper.toy_run import run_toy

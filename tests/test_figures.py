@@ -19,7 +19,8 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
 from matplotlib.text import Text
 
-from vogflow.figures import draw as F
+from vogflow import figures as F
+from vogflow.figures import grids as G
 from vogflow.paper import figures as P
 
 N, K_CLASSES = 30, 3
@@ -92,7 +93,7 @@ def _tiles(ax: Axes) -> list[tuple[AxesImage, str]]:
             im
             for im in images
             if np.isclose(x, np.mean(im.get_extent()[:2]))
-            and 0 < y - im.get_extent()[3] < F._CAPTION_LINE_IN
+            and 0 < y - im.get_extent()[3] < G._CAPTION_LINE_IN
         ]
         captions[id(im)].append(text.get_text())
     assert all(len(c) <= 1 for c in captions.values())  # one caption per tile at most
@@ -248,7 +249,7 @@ def test_tile_grids_keep_tile_size_and_captions_clear(data):
         # Square tiles of about the nominal size, never overlapping.
         for box in tiles:
             assert box.width == pytest.approx(box.height, abs=1)
-            assert 0.95 * F._TILE_IN <= box.width / fig.dpi <= F._TILE_IN
+            assert 0.95 * G._TILE_IN <= box.width / fig.dpi <= G._TILE_IN
         assert not any(a.overlaps(b) for i, a in enumerate(tiles) for b in tiles[i + 1 :])
         # Captions sit inside the figure, off every tile, off each other and below the title.
         assert not any(c.overlaps(box) for c in caps for box in tiles)
@@ -408,7 +409,7 @@ def test_save_releases_figure_and_overwrites(tmp_path):
 def test_module_imports_no_heavy_or_global_plotting_state():
     # A fresh interpreter: this test process may already have loaded these for other tests.
     code = (
-        "import sys, vogflow.figures.draw, vogflow.paper.figures; "
+        "import sys, vogflow.figures, vogflow.paper.figures; "
         "print([m for m in ('torch', 'mlflow', 'pandas', 'matplotlib.pyplot') if m in sys.modules])"
     )
     root = Path(__file__).resolve().parents[1]

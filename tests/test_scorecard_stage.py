@@ -17,7 +17,7 @@ import pytest
 import yaml
 from processes import HUNG_AFTER_S
 
-from vogflow.figures import draw as figures
+from vogflow import figures
 from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
 
 ROOT = Path(__file__).resolve().parents[1]

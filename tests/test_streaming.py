@@ -361,7 +361,7 @@ def test_train_gradients_and_score_stages_stream(tmp_path, monkeypatch):
 
 
 def test_figures_read_only_the_rows_they_show(tmp_path):
-    from vogflow.figures.draw import lowest_highest, per_class_lowest_highest
+    from vogflow.figures.grids import lowest_highest, per_class_lowest_highest
 
     image_folder(tmp_path)
     data = load_dataset(folder_cfg(stream=True), tmp_path)

@@ -79,8 +79,9 @@ class CheckpointRecorder:
             inputs in [0, 1]; ``vogflow audit`` then standardises its data the same way.
         mlflow_run_id: also log every file as an artifact under ``checkpoints/`` of this run
             (or, with ``log_models``, as models of it).
-        tracking_uri: the store of that run (default: :func:`vogflow.tracking.tracking_uri`;
-            pass ``mlflow.get_tracking_uri()`` when the loop set one in code).
+        tracking_uri: the store of that run (default:
+            :func:`vogflow.store.connection.tracking_uri`; pass ``mlflow.get_tracking_uri()``
+            when the loop set one in code).
         log_models: log each checkpoint as an MLflow logged model of that run (its state dict
             and manifest; the epoch as a param) instead of as run artifacts: models can be
             registered, and ``models:/`` URIs audit them.
@@ -255,11 +256,11 @@ class CheckpointRecorder:
 
     def _mlflow(self) -> Any:
         if self._client is None:
-            from vogflow import tracking
+            from vogflow.store.connection import client, tracking_uri
 
             # A plain client, not open_store: the run is the user's, in a store vogflow does not
             # own, so its artifact locations are not vogflow's to rebase.
-            self._client = tracking.client(self.tracking_uri or tracking.tracking_uri())
+            self._client = client(self.tracking_uri or tracking_uri())
         return self._client
 
     def _log(self, path: Path) -> None:
@@ -274,7 +275,7 @@ class CheckpointRecorder:
         """The checkpoint and a manifest naming only it: the model is a checkpoint folder.
 
         Both are copied now: a resumed loop may rewrite the file before the upload runs."""
-        from vogflow import tracking
+        from vogflow.checkpoints.logged import log_checkpoint_model
 
         tmp = Path(tempfile.mkdtemp(prefix="vogflow-model-"))
         shutil.copy2(path, tmp / path.name)
@@ -282,7 +283,7 @@ class CheckpointRecorder:
         run_id = self.mlflow_run_id
 
         def upload() -> None:
-            tracking.log_checkpoint_model(
+            log_checkpoint_model(
                 self._mlflow(),
                 run_id,
                 [tmp / path.name, tmp / ck.MANIFEST],

@@ -149,8 +149,8 @@ def _write_outputs(
     folder: Path, result: Any, report: dict, refs: Sequence[Any], args: Any, names: tuple[str, str]
 ) -> list[str]:
     """compare.json, movers.csv and the figures in ``folder``; returns notes for the report."""
+    from vogflow import figures
     from vogflow.common.atomic import write_json, write_text
-    from vogflow.figures import draw as figures
 
     notes: list[str] = []
     write_text(folder / "movers.csv", result.movers.to_csv(index=False, float_format="%.6g"))

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from vogflow.figures.draw import error_curves, lowest_highest, per_class_lowest_highest, plot_curves
+from vogflow.figures.curves import error_curves, plot_curves
+from vogflow.figures.grids import lowest_highest, per_class_lowest_highest
 
 
 def early_late(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.figures.draw import _to_hwc
+from vogflow.figures.grids import _to_hwc
 
 IMAGE_KINDS = ("npz", "imagefolder", "params")
 

@@ -334,3 +334,22 @@ def git_state(root: Path, *, generated: Iterable[str] = ()) -> dict[str, str]:
         "git.dirty": str(dirty).lower(),
         "mlflow.source.git.commit": commit,
     }
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No download progress bar while the block runs; the setting is restored afterwards.
+
+    MLflow draws a bar on stderr for every download; a few files need none, and the bar would
+    garble the commands' one-line errors.
+    """
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(quiet)
+    os.environ[quiet] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(quiet, None)
+        else:
+            os.environ[quiet] = before

@@ -4,16 +4,19 @@ download its rankings (parquet, never pickles)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-from collections.abc import Callable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vogflow.checkpoints.logged import MODEL_URI, model_version
 from vogflow.errors import TrackingError
-from vogflow.store.connection import adopt_copy, check_reachable, client, sqlite_path, tracking_uri
+from vogflow.store.connection import (
+    adopt_copy,
+    check_reachable,
+    client,
+    quiet_downloads,
+    sqlite_path,
+    tracking_uri,
+)
 from vogflow.tracking.write import AUDIT_RUN_TAG, KIND_TAG, PARENT_TAG, alias_tag
 
 STAGE_TAG = "vogflow.stage"
@@ -70,43 +73,6 @@ def _reading_client() -> tuple[Any, str]:
     check_reachable(uri)
     adopt_copy(uri)
     return client(uri), uri
-
-
-MODEL_URI = re.compile(r"models:/([^/@]+)(?:/([^/@]+)|@([^/@]+))/?")
-
-
-def model_version(client: Any, ref: str, uri: str) -> Any:
-    """``models:/name/<version|latest>`` or ``models:/name@alias`` -> its registered version."""
-    from mlflow.exceptions import MlflowException
-
-    match = MODEL_URI.fullmatch(ref)
-    if not match:
-        raise TrackingError(
-            f"{ref!r} is not a model URI; use models:/<name>/<version> or models:/<name>@<alias>"
-        )
-    name, version, alias = match.groups()
-
-    def known_versions() -> str:
-        try:
-            found = client.search_model_versions(f"name = '{name}'")
-        except MlflowException:
-            return "none"
-        return ", ".join(sorted((str(v.version) for v in found), key=int)) or "none"
-
-    try:
-        if alias:
-            return client.get_model_version_by_alias(name, alias)
-        if version == "latest":
-            found = client.search_model_versions(f"name = '{name}'")
-            if not found:
-                raise MlflowException(f"no versions of {name}")
-            return max(found, key=lambda v: int(v.version))
-        return client.get_model_version(name, version)
-    except MlflowException as err:
-        raise TrackingError(
-            f"{ref}: no such registered model version in {uri} (versions of {name!r}: "
-            f"{known_versions()})"
-        ) from err
 
 
 def _model_audit(client: Any, ref: str, uri: str) -> tuple[str, str, str | None]:
@@ -251,25 +217,6 @@ def rankings_splits(audit: AuditRef) -> list[str]:
     return []
 
 
-@contextlib.contextmanager
-def quiet_downloads() -> Iterator[None]:
-    """No download progress bar while the block runs; the setting is restored afterwards.
-
-    MLflow draws a bar on stderr for every download; a few files need none, and the bar would
-    garble the commands' one-line errors.
-    """
-    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(quiet)
-    os.environ[quiet] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(quiet, None)
-        else:
-            os.environ[quiet] = before
-
-
 def read_rankings(audit: AuditRef, split: str) -> Any:
     """Download the audit's rankings table of ``split`` and read it (a pandas DataFrame)."""
     import tempfile
@@ -317,86 +264,3 @@ def compare_run_url(run_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# checkpoints logged as MLflow models
-# (vogflow.checkpoints.recorder.CheckpointRecorder(log_models=True))
-
-
-MODELS_PREFIX = "models:/"
-MODEL_ID_URI = re.compile(r"models:/([^/@]+)/?")
-
-
-def download_model(mlflow_client: Any, ref: str, dst: str | Path, *, uri: str) -> Path:
-    """Download the artifacts of the model a ``models:/`` URI names into ``dst``.
-
-    ``models:/<name>/<version>``, ``models:/<name>@<alias>`` (a registered version) or
-    ``models:/<model_id>`` (a logged model). Raises :class:`TrackingError` naming ``ref`` when
-    the store has no such model.
-    """
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    by_id = MODEL_ID_URI.fullmatch(ref)
-    model_id = by_id.group(1) if by_id else model_version(mlflow_client, ref, uri).model_id
-    if model_id is None:
-        # A version registered from a run's artifacts (as MLflow 2 did) names no logged model.
-        source = model_version(mlflow_client, ref, uri).source
-        if source.startswith("runs:/"):
-            run_id, _, path = source[len("runs:/") :].partition("/")
-            fetch = partial(mlflow_client.download_artifacts, run_id, path, str(dst))
-            return _download(ref, uri, fetch)
-        location = source
-    else:
-        try:
-            location = mlflow_client.get_logged_model(model_id).artifact_location
-        except MlflowException as err:
-            raise TrackingError(
-                f"{ref}: no logged model {model_id!r} in {uri}; check the model id (or write "
-                "models:/<name>/<version> for a registered model)"
-            ) from err
-    # The location itself, not models:/<id>: MLflow resolves that URI in the default store,
-    # whatever tracking_uri says.
-    fetch = partial(download_artifacts, artifact_uri=location, dst_path=str(dst), tracking_uri=uri)
-    return _download(ref, uri, fetch)
-
-
-def _download(ref: str, uri: str, fetch: Callable[[], str]) -> Path:
-    try:
-        with quiet_downloads():
-            return Path(fetch())
-    except Exception as err:  # MlflowException or the artifact store's own OSError
-        raise TrackingError(
-            f"{ref}: cannot download its artifacts from {uri} ({type(err).__name__}: "
-            f"{' '.join(str(err).split())[:200]})"
-        ) from err
-
-
-def logged_checkpoints(mlflow_client: Any, run_id: str, *, recorded_by: str) -> list[str]:
-    """The ids of the checkpoints ``recorded_by`` logged as models of run ``run_id``, in epoch
-    order; a replayed epoch (a resumed loop) supersedes what was logged from it on."""
-    from mlflow.entities import LoggedModelStatus
-
-    from vogflow.tracking.write import EPOCH_PARAM, RECORDED_BY_TAG
-
-    experiment = mlflow_client.get_run(run_id).info.experiment_id
-    query = f"source_run_id = '{run_id}' AND tags.`{RECORDED_BY_TAG}` = '{recorded_by}'"
-    found, token = [], None
-    while True:
-        page = mlflow_client.search_logged_models(
-            [experiment], filter_string=query, page_token=token
-        )
-        found += list(page)
-        token = page.token
-        if not token:
-            break
-    latest: dict[int, Any] = {}
-    # A half-logged checkpoint (FAILED, or PENDING while another process logs it) is not one.
-    ready = [m for m in found if m.status == LoggedModelStatus.READY]
-    for model in sorted(ready, key=lambda m: (m.creation_timestamp, int(m.params[EPOCH_PARAM]))):
-        epoch = int(model.params[EPOCH_PARAM])
-        # As the recorder does on disk: a replayed epoch supersedes it and every later one, so
-        # a resumed attempt that stopped early is never mixed with a first attempt's later epochs.
-        latest = {e: m for e, m in latest.items() if e < epoch}
-        latest[epoch] = model
-    return [latest[epoch].model_id for epoch in sorted(latest)]

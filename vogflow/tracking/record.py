@@ -137,80 +137,78 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def compose(
-    workspace: Path,
-    *,
-    params: dict[str, Any],
-    git: dict[str, str],
-    exp_name: str | None = None,
-    in_experiment: bool | None = None,
-) -> AuditRecord:
-    """The record of the pipeline state in ``workspace`` (where DVC runs the stages).
+def _stage_artifacts(workspace: Path, outs: list[str]) -> list[tuple[Path, str]]:
+    """A stage's outputs as artifacts; of checkpoint and gradient folders only the manifest."""
+    artifacts = []
+    for out in outs:
+        if SKIP_OUTPUTS.search(out):
+            manifest = workspace / out / "manifest.json"
+            if manifest.exists():
+                artifacts.append((manifest, "checkpoints"))
+            continue
+        path = workspace / out
+        if path.exists():
+            # Artifacts keep the project's layout: runs/main/rankings/test.parquet.
+            folder = out if path.is_dir() else str(Path(out).parent)
+            artifacts.append((path, "" if folder == "." else folder))
+    return artifacts
 
-    ``in_experiment``: the audit runs under ``dvc exp run`` (default: when ``exp_name`` is
-    given); it then moves the model alias ``exp-<name>``, never ``audited``."""
+
+def _timing_metrics(timing: dict[str, Any]) -> dict[str, float]:
+    timing_metrics = {
+        f"timing.{k}": v
+        for k, v in numbers(timing).items()
+        if k not in ("start", "end", "body_start")
+    }
+    if "start" in timing and "body_start" in timing:
+        timing_metrics["timing.startup_seconds"] = timing["body_start"] - timing["start"]
+        timing_metrics["timing.total_seconds"] = timing["end"] - timing["start"]
+    return timing_metrics
+
+
+def _child(
+    workspace: Path,
+    stage_name: str,
+    entry: dict[str, Any],
+    metrics_of: dict[str, list[str]],
+    git: dict[str, str],
+) -> ChildRecord:
+    """The record of one stage (a child run) from its dvc.lock entry and files."""
+    base, _, key = stage_name.partition("@")
+    outs = [o["path"] for o in entry.get("outs", [])]
+    metric_files = [_expand(m, key or None) for m in metrics_of.get(base, [])]
+    metrics: dict[str, Any] = {}
+    for path in metric_files:
+        metrics.update(flatten(_read_json(workspace / path)))
+    stage_params = {}
+    for values in (entry.get("params") or {}).values():
+        stage_params.update(flatten(values))
+    timing = _read_json(workspace / TIMINGS / f"{stage_name}.json")
+    steps = timing.pop("history", [])
+    artifacts = _stage_artifacts(workspace, outs)
+    timing_metrics = _timing_metrics(timing)
+    tags = {"vogflow.stage": stage_name, **words(metrics), **git}
+    if key:
+        tags["vogflow.run"] = key
+    return ChildRecord(
+        name=stage_name,
+        tags={k: str(v) for k, v in tags.items()},
+        params={k: str(v)[:6000] for k, v in stage_params.items()},
+        metrics={**numbers(metrics), **timing_metrics},
+        artifacts=artifacts,
+        start=timing.get("start"),
+        end=timing.get("end"),
+        steps=steps,
+    )
+
+
+def _top(workspace: Path, register_run: str, top_k: int) -> tuple[dict[str, Any], str]:
+    """The hardest examples of each split and the ranking that chose them."""
     import pandas as pd
 
     from vogflow.rankings import choice as rank_choice
 
-    lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
-    dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
-    metrics_of = _declared(dvc_yaml, "metrics")
-    children = []
-    for stage_name, entry in lock.get("stages", {}).items():
-        if stage_name == TRACK_STAGE:
-            continue
-        base, _, key = stage_name.partition("@")
-        outs = [o["path"] for o in entry.get("outs", [])]
-        metric_files = [_expand(m, key or None) for m in metrics_of.get(base, [])]
-        metrics: dict[str, Any] = {}
-        for path in metric_files:
-            metrics.update(flatten(_read_json(workspace / path)))
-        stage_params = {}
-        for values in (entry.get("params") or {}).values():
-            stage_params.update(flatten(values))
-        timing = _read_json(workspace / TIMINGS / f"{stage_name}.json")
-        steps = timing.pop("history", [])
-        artifacts = []
-        for out in outs:
-            if SKIP_OUTPUTS.search(out):
-                manifest = workspace / out / "manifest.json"
-                if manifest.exists():
-                    artifacts.append((manifest, "checkpoints"))
-                continue
-            path = workspace / out
-            if path.exists():
-                # Artifacts keep the project's layout: runs/main/rankings/test.parquet.
-                folder = out if path.is_dir() else str(Path(out).parent)
-                artifacts.append((path, "" if folder == "." else folder))
-        timing_metrics = {
-            f"timing.{k}": v
-            for k, v in numbers(timing).items()
-            if k not in ("start", "end", "body_start")
-        }
-        if "start" in timing and "body_start" in timing:
-            timing_metrics["timing.startup_seconds"] = timing["body_start"] - timing["start"]
-            timing_metrics["timing.total_seconds"] = timing["end"] - timing["start"]
-        tags = {"vogflow.stage": stage_name, **words(metrics), **git}
-        if key:
-            tags["vogflow.run"] = key
-        children.append(
-            ChildRecord(
-                name=stage_name,
-                tags={k: str(v) for k, v in tags.items()},
-                params={k: str(v)[:6000] for k, v in stage_params.items()},
-                metrics={**numbers(metrics), **timing_metrics},
-                artifacts=artifacts,
-                start=timing.get("start"),
-                end=timing.get("end"),
-                steps=steps,
-            )
-        )
-    register_run = params.get("tracking", {}).get("register_run", "main")
-    headline = headline_metrics(workspace, register_run)
-    claims = headline_claims(workspace, register_run)
     top, rank_by = {}, "the audit's ranking"
-    top_k = params.get("vog", {}).get("top_k", 25)
     for split in ("test", "train"):
         # The audit's ranking (the scorecard's choice), else the run's own table by the
         # single-run default: the same ranking, under the same name, as `vogflow top`.
@@ -224,8 +222,10 @@ def compose(
                 rank_by = ranking.line()
                 top[split] = hardest(ranking.ranked(table), ranking.name, top_k)
                 break
-    in_experiment = bool(exp_name) if in_experiment is None else in_experiment
-    name = run_name(params, git, exp_name)
+    return top, rank_by
+
+
+def _audit_artifacts(workspace: Path) -> list[tuple[Path, str]]:
     artifacts = [(workspace / "params.yaml", "config"), (workspace / "dvc.lock", "config")]
     for run_dir in sorted((workspace / "runs").glob("*/rankings")):
         artifacts.append((run_dir, f"rankings/{run_dir.parent.name}"))
@@ -238,6 +238,36 @@ def compose(
     ):
         if (workspace / folder).is_dir():
             artifacts.append((workspace / folder, Path(folder).name))
+    return artifacts
+
+
+def compose(
+    workspace: Path,
+    *,
+    params: dict[str, Any],
+    git: dict[str, str],
+    exp_name: str | None = None,
+    in_experiment: bool | None = None,
+) -> AuditRecord:
+    """The record of the pipeline state in ``workspace`` (where DVC runs the stages).
+
+    ``in_experiment``: the audit runs under ``dvc exp run`` (default: when ``exp_name`` is
+    given); it then moves the model alias ``exp-<name>``, never ``audited``."""
+    lock = yaml.safe_load((workspace / "dvc.lock").read_text()) or {}
+    dvc_yaml = yaml.safe_load((workspace / "dvc.yaml").read_text()) or {}
+    metrics_of = _declared(dvc_yaml, "metrics")
+    children = [
+        _child(workspace, stage_name, entry, metrics_of, git)
+        for stage_name, entry in lock.get("stages", {}).items()
+        if stage_name != TRACK_STAGE
+    ]
+    register_run = params.get("tracking", {}).get("register_run", "main")
+    headline = headline_metrics(workspace, register_run)
+    claims = headline_claims(workspace, register_run)
+    top, rank_by = _top(workspace, register_run, params.get("vog", {}).get("top_k", 25))
+    in_experiment = bool(exp_name) if in_experiment is None else in_experiment
+    name = run_name(params, git, exp_name)
+    artifacts = _audit_artifacts(workspace)
     tags = {
         "vogflow.kind": "audit",
         "vogflow.audit_key": state_key(lock),

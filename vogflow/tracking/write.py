@@ -31,9 +31,6 @@ AUDIT_KEY_TAG = "vogflow.audit_key"
 AUDIT_RUN_TAG = "vogflow.audit_run_id"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
-RECORDED_BY_TAG = "vogflow.recorded_by"
-EPOCH_PARAM = "epoch"
-CHECKPOINT_MODEL_TYPE = "vogflow.checkpoint"
 
 
 def _ms(seconds: float | None) -> int | None:
@@ -368,39 +365,6 @@ def _ensure_registered(client: Any, name: str) -> None:
         )
     except MlflowException:
         pass  # already registered
-
-
-def log_checkpoint_model(
-    client: Any, run_id: str, files: Iterable[Path], *, name: str, epoch: int, recorded_by: str
-) -> str:
-    """One training checkpoint as an MLflow logged model of run ``run_id``; returns its id.
-
-    ``files`` (the state dict and its manifest) become the model's artifacts; ``epoch`` is a
-    param of the model and the step of the run's output, so the run lists its checkpoints in
-    training order and :func:`vogflow.tracking.read.logged_checkpoints` finds them again.
-    """
-    from mlflow.entities import LoggedModelOutput
-
-    experiment = client.get_run(run_id).info.experiment_id
-    model_id = client.create_logged_model(
-        experiment,
-        name=name,
-        source_run_id=run_id,
-        params={EPOCH_PARAM: str(epoch)},
-        tags={RECORDED_BY_TAG: recorded_by},
-        model_type=CHECKPOINT_MODEL_TYPE,
-    ).model_id
-    try:
-        for path in files:
-            client.log_model_artifact(model_id, str(path))
-        client.log_outputs(run_id, [LoggedModelOutput(model_id, epoch)])
-    except BaseException:
-        # A half-logged checkpoint must not be found as one: only READY models are read back.
-        with contextlib.suppress(Exception):
-            client.finalize_logged_model(model_id, "FAILED")
-        raise
-    client.finalize_logged_model(model_id, "READY")
-    return model_id
 
 
 @contextlib.contextmanager

@@ -1,2 +1,3 @@
-"""Training runs for the pipeline: the loop with checkpointing (``train``) and what a finished run
-saw (``runs``)."""
+"""Training runs for the pipeline: ``train`` runs one (``train_run``) over ``loop`` (an epoch),
+``resume`` (what an earlier attempt left, verified), ``health`` (divergence and stalls) and
+``labels`` (the data fingerprint and ``labels.npz``); ``runs`` reads what a finished run saw."""

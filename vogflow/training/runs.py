@@ -17,7 +17,7 @@ def load_run_dataset(
     the manifest), so no stage scores a run on other data than it saw."""
     from vogflow.data import load_dataset
     from vogflow.errors import CheckpointError
-    from vogflow.training.train import data_fingerprint
+    from vogflow.training.labels import data_fingerprint
 
     dataset = load_dataset(data_cfg, root)
     if data_fingerprint(dataset) != manifest["data_fingerprint"]:
@@ -35,7 +35,7 @@ def load_run_data(
     ``label``/``true_label``/``noisy`` exactly as the run saw them, with ``path`` (each example's
     file relative to ``data.path``) for image folders."""
     from vogflow.common.atomic import read_npz
-    from vogflow.training.train import LABELS
+    from vogflow.training.labels import LABELS
 
     dataset = load_run_dataset(data_cfg, root, run_dir, manifest)
     train_labels = read_npz(Path(run_dir) / LABELS)

@@ -1,23 +1,20 @@
-"""Draw the audit's figures: numpy arrays in, ``matplotlib.figure.Figure`` out (plus a PNG save).
+"""Image grids of the audit: the lowest- and highest-VoG examples, overall, per class and the
+movers between two runs.
 
-A leaf module: numpy and matplotlib only, no statistics, no files other than the PNG ``save``
-writes. Every figure is a free-standing ``Figure`` (never pyplot), so figures do not leak global
-state between calls or threads. Throughout, **higher VoG = harder example**.
+A leaf module: numpy and matplotlib only, no statistics and no files. Every figure is a
+free-standing ``Figure`` (never pyplot), so figures do not leak global state between calls or
+threads. Throughout, **higher VoG = harder example**.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure, SubFigure
-
-from vogflow.common.atomic import write_with
 
 # Tile-grid geometry in inches: a 1-inch tile is 100 px at the default dpi, big enough to read an
 # 8x8 digit and a fair thumbnail of a 224x224 image.
@@ -31,25 +28,6 @@ _CAPTION_PT = 7
 # of a side-by-side pair read as two.
 _SIDE_MARGIN = 0.02
 _SIDE_TITLES = ("lowest VoG (easiest)", "highest VoG (hardest)")
-
-
-def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
-    """Write ``fig`` to ``path`` as PNG atomically, then release it; returns ``path``."""
-    # The temporary file ends in ".tmp", so the format must be explicit.
-    out = write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
-    _close(fig)
-    return out
-
-
-def _close(fig: Figure) -> None:
-    # A pyplot-managed figure must be closed through pyplot or its registry keeps it alive; ours
-    # have no manager, so clearing the artists is enough to free them.
-    if getattr(fig.canvas, "manager", None) is not None:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    else:
-        fig.clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,151 +354,3 @@ def movers_grid(
     moves = [f"{int(a)} -> {int(b)}" for a, b in zip(rank_a, rank_b, strict=True)]
     titles = [f"{n}\n{m}" if n else m for n, m in zip(names, moves, strict=True)]
     return image_grid(images, ncols=5, titles=titles, title=title)
-
-
-# ---------------------------------------------------------------------------------------------
-# curves and plots
-
-
-def plot_curves(ax: Any, curves: Sequence[tuple[str, Mapping[str, Any]]], xlabel: str) -> None:
-    """Error per bucket for each ``(name, {"error","lo","hi"[,"style"]})`` with a shaded band."""
-    n_buckets = 0
-    for name, curve in curves:
-        err = np.asarray(curve["error"], dtype=float)
-        x = np.arange(err.size)
-        n_buckets = max(n_buckets, err.size)
-        style = curve.get("style")
-        # ``style`` is either a format string ("o--") or a dict of line keyword arguments.
-        if isinstance(style, str):
-            fmt, kw = style, {}
-        else:
-            fmt, kw = "", {"marker": "o", **dict(style or {})}
-        (line,) = ax.plot(x, err, fmt, label=name, **kw)
-        lo, hi = curve.get("lo"), curve.get("hi")
-        if lo is not None and hi is not None:
-            lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
-            ok = np.isfinite(lo) & np.isfinite(hi)
-            if ok.any():
-                ax.fill_between(x, lo, hi, where=ok, color=line.get_color(), alpha=0.2, lw=0)
-    ax.set_ylim(0.0, 1.0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("error rate")
-    if 0 < n_buckets <= 20:
-        ax.set_xticks(np.arange(n_buckets))
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
-
-
-def error_curves(
-    curves: Mapping[str, Mapping[str, Any]],
-    *,
-    title: str = "",
-    xlabel: str = "VoG decile (0 = lowest)",
-) -> Figure:
-    """Error per VoG bucket for several curves (windows, label modes or seeds; Figs. 4, 6).
-
-    Each curve: ``error`` (B,), ``lo``/``hi`` (B,) interval bounds (NaN = no band), optional
-    ``style`` (format string or dict of line options). Bucket 0 holds the lowest (easiest) VoG.
-    """
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    plot_curves(ax, list(curves.items()), xlabel)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
-def compare_curves(
-    curve_a: Mapping[str, Any],
-    curve_b: Mapping[str, Any],
-    *,
-    names: tuple[str, str] = ("A", "B"),
-    title: str = "",
-) -> Figure:
-    """Two error-per-decile curves overlaid (e.g. true vs predicted label, Fig. 12a)."""
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    # A list, not a dict, so two curves with the same name are both drawn.
-    plot_curves(ax, [(names[0], curve_a), (names[1], curve_b)], "VoG decile (0 = lowest)")
-    if title:
-        ax.set_title(title)
-    return fig
-
-
-def scorecard(
-    rows: Mapping[str, Mapping[str, float]],
-    *,
-    panels: Sequence[tuple[str, str, float]],
-    groups: Mapping[str, str] | None = None,
-    marks: Mapping[str, str] | None = None,
-    title: str = "",
-) -> Figure:
-    """Which score to trust: one row per score, top to bottom in ``rows`` order, one panel of
-    horizontal bars per ``(key, axis label, reference)`` in ``panels``.
-
-    ``rows``: name -> values; ``rows[name][key]`` is drawn as a bar with its value beside it (NaN =
-    no bar, "n/a"), ``reference`` as a dashed line (chance or null). ``groups``: name -> group,
-    one colour per group (in sorted order, with a legend; ``<group>, seed mean`` shares
-    ``<group>``'s colour, hatched). ``marks``: name -> a note shown after the name (e.g.
-    ``chosen``); a row whose note starts with ``chosen`` is bold.
-    """
-    names = list(rows)
-    groups = dict(groups or {})
-    marks = dict(marks or {})
-    # Sorted, so colours and legend do not change with which score happens to rank first.
-    order = sorted({groups.get(n, "") for n in names})
-    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
-    # A seed mean shares its single-run group's colour, so the pair reads as one family.
-    family = list(dict.fromkeys(g.replace(", seed mean", "") for g in order))
-    colour = {g: palette[family.index(g.replace(", seed mean", "")) % len(palette)] for g in order}
-    y = np.arange(len(names))
-    fig = Figure(figsize=(4.2 * len(panels) + 2.6, 0.24 * len(names) + 1.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, squeeze=False)[0])
-    for ax, (key, label, reference) in zip(axes, panels, strict=True):
-        values = np.array([rows[n].get(key, np.nan) for n in names], dtype=float)
-        for g in order:
-            member = np.array([groups.get(n, "") == g for n in names])
-            ax.barh(
-                y[member],
-                np.nan_to_num(values[member]),
-                color=colour[g],
-                alpha=0.8,
-                hatch="//" if "seed mean" in g else None,
-                edgecolor="white",
-                lw=0,
-                label=g or None,
-            )
-        for yi, v in zip(y, values, strict=True):
-            text = "n/a" if not np.isfinite(v) else f"{v:.2f}"
-            # Beside the bar's end, on the side away from zero, so negative bars stay readable.
-            left = not v < 0
-            ax.annotate(
-                text,
-                (v if np.isfinite(v) else 0.0, yi),
-                xytext=(3 if left else -3, 0),
-                textcoords="offset points",
-                va="center",
-                ha="left" if left else "right",
-                fontsize=6,
-                color="0.3",
-            )
-        ax.axvline(reference, color="k", ls="--", lw=0.8)
-        finite = values[np.isfinite(values)]
-        lo = min(0.0, reference, finite.min(initial=0.0)) - 0.12
-        ax.set_xlim(lo, max(1.0, finite.max(initial=0.0)) + 0.12)
-        ax.set_xlabel(label)
-        ax.grid(axis="x", alpha=0.3)
-    tick = [f"{n}  [{marks[n]}]" if n in marks else n for n in names]
-    axes[0].set_yticks(y, tick, fontsize=7)
-    for text, name in zip(axes[0].get_yticklabels(), names, strict=True):
-        if marks.get(name, "").startswith("chosen"):
-            text.set_fontweight("bold")
-    axes[0].set_ylim(len(names) - 0.5, -0.5)  # best (first) at the top
-    if any(order):
-        # Outside the panels: inside, it would hide the bars of whichever scores sort last.
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(order), fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig
