@@ -39,7 +39,7 @@ def main() -> None:
             memorization_report,
         )
         from vogflow.rankings.table import read, write_parquet
-        from vogflow.training.runs import load_extraction
+        from vogflow.scoring.results import load_extraction
 
         prm, cfg = ctx.params, ctx.params.memorization
         table = read(Path(args.rankings) / "train.parquet")

@@ -33,7 +33,7 @@ def main() -> None:
         )
         from vogflow.rankings.choice import SEEDMEAN, canonical, resolve, scores
         from vogflow.rankings.table import build, top_bottom, write_csv, write_parquet
-        from vogflow.training.runs import load_extraction
+        from vogflow.scoring.results import load_extraction
 
         prm = ctx.params
         key = run_score(prm.vog.rank_by)

@@ -1,7 +1,7 @@
 """The paper's figures (Figs. 1, 5, 6, memorization, Table 1 as bars) and the catalogue of every
 figure the ``figures`` stage draws for an audit: numpy arrays and tables in, figures out.
 
-A leaf like :mod:`vogflow.figures.draw`: no statistics and no files (the stage reads and saves).
+A leaf like :mod:`vogflow.figures`: no statistics and no files (the stage reads and saves).
 """
 
 from __future__ import annotations

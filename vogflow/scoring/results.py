@@ -1,11 +1,13 @@
 """What one extraction pass yields: raw VoG per window and label mode, per-checkpoint statistics.
 
-Numpy only, so that scoring and the analyses read extraction results without importing torch.
+Numpy only, so that scoring and the analyses read extraction results (and the gradients stage's
+``.npz``) without importing torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -59,3 +61,13 @@ class Extraction:
             windows={k: v.tolist() for k, v in strip("window_").items()},
             probs=arrays.get("probs"),
         )
+
+
+def load_extraction(path: str | Path) -> tuple[Extraction, dict[str, np.ndarray]]:
+    """A gradients-stage ``.npz``: the :class:`Extraction` and ``true_label``/``noisy`` (and
+    ``path`` when the data is an image folder)."""
+    from vogflow.common.atomic import read_npz
+
+    arrays = read_npz(path)
+    extra = {k: arrays.pop(k) for k in ("true_label", "noisy", "path") if k in arrays}
+    return Extraction.from_arrays(arrays), extra

@@ -49,14 +49,3 @@ def load_run_data(
         if split.paths is not None:
             labels["path"] = np.asarray(split.paths, dtype=str)
     return {"train": (dataset.train.x, train_labels), "test": (dataset.test.x, test_labels)}
-
-
-def load_extraction(path: str | Path) -> tuple[Any, dict[str, np.ndarray]]:
-    """A gradients-stage ``.npz``: the :class:`Extraction` and ``true_label``/``noisy`` (and
-    ``path`` when the data is an image folder)."""
-    from vogflow.common.atomic import read_npz
-    from vogflow.scoring.results import Extraction
-
-    arrays = read_npz(path)
-    extra = {k: arrays.pop(k) for k in ("true_label", "noisy", "path") if k in arrays}
-    return Extraction.from_arrays(arrays), extra
