@@ -12,12 +12,15 @@ simd = np.show_config(mode="dicts")["SIMD Extensions"]
 print(" ".join(simd.get("found", []) + simd.get("not found", [])))')
 
 SCORING_TESTS=(
-  tests/test_numerics.py tests/test_vog.py tests/test_gradients.py tests/test_api.py
-  tests/test_capture.py tests/test_distributed.py tests/test_streaming.py tests/test_text_inputs.py
-  tests/test_rankings.py tests/test_hardness.py tests/test_checkpoints.py tests/test_sources.py
-  tests/test_logged_models.py tests/test_integrations.py tests/test_compare_cli.py
-  tests/test_hardening_cli.py tests/test_train_ddp.py tests/test_ood.py tests/test_label_issues.py
-  tests/test_rank_choice.py tests/test_report.py
+  tests/test_numerics.py tests/scoring/test_vog.py tests/scoring/test_gradients.py
+  tests/api/test_api.py tests/checkpoints/test_capture.py tests/scoring/test_distributed.py
+  tests/data/test_streaming.py tests/data/test_text_inputs.py tests/rankings/test_rankings.py
+  tests/analysis/test_hardness.py tests/checkpoints/test_checkpoints.py
+  tests/checkpoints/test_sources.py tests/checkpoints/test_logged_models.py
+  tests/integrations/test_integrations.py tests/cli/test_compare_cli.py
+  tests/cli/test_hardening_cli.py tests/training/test_train_ddp.py tests/paper/test_ood.py
+  tests/analysis/test_label_issues.py tests/rankings/test_rank_choice.py
+  tests/report/test_report.py
 )
 echo "kernel pass: ATEN_CPU_CAPABILITY=default NPY_DISABLE_CPU_FEATURES='$dispatched'"
 ATEN_CPU_CAPABILITY=default NPY_DISABLE_CPU_FEATURES="$dispatched" \

@@ -13,7 +13,7 @@ import yaml
 from numerics import assert_arrays_close
 from processes import HUNG_AFTER_S
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_bring_your_own_model_example_runs(tmp_path, monkeypatch):

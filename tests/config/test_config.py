@@ -26,7 +26,7 @@ from vogflow.config.schema import (
 from vogflow.config.sizes import checkpoint_epochs
 from vogflow.errors import ConfigError
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 @pytest.fixture(scope="module")

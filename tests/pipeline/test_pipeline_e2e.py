@@ -18,7 +18,7 @@ import yaml
 from vogflow.rankings.table import contract_columns
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = ("main", "seed1", "seed2", "seed3", "seed4", "bs32", "bs128", "bs256", "bs512", "shuffled")
 HEADLINE = (
     "test_accuracy",

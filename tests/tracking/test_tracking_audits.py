@@ -23,7 +23,7 @@ from vogflow import tracking
 from vogflow.tracking.record import PARENT_METRICS, compose
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "vogflow-main"  # tracking.model_name of the project's params.yaml
 
 

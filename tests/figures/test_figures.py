@@ -412,7 +412,7 @@ def test_module_imports_no_heavy_or_global_plotting_state():
         "import sys, vogflow.figures, vogflow.paper.figures; "
         "print([m for m in ('torch', 'mlflow', 'pandas', 'matplotlib.pyplot') if m in sys.modules])"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )

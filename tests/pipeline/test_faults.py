@@ -17,7 +17,7 @@ from vogflow.config.schema import CheckpointConfig, load_params, parse_params
 from vogflow.config.sizes import checkpoint_count, checkpoint_epochs
 from vogflow.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

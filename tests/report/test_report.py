@@ -1,7 +1,7 @@
 """The audit report's content and page, and the export for relabeling: fast, no browser.
 
 The page is checked for what a reader relies on (the label issues and the ends of the ranking
-are the table's, every value escaped, nothing fetched); tests/test_report_browser.py opens it
+are the table's, every value escaped, nothing fetched); tests/report/test_report_browser.py opens it
 in a real browser.
 """
 
@@ -26,7 +26,7 @@ from vogflow.report import NOT_ESTIMATED, Report, export, ranking, render, split
 from vogflow.report.content import per_class
 from vogflow.report.images import png_data_uri
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def page_of(table: pd.DataFrame, **kwargs) -> str:

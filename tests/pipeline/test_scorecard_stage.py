@@ -20,7 +20,7 @@ from processes import HUNG_AFTER_S
 from vogflow import figures
 from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ("main", "seed1", "seed2", "seed3", "seed4")
 N, M, CLASSES = 300, 400, 3
 OUTPUTS = ("metrics.json", "scorecard.csv", "report.json", "scorecard.png")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECTION = "### Audit the model you are already training"
 EXAMPLES = ("plain", "lightning", "hf", "mlflow")
 

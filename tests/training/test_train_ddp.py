@@ -29,7 +29,7 @@ from vogflow.models.architectures import build_model
 from vogflow.parallel import ddp
 from vogflow.training.train import train_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # A mean of the ranks' mean losses instead of weighted sums puts the gradient of an uneven step
 # off by more than 1e-3 (below, against ATOL): far outside the float rounding of a sum.
 ATOL = 1e-5

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "stages"))
 from headline import HEADLINES  # noqa: E402
 

@@ -27,7 +27,7 @@ from test_tracking import workspace  # noqa: E402 - the planted workspace of the
 pytestmark = pytest.mark.slow
 # The servers' fixtures, taken here so that only these tests start them.
 __all__ = ["postgres_uri", "team_mlflow_server"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAIN_STAGES = ("train@main", "gradients@main", "score@main")
 
 

@@ -1,7 +1,7 @@
 """Sharded extraction on 2 real CPU processes launched by torchrun: the same rows as one process,
 and a failure on either rank fails the command with one line and writes nothing.
 
-The file is also the workers' script: ``torchrun ... tests/test_distributed.py <case> <out>``.
+The file is also the workers' script: ``torchrun ... tests/scoring/test_distributed.py <case> <out>``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from vogflow.scoring.extract import run_extraction
 from vogflow.scoring.shards import assemble, shard_rows
 from vogflow.scoring.stream import Health, check_health
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Batches of 4 over 24 rows: the ranks' ranges (12 + 12) start on batch boundaries of one
 # process, so every batch holds the same rows as there; the unaligned case splits batches.
 ALIGNED, UNALIGNED, BATCH = 24, 23, 4

@@ -24,7 +24,7 @@ from report_tables import npz_images, rankings
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"  # the OS package (.ci/run installs it)
 VIEWPORTS = {"laptop": (1366, 768), "narrow": (400, 860)}

@@ -21,7 +21,7 @@ from vogflow import tracking
 from vogflow.store.connection import git_state
 from vogflow.tracking.record import compose, outputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

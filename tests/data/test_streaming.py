@@ -24,7 +24,7 @@ from vogflow.rankings.table import build, contract_columns, top_bottom
 from vogflow.scoring.extract import load_checkpoints, run_extraction
 from vogflow.training.train import data_fingerprint, train_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def image_folder(root: Path, *, n_train: int = 24, n_test: int = 9, size: int = 8) -> Path:
