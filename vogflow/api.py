@@ -90,8 +90,7 @@ def audit(
             :class:`vogflow.data.text.TextData`, or a DataLoader of tokenised dict batches
             (``input_ids``, ``attention_mask``, ``labels``). Text is scored on the gradient
             w.r.t. the input embeddings (:mod:`vogflow.scoring.inputs`); with a Hugging Face
-            checkpoint
-            folder, ``model`` may be None (built from its ``config.json``).
+            checkpoint folder, ``model`` may be None (built from its ``config.json``).
         precision, channels_last: speed options for a GPU (see
             :func:`vogflow.scoring.stream.extract`).
         track: also log the audit (params, rankings, top-k table) to MLflow.

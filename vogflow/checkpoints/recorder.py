@@ -4,15 +4,14 @@ Call ``recorder.epoch_end(epoch, model)`` once per finished epoch; on the pipeli
 (:func:`vogflow.checkpoints.files.schedule`) it writes a plain ``state_dict`` and updates
 ``manifest.json``, so the folder is the same kind the pipeline's ``train`` stage writes and
 ``vogflow audit --checkpoints <folder>`` (or :mod:`vogflow.checkpoints.sources`) reads it in
-training order,
-verifying every file's sha256. With ``mlflow_run_id`` each file also goes to that run's artifacts
-under ``checkpoints/``, so ``runs:/<run_id>/checkpoints`` finds them again; with ``log_models``
-each checkpoint is instead an MLflow logged model of the run (``models:/<model_id>``, or
-registered ``models:/<name>/<version>``), and ``runs:/<run_id>`` finds them in epoch order.
-Logging never holds the loop: it runs on a background thread, ``epoch_end`` waits for it at most
-``log_timeout`` seconds while the store answers, and a store that fails or stops answering costs a
-warning (once) and a retry at the next epoch and at :meth:`CheckpointRecorder.close`; the files
-are written either way.
+training order, verifying every file's sha256. With ``mlflow_run_id`` each file also goes to that
+run's artifacts under ``checkpoints/``, so ``runs:/<run_id>/checkpoints`` finds them again; with
+``log_models`` each checkpoint is instead an MLflow logged model of the run
+(``models:/<model_id>``, or registered ``models:/<name>/<version>``), and ``runs:/<run_id>`` finds
+them in epoch order. Logging never holds the loop: it runs on a background thread, ``epoch_end``
+waits for it at most ``log_timeout`` seconds while the store answers, and a store that fails or
+stops answering costs a warning (once) and a retry at the next epoch and at
+:meth:`CheckpointRecorder.close`; the files are written either way.
 
 The framework callbacks are thin adapters over the recorder, holding no logic of their own:
 :class:`vogflow.integrations.lightning.VogCheckpoints` (a Lightning ``Callback``) and

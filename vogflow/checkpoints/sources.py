@@ -4,8 +4,8 @@
 
 - a vogflow checkpoint folder (``manifest.json``: the pipeline's ``train`` stage or
   :class:`vogflow.checkpoints.recorder.CheckpointRecorder`): the manifest's order, every file
-  checked against
-  its sha256; a built-in architecture rebuilds the model from the manifest (no factory needed);
+  checked against its sha256; a built-in architecture rebuilds the model from the manifest (no
+  factory needed);
 - ``runs:/<run_id>/<artifact_path>``: a folder of checkpoint files in an MLflow run, downloaded
   through the tracking client and then read as a folder; ``runs:/<run_id>`` alone reads
   ``checkpoints/``, else the checkpoints a recorder logged as models of the run, in epoch order;
@@ -18,8 +18,7 @@
 
 Nothing here runs code from a file: torch files load with ``weights_only=True``
 (:func:`vogflow.checkpoints.files.load_file`), safetensors files with the ``safetensors`` package.
-An
-MLflow model exported with ``torch.export`` (``.pt2``, as the pipeline registers its audited
+An MLflow model exported with ``torch.export`` (``.pt2``, as the pipeline registers its audited
 model) is refused: ``torch.export.load`` unpickles parts of the archive with
 ``weights_only=False``, so a crafted file runs code.
 """
