@@ -33,6 +33,7 @@ from torch import nn
 
 from vogflow.checkpoints import files as ck
 from vogflow.common.atomic import sha256_bytes
+from vogflow.errors import ConfigError
 
 RECORDER = "vogflow.capture.CheckpointRecorder"
 ARTIFACT_PATH = "checkpoints"
@@ -120,12 +121,12 @@ class CheckpointRecorder:
             ("late", late, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}: {value!r} is not allowed; pass an integer >= {low}")
+                raise ConfigError(f"{name}: {value!r} is not allowed; pass an integer >= {low}")
         self.out_dir = Path(out_dir)
         self.epochs = epochs
         self.schedule = ck.schedule(epochs, early=early, every=every, late=late)
         if log_models and mlflow_run_id is None:
-            raise ValueError("log_models: True needs mlflow_run_id, the run the models belong to")
+            raise ConfigError("log_models: True needs mlflow_run_id, the run the models belong to")
         self.mlflow_run_id = mlflow_run_id
         self.tracking_uri = tracking_uri
         self.log_models = log_models
@@ -135,7 +136,7 @@ class CheckpointRecorder:
         if num_classes is None and classes is not None:
             num_classes = len(classes)
         if classes is not None and num_classes != len(classes):
-            raise ValueError(f"num_classes {num_classes} differs from the {len(classes)} classes")
+            raise ConfigError(f"num_classes {num_classes} differs from the {len(classes)} classes")
         manifest: dict[str, Any] = {
             "architecture": architecture or class_path(model),
             "model_class": class_path(model),
@@ -164,7 +165,7 @@ class CheckpointRecorder:
         from vogflow.models.architectures import build_model
 
         if manifest["input_shape"] is None or manifest["num_classes"] is None:
-            raise ValueError(
+            raise ConfigError(
                 f"architecture {manifest['architecture']!r}: pass input_shape and classes (or "
                 "num_classes) too, so the folder can rebuild the model"
             )
@@ -205,7 +206,7 @@ class CheckpointRecorder:
     def epoch_end(self, epoch: int, model: nn.Module | Mapping[str, torch.Tensor]) -> Path | None:
         """Record ``model`` after 1-based ``epoch`` if the schedule saves it; returns the file."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= self.epochs:
-            raise ValueError(
+            raise ConfigError(
                 f"epoch {epoch!r} is outside 1..{self.epochs}: epochs are 1-based, the number of "
                 "epochs finished (pass epoch + 1 in a `for epoch in range(epochs)` loop)"
             )

@@ -15,6 +15,7 @@ from torch import nn
 
 from vogflow.config.paper import OodConfig
 from vogflow.data import Dataset
+from vogflow.errors import ConfigError
 from vogflow.scoring.extract import run_extraction
 from vogflow.scoring.options import ExtractionOptions
 from vogflow.scoring.vog import class_normalise
@@ -56,7 +57,7 @@ def score_all(
     from vogflow.paper.ood import fit_score
 
     if len(dataset.input_shape) != 3:
-        raise ValueError(
+        raise ConfigError(
             f"ood: corruptions need images, but {dataset.name} is {dataset.input_shape}"
         )
     rng = np.random.default_rng(cfg.seed)
