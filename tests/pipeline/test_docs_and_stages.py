@@ -139,7 +139,7 @@ def test_a_user_error_inside_a_stage_is_one_line_with_exit_code_2(tmp_path):
 def test_a_bug_inside_a_stage_keeps_its_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     code = (
-        "import sys; sys.argv = ['x']\nfrom vogflow.pipeline import stage\n"
+        "import sys; sys.argv = ['x']\nfrom vogflow.pipeline.stage import stage\n"
         "with stage('demo'):\n    raise KeyError('a bug')\n"
     )
     out = subprocess.run(
