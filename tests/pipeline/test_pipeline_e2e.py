@@ -256,7 +256,7 @@ def test_a_scoring_param_reruns_scoring_and_logs_a_complete_audit(project, tmp_p
 
 def test_editing_the_equations_marks_scoring_stale(project, tmp_path):
     repo, env = changeable(project, tmp_path)
-    vog = repo / "vogflow" / "vog.py"
+    vog = repo / "vogflow" / "scoring" / "vog.py"
     original = vog.read_text()
     try:
         vog.write_text(original + "\n# a harmless edit\n")
