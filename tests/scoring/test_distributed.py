@@ -384,7 +384,7 @@ def test_the_stage_fails_whole_when_a_rank_dies(trained, tmp_path, death):
     assert done.returncode != 0
     assert not (trained / "dead").exists()
     if death == "raise":
-        from vogflow.training.train import LABELS
+        from vogflow.training.labels import LABELS
 
         n_train = len(read_npz(trained / "runs/main/checkpoints" / LABELS)["label"])
         rows = shard_rows(n_train, 1, 2)
