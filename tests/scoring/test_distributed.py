@@ -26,8 +26,8 @@ from vogflow.common.atomic import read_npz, write_npz
 from vogflow.errors import ConfigError, VogflowError
 from vogflow.parallel import launch as procgroup
 from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.health import Health, check_health
 from vogflow.scoring.shards import assemble, shard_rows
-from vogflow.scoring.stream import Health, check_health
 
 ROOT = Path(__file__).resolve().parents[2]
 # Batches of 4 over 24 rows: the ranks' ranges (12 + 12) start on batch boundaries of one
