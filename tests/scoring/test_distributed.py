@@ -1,7 +1,8 @@
 """Sharded extraction on 2 real CPU processes launched by torchrun: the same rows as one process,
 and a failure on either rank fails the command with one line and writes nothing.
 
-The file is also the workers' script: ``torchrun ... tests/scoring/test_distributed.py <case> <out>``.
+The file is also the workers' script:
+``torchrun ... tests/scoring/test_distributed.py <case> <out>``.
 """
 
 from __future__ import annotations
