@@ -41,7 +41,8 @@ from vogflow.checkpoints.files import load_run_models
 from vogflow.common.atomic import read_npz
 from vogflow.config.schema import load_params
 from vogflow.data import Split, load_dataset
-from vogflow.training.train import LABELS, train_run
+from vogflow.training.labels import LABELS
+from vogflow.training.train import train_run
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 

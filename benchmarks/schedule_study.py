@@ -134,7 +134,8 @@ def run_candidate(name: str, params, dataset, work: Path, seeds) -> dict:
     from vogflow.api import run_extraction
     from vogflow.checkpoints.files import load_run_models
     from vogflow.rankings import table as rankings
-    from vogflow.training.train import lr_at, train_run
+    from vogflow.training.loop import lr_at
+    from vogflow.training.train import train_run
 
     _, train_over, ckpt_opts = CANDIDATES[name]
     ckpt_opts = dict(ckpt_opts)

@@ -38,7 +38,7 @@ def main() -> None:
         from vogflow.data import load_dataset
         from vogflow.figures import save
         from vogflow.paper.figures import audit_figures
-        from vogflow.paper.ood import paper_table1
+        from vogflow.paper.ood_table import paper_table1
         from vogflow.rankings.choice import resolve
         from vogflow.rankings.table import read
 

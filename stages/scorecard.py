@@ -180,7 +180,7 @@ def _write_table(card: dict, path: str) -> None:
 def _write_figure(
     card: dict, path: str, *, chosen: str | None, rank_by: str | None, dpi: int
 ) -> None:
-    from vogflow import figures
+    from vogflow.figures import curves, save
 
     rows = card["scores"]
     from vogflow.analysis.choice import VOG
@@ -203,7 +203,7 @@ def _write_figure(
         ]
         if notes:
             marks[name] = ", ".join(notes)
-    fig = figures.scorecard(
+    fig = curves.scorecard(
         {n: rows[n] for n in card["ranking"]},
         panels=(
             ("reliability", "reliability (agreement with a rerun)", 0.0),
@@ -214,7 +214,7 @@ def _write_figure(
         marks=marks,
         title=f"Scorecard: {card['n']} test examples, {len(card['runs'])} seed runs; best first",
     )
-    figures.save(fig, path, dpi=dpi)
+    save(fig, path, dpi=dpi)
 
 
 if __name__ == "__main__":

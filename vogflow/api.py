@@ -108,6 +108,7 @@ def audit(
         (see :func:`run_extraction`).
     """
     from vogflow.checkpoints import sources
+    from vogflow.checkpoints.local import is_model_uri
     from vogflow.rankings import table as rankings
 
     # Every option is refused here, in one line, before any checkpoint is read.
@@ -123,7 +124,7 @@ def audit(
         progress=progress,
     )
     with contextlib.ExitStack() as stack:
-        if isinstance(checkpoints, str | Path) or any(map(sources.is_model_uri, checkpoints)):
+        if isinstance(checkpoints, str | Path) or any(map(is_model_uri, checkpoints)):
             # A downloaded runs:/ folder or models:/ list lives until the table is built.
             source = stack.enter_context(sources.resolve(checkpoints))
             if model is None:

@@ -18,6 +18,7 @@ from torch import nn
 from vogflow import tracking
 from vogflow.api import audit
 from vogflow.checkpoints import sources
+from vogflow.checkpoints.local import load_state
 from vogflow.checkpoints.recorder import CheckpointRecorder
 from vogflow.cli import main as cli
 from vogflow.errors import CheckpointError
@@ -178,7 +179,7 @@ def test_a_payload_that_needs_pickled_code_is_refused_and_never_runs(
     assert control.read_text() == "ran"
 
     with pytest.raises(CheckpointError, match="needs pickled code"):
-        sources.load_state(tmp_path / "e1.ckpt")
+        load_state(tmp_path / "e1.ckpt")
     with sources.resolve([tmp_path / "e1.ckpt", tmp_path / "e2.ckpt"]) as source:
         with pytest.raises(CheckpointError, match="needs pickled code"):
             source.for_audit()

@@ -22,7 +22,8 @@ from vogflow.errors import ConfigError
 from vogflow.models.architectures import build_model
 from vogflow.rankings.table import build, contract_columns, top_bottom
 from vogflow.scoring.extract import load_checkpoints, run_extraction
-from vogflow.training.train import data_fingerprint, train_run
+from vogflow.training.labels import data_fingerprint
+from vogflow.training.train import train_run
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,6 +20,7 @@ from matplotlib.image import AxesImage
 from matplotlib.text import Text
 
 from vogflow import figures as F
+from vogflow.figures import curves as C
 from vogflow.figures import grids as G
 from vogflow.paper import figures as P
 
@@ -114,7 +115,7 @@ def _captions(tiles: list[tuple[AxesImage, str]]) -> list[str]:
 
 def test_lowest_highest_indices_match_argsort(data):
     scores = data["scores"]
-    lo, hi = F.lowest_highest_indices(scores, 7)
+    lo, hi = G.lowest_highest_indices(scores, 7)
     np.testing.assert_array_equal(lo, np.argsort(scores)[:7])
     np.testing.assert_array_equal(hi, np.argsort(scores)[::-1][:7])
     assert scores[lo].max() < scores[hi].min()
@@ -122,16 +123,16 @@ def test_lowest_highest_indices_match_argsort(data):
 
 def test_lowest_highest_indices_short_nan_and_ties():
     # Three finite scores for two grids of 25: one each, never the same example in both.
-    lo, hi = F.lowest_highest_indices(np.array([3.0, np.nan, 1.0, 2.0]), 25)
+    lo, hi = G.lowest_highest_indices(np.array([3.0, np.nan, 1.0, 2.0]), 25)
     np.testing.assert_array_equal(lo, [2])
     np.testing.assert_array_equal(hi, [0])
-    lo, hi = F.lowest_highest_indices(np.arange(36.0), 25)
+    lo, hi = G.lowest_highest_indices(np.arange(36.0), 25)
     assert len(lo) == len(hi) == 18 and not set(lo) & set(hi)
     # Ties keep index order on both ends.
-    lo, hi = F.lowest_highest_indices(np.array([1.0, 1.0, 0.0, 2.0, 2.0]), 2)
+    lo, hi = G.lowest_highest_indices(np.array([1.0, 1.0, 0.0, 2.0, 2.0]), 2)
     np.testing.assert_array_equal(lo, [2, 0])
     np.testing.assert_array_equal(hi, [3, 4])
-    lo, hi = F.lowest_highest_indices(np.array([]), 5)
+    lo, hi = G.lowest_highest_indices(np.array([]), 5)
     assert lo.size == 0 and hi.size == 0
 
 
@@ -142,7 +143,7 @@ def test_lowest_highest_indices_short_nan_and_ties():
 def test_image_grid_grey_and_rgb(tmp_path):
     rng = np.random.default_rng(1)
     grey = rng.random((7, 8, 8))
-    fig = F.image_grid(grey, ncols=3, titles=[f"t{i}" for i in range(7)], title="digits")
+    fig = G.image_grid(grey, ncols=3, titles=[f"t{i}" for i in range(7)], title="digits")
     [ax] = fig.axes
     tiles = _tiles(ax)
     assert len(tiles) == 7
@@ -154,7 +155,7 @@ def test_image_grid_grey_and_rgb(tmp_path):
     _save_and_check(fig, tmp_path)
 
     rgb = rng.random((2, 3, 224, 224))
-    fig = F.image_grid(rgb)
+    fig = G.image_grid(rgb)
     [ax] = fig.axes
     np.testing.assert_allclose(_shown(_tiles(ax)), np.moveaxis(rgb, 1, -1))
     _save_and_check(fig, tmp_path, "rgb.png")
@@ -162,12 +163,12 @@ def test_image_grid_grey_and_rgb(tmp_path):
 
 def test_image_grid_rejects_bad_shape():
     with pytest.raises(ValueError, match="images must be"):
-        F.image_grid(np.zeros((2, 5, 8, 8)))
+        G.image_grid(np.zeros((2, 5, 8, 8)))
 
 
 def test_lowest_highest_shows_exactly_the_extremes(data, tmp_path):
     images, scores, classes = data["images"], data["scores"], data["classes"]
-    fig = F.lowest_highest(images, scores, k=9, labels=classes, class_names=NAMES, title="Whole")
+    fig = G.lowest_highest(images, scores, k=9, labels=classes, class_names=NAMES, title="Whole")
     order = np.argsort(scores)
     for heading, idx in (("lowest", order[:9]), ("highest", order[::-1][:9])):
         tiles = _tiles(_grid(fig, heading))
@@ -180,7 +181,7 @@ def test_lowest_highest_shows_exactly_the_extremes(data, tmp_path):
 def test_a_ranking_grid_names_each_example_and_why_the_score(data, tmp_path):
     images, scores, classes = data["images"], data["scores"], data["classes"]
     ids = np.arange(len(scores)) + 100  # indices need not be row positions
-    fig = F.lowest_highest(
+    fig = G.lowest_highest(
         images,
         scores,
         k=4,
@@ -206,7 +207,7 @@ def test_a_ranking_grid_names_each_example_and_why_the_score(data, tmp_path):
 
 
 def test_lowest_highest_fewer_than_k(data, tmp_path):
-    fig = F.lowest_highest(data["images"][:7], data["scores"][:7], k=25)
+    fig = G.lowest_highest(data["images"][:7], data["scores"][:7], k=25)
     # Seven examples: three easiest and three hardest, the middle one in neither.
     assert len(_tiles(_grid(fig, "lowest"))) == 3 and len(_tiles(_grid(fig, "highest"))) == 3
     _save_and_check(fig, tmp_path)
@@ -214,7 +215,7 @@ def test_lowest_highest_fewer_than_k(data, tmp_path):
 
 def test_per_class_rows_hold_that_class_extremes(data, tmp_path):
     images, scores, classes = data["images"], data["scores"], data["classes"]
-    fig = F.per_class_lowest_highest(
+    fig = G.per_class_lowest_highest(
         images, scores, classes, class_ids=[2, 0], class_names=NAMES, k=4, title="Per class"
     )
     for c in (2, 0):
@@ -232,7 +233,7 @@ def test_tile_grids_keep_tile_size_and_captions_clear(data):
     # Class 0 has 20 members and class 1 only 5, so class 1's grids are short (two each: the
     # easiest and the hardest never share an example).
     classes = np.r_[np.zeros(20, int), np.ones(5, int), np.full(5, 2)]
-    fig = F.per_class_lowest_highest(
+    fig = G.per_class_lowest_highest(
         data["images"], data["scores"], classes, class_ids=[0, 1], class_names=NAMES, k=9
     )
     renderer = FigureCanvasAgg(fig).get_renderer()
@@ -270,7 +271,7 @@ def test_tile_grids_keep_tile_size_and_captions_clear(data):
 
 
 def test_movers_grid_captions(data, tmp_path):
-    fig = F.movers_grid(
+    fig = G.movers_grid(
         data["images"][:3],
         np.array([1, 5, 9]),
         np.array([20, 2, 9]),
@@ -291,7 +292,7 @@ def test_movers_grid_captions(data, tmp_path):
 def test_error_curves_lines_bands_legend(tmp_path):
     nan_band = {**_curve(0.5), "lo": np.full(10, np.nan), "hi": np.full(10, np.nan)}
     curves = {"all": _curve(1.0), "last 3": {**_curve(0.8), "style": "s--"}, "no band": nan_band}
-    fig = F.error_curves(curves, title="Error by decile")
+    fig = C.error_curves(curves, title="Error by decile")
     [ax] = fig.axes
     assert [line.get_label() for line in ax.get_lines()] == list(curves)
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), curves["all"]["error"])
@@ -317,7 +318,7 @@ def test_early_late_two_panels(tmp_path):
 
 
 def test_compare_curves_keeps_both_even_with_equal_names(tmp_path):
-    fig = F.compare_curves(_curve(1.0), _curve(0.5), names=("same", "same"), title="Cmp")
+    fig = C.compare_curves(_curve(1.0), _curve(0.5), names=("same", "same"), title="Cmp")
     [ax] = fig.axes
     assert [line.get_label() for line in ax.get_lines()] == ["same", "same"]
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), _curve(0.5)["error"])
@@ -398,10 +399,10 @@ def test_bars_with_errors_order_values_and_reference(tmp_path):
 
 
 def test_save_releases_figure_and_overwrites(tmp_path):
-    fig = F.error_curves({"a": _curve(1.0)})
+    fig = C.error_curves({"a": _curve(1.0)})
     path = _save_and_check(fig, tmp_path, dpi=50)
     assert fig.axes == []  # released once written
-    _save_and_check(F.error_curves({"a": _curve(-1.0)}), tmp_path, dpi=80)
+    _save_and_check(C.error_curves({"a": _curve(-1.0)}), tmp_path, dpi=80)
     assert path.exists()
 
 
@@ -409,7 +410,8 @@ def test_save_releases_figure_and_overwrites(tmp_path):
 def test_module_imports_no_heavy_or_global_plotting_state():
     # A fresh interpreter: this test process may already have loaded these for other tests.
     code = (
-        "import sys, vogflow.figures, vogflow.paper.figures; "
+        "import sys, vogflow.figures, vogflow.figures.curves, vogflow.figures.grids, "
+        "vogflow.paper.figures; "
         "print([m for m in ('torch', 'mlflow', 'pandas', 'matplotlib.pyplot') if m in sys.modules])"
     )
     root = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from numerics import assert_arrays_close
 
 from vogflow.analysis.stats import auroc
 from vogflow.errors import ConfigError, DataError
-from vogflow.paper import ood
+from vogflow.paper import ood, ood_table
 
 N_TRAIN, N_TEST = 200, 100
 
@@ -147,10 +147,10 @@ def test_feature_shapes_are_checked():
 def test_separated_scores_give_perfect_metrics_and_reversed_give_zero_auroc():
     clean = np.array([0.0, 1.0, 2.0, 3.0])
     corrupt = np.array([5.0, 6.0])
-    m = ood.corruption_metrics(clean, corrupt)
+    m = ood_table.corruption_metrics(clean, corrupt)
     assert (m["auroc"], m["aupr_in"], m["aupr_out"]) == (1.0, 1.0, 1.0)
     assert (m["n_clean"], m["n_out"]) == (4, 2)
-    assert ood.corruption_metrics(corrupt, clean)["auroc"] == 0.0
+    assert ood_table.corruption_metrics(corrupt, clean)["auroc"] == 0.0
 
 
 def _hand_rows():
@@ -170,7 +170,7 @@ def _hand_rows():
 
 def test_summary_table_means_and_stds_over_corruptions():
     values, rows = _hand_rows()
-    table = ood.summary_table(rows)
+    table = ood_table.summary_table(rows)
     assert list(table.columns) == [
         "auroc_mean",
         "auroc_std",
@@ -187,7 +187,7 @@ def test_summary_table_means_and_stds_over_corruptions():
             assert table.loc[method, f"{metric}_mean"] == pytest.approx(statistics.mean(percents))
             assert table.loc[method, f"{metric}_std"] == pytest.approx(statistics.stdev(percents))
         assert table.loc[method, "n_corruptions"] == 3
-    pop = ood.summary_table(rows, ddof=0)
+    pop = ood_table.summary_table(rows, ddof=0)
     assert pop.loc["vog", "auroc_std"] == pytest.approx(statistics.pstdev([90, 70, 80]))
 
 
@@ -198,11 +198,11 @@ def test_evaluate_then_summarise_from_scores():
         "shot_noise": {"vog": (clean, clean + 10.0), "msp": (clean, clean - 10.0)},
         "rotate": {"vog": (clean, clean + 10.0), "msp": (clean, clean + 10.0)},
     }
-    rows = ood.evaluate(scores)
+    rows = ood_table.evaluate(scores)
     assert isinstance(rows, pd.DataFrame)
     assert len(rows) == 4
     assert set(rows["n_clean"]) == {50}
-    table = ood.summary_table(rows)
+    table = ood_table.summary_table(rows)
     assert table.loc["vog", "auroc_mean"] == pytest.approx(100.0)
     assert table.loc["vog", "auroc_std"] == pytest.approx(0.0)
     assert table.loc["msp", "auroc_mean"] == pytest.approx(50.0)  # one perfect, one reversed
@@ -212,13 +212,13 @@ def test_evaluate_then_summarise_from_scores():
 def test_summary_table_rejects_duplicates():
     _, rows = _hand_rows()
     with pytest.raises(DataError, match="more than once"):
-        ood.summary_table(rows + rows[:1])
+        ood_table.summary_table(rows + rows[:1])
 
 
 def test_markdown_has_every_method_and_the_published_numbers():
     _, rows = _hand_rows()
     rows = rows + [{**r, "method": "msp"} for r in rows[:3]]
-    text = ood.to_markdown(ood.summary_table(rows))
+    text = ood_table.to_markdown(ood_table.summary_table(rows))
     lines = text.strip().splitlines()
     assert len(lines) == 2 + 3
     assert lines[0].startswith("| Method | AUROC | AUPR-In | AUPR-Out |")
@@ -231,7 +231,7 @@ def test_markdown_has_every_method_and_the_published_numbers():
 
 
 def test_paper_table1_is_complete():
-    table = ood.paper_table1()
+    table = ood_table.paper_table1()
     assert len(table) == 10
     assert table["vog"]["auroc_mean"] == 85.42
     assert table["aegan"]["aupr_out_std"] == 9.46
@@ -242,19 +242,19 @@ def test_paper_table1_is_complete():
 def test_auroc_claim_direction_and_interval():
     rng = np.random.default_rng(0)
     clean = rng.normal(size=100)
-    good = ood.auroc_claim(clean, rng.normal(loc=2.0, size=100), rng=np.random.default_rng(1))
+    good = ood_table.auroc_claim(clean, rng.normal(loc=2.0, size=100), rng=np.random.default_rng(1))
     assert good["expected"] == "above" and good["null"] == 0.5
     assert good["holds"] and good["confident"]
     lo, hi = good["interval"]
     assert 0.5 < lo <= good["measured"] <= hi <= 1.0
     assert good["published"] == pytest.approx(0.8542)
 
-    bad = ood.auroc_claim(
+    bad = ood_table.auroc_claim(
         clean, rng.normal(loc=-2.0, size=100), rng=np.random.default_rng(1), method="msp"
     )
     assert not bad["holds"] and not bad["confident"]
     assert bad["published"] is None
 
-    chance = ood.auroc_claim(clean, rng.normal(size=100), rng=np.random.default_rng(1))
+    chance = ood_table.auroc_claim(clean, rng.normal(size=100), rng=np.random.default_rng(1))
     lo, hi = chance["interval"]
     assert lo < 0.5 < hi and not chance["confident"]

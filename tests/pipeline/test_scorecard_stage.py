@@ -17,7 +17,7 @@ import pytest
 import yaml
 from processes import HUNG_AFTER_S
 
-from vogflow import figures
+from vogflow.figures import curves
 from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,7 +209,7 @@ def test_runs_that_scored_different_examples_are_refused(tmp_path):
 
 def test_scorecard_figure_draws_one_bar_per_measured_value():
     rows = {"a": {"r": 0.9, "auc": 0.8}, "b": {"r": -0.2, "auc": float("nan")}}
-    fig = figures.scorecard(
+    fig = curves.scorecard(
         rows,
         panels=(("r", "reliability", 0.0), ("auc", "AUROC", 0.5)),
         groups={"a": "VoG", "b": "baseline, seed mean"},

@@ -1,7 +1,8 @@
 """Sharded extraction on 2 real CPU processes launched by torchrun: the same rows as one process,
 and a failure on either rank fails the command with one line and writes nothing.
 
-The file is also the workers' script: ``torchrun ... tests/scoring/test_distributed.py <case> <out>``.
+The file is also the workers' script:
+``torchrun ... tests/scoring/test_distributed.py <case> <out>``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from vogflow.common.atomic import read_npz, write_npz
 from vogflow.errors import ConfigError, VogflowError
 from vogflow.parallel import launch as procgroup
 from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.health import Health, check_health
 from vogflow.scoring.shards import assemble, shard_rows
-from vogflow.scoring.stream import Health, check_health
 
 ROOT = Path(__file__).resolve().parents[2]
 # Batches of 4 over 24 rows: the ranks' ranges (12 + 12) start on batch boundaries of one
@@ -384,7 +385,7 @@ def test_the_stage_fails_whole_when_a_rank_dies(trained, tmp_path, death):
     assert done.returncode != 0
     assert not (trained / "dead").exists()
     if death == "raise":
-        from vogflow.training.train import LABELS
+        from vogflow.training.labels import LABELS
 
         n_train = len(read_npz(trained / "runs/main/checkpoints" / LABELS)["label"])
         rows = shard_rows(n_train, 1, 2)

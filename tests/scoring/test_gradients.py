@@ -13,8 +13,9 @@ from vog_reference import SmallCNN, direct_gradients, direct_vog, models_from
 
 from vogflow.errors import ConfigError, DataError
 from vogflow.scoring.extract import run_extraction
+from vogflow.scoring.models import duplicate_checkpoints
 from vogflow.scoring.options import ExtractionOptions
-from vogflow.scoring.stream import duplicate_checkpoints, extract, tensor_batches
+from vogflow.scoring.stream import extract, tensor_batches
 from vogflow.scoring.vog import vog_raw, window_indices
 
 

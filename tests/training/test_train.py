@@ -23,7 +23,11 @@ from vogflow.config.schema import CheckpointConfig, DataConfig, ModelConfig, Tra
 from vogflow.data import Split, load_dataset, shuffle_labels
 from vogflow.errors import RunError
 from vogflow.training import train as train_mod
-from vogflow.training.train import augment_batch, lr_at, stalled, train_run
+from vogflow.training.health import stalled
+from vogflow.training.labels import LABELS
+from vogflow.training.loop import augment_batch, lr_at, predict
+from vogflow.training.resume import RESUME
+from vogflow.training.train import train_run
 
 # A tiny recipe: LeNet on 8x8 digits, a few epochs, a milestone so the lr decays mid-run.
 SHORT = TrainConfig(epochs=4, batch_size=64, lr=0.05, milestones=(3,), seed=0, device="cpu")
@@ -251,7 +255,7 @@ def test_killed_run_resumes_to_the_same_bits(digits_aug, tmp_path):
     assert ck.read_manifest(killed) == ck.read_manifest(tmp_path / "straight")
     assert resumed["checkpoints"] == straight["checkpoints"]
     assert_same_tensors(killed, tmp_path / "straight", straight)
-    assert not (killed / train_mod.RESUME).exists()
+    assert not (killed / RESUME).exists()
 
 
 def test_kill_between_checkpoint_and_resume_state_lists_each_epoch_once(
@@ -413,7 +417,7 @@ def test_manifest_alone_rebuilds_every_checkpoint(digits, tmp_path):
         for key, value in model.state_dict().items():
             assert torch.equal(value, saved[key])
         x = torch.from_numpy(digits.test.x)
-        acc = float((train_mod.predict(model, x) == torch.from_numpy(digits.test.y)).float().mean())
+        acc = float((predict(model, x) == torch.from_numpy(digits.test.y)).float().mean())
         assert acc == entry["test_accuracy"]
     assert manifest["final"]["test_accuracy"] == manifest["checkpoints"][-1]["test_accuracy"]
     assert manifest["input_shape"] == [1, 8, 8] and manifest["num_classes"] == 10
@@ -570,16 +574,16 @@ def test_unloadable_resume_state_is_set_aside_and_training_restarts(
     straight = train_run(digits, model, SHORT, SHORT_CKPT, tmp_path / "straight", echo=quiet)
     out = tmp_path / "run"
     interrupted(digits, out, monkeypatch, die_at=3)  # resume state of epoch 2
-    DAMAGE[damage](out / train_mod.RESUME)
+    DAMAGE[damage](out / RESUME)
 
     lines: list[str] = []
     warnings: list[str] = []
     resumed = train_run(
         digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append
     )
-    aside = tmp_path / f"run.{train_mod.RESUME}.unreadable"
+    aside = tmp_path / f"run.{RESUME}.unreadable"
     assert aside.is_file()  # kept for a look, outside the cached folder
-    assert any(str(out / train_mod.RESUME) in w and str(aside) in w for w in warnings), warnings
+    assert any(str(out / RESUME) in w and str(aside) in w for w in warnings), warnings
     assert not any(line.startswith("resuming") for line in lines)
     assert resumed == straight
     assert digests(out) == digests(tmp_path / "straight")
@@ -646,10 +650,10 @@ def test_damaged_labels_of_a_complete_run_are_rewritten_without_training(digits,
     out = tmp_path / "run"
     train_run(digits, model, SHORT, SHORT_CKPT, out, echo=quiet)
     before = digests(out)
-    (out / train_mod.LABELS).write_bytes(b"garbage")
+    (out / LABELS).write_bytes(b"garbage")
     lines: list[str] = []
     warnings: list[str] = []
     train_run(digits, model, SHORT, SHORT_CKPT, out, echo=lines.append, warn=warnings.append)
-    assert any(str(out / train_mod.LABELS) in w for w in warnings)
+    assert any(str(out / LABELS) in w for w in warnings)
     assert lines == [f"{out}: already trained with this configuration; nothing to do"]
     assert digests(out) == before

@@ -30,53 +30,16 @@ from pathlib import Path
 
 from vogflow.checkpoints import files as ck
 from vogflow.checkpoints.local import (
-    DEFAULT_ARTIFACT_PATH,
-    EXPORTED_FIX,
-    HF_PREFIX,
-    HF_WEIGHTS,
-    LIGHTNING_PREFIX,
-    MODELS_PREFIX,
-    RECORD_FIX,
     RUNS_PREFIX,
-    SAFETENSORS_HINT,
-    SUFFIXES,
-    TORCH_SUFFIXES,
-    Checkpoint,
     Source,
-    check_fit,
     from_glob,
     from_path,
     has_magic,
-    hf_weights,
     is_model_uri,
-    is_source,
-    load_state,
-    strip_lightning_prefix,
 )
 from vogflow.checkpoints.stored import from_models, from_run
 
-__all__ = [
-    "DEFAULT_ARTIFACT_PATH",
-    "EXPORTED_FIX",
-    "HF_PREFIX",
-    "HF_WEIGHTS",
-    "LIGHTNING_PREFIX",
-    "MODELS_PREFIX",
-    "RECORD_FIX",
-    "RUNS_PREFIX",
-    "SAFETENSORS_HINT",
-    "SUFFIXES",
-    "TORCH_SUFFIXES",
-    "Checkpoint",
-    "Source",
-    "check_fit",
-    "hf_weights",
-    "is_model_uri",
-    "is_source",
-    "load_state",
-    "resolve",
-    "strip_lightning_prefix",
-]
+__all__ = ["resolve"]
 
 
 def _resolve_list(

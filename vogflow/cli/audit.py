@@ -364,11 +364,11 @@ def _audit(
     if args.model is None:
         print(f"model: {model_name}")
 
-    from vogflow.checkpoints import sources
+    from vogflow.checkpoints.local import check_fit
     from vogflow.rankings.table import PATH_COLUMN, write_csv, write_parquet
 
     items = source.for_audit()
-    sources.check_fit(model, items, source.names)
+    check_fit(model, items, source.names)
     split = Path(data_path).name if kind in ONE_SPLIT_KINDS else args.split or "test"
     data, inputs, paths = _examples(args, kind, data_path, split, source, model)
     table = _score(args, model, items, data, split, inputs)

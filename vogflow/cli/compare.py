@@ -151,6 +151,8 @@ def _write_outputs(
     """compare.json, movers.csv and the figures in ``folder``; returns notes for the report."""
     from vogflow import figures
     from vogflow.common.atomic import write_json, write_text
+    from vogflow.figures.curves import compare_curves
+    from vogflow.figures.grids import movers_grid
 
     notes: list[str] = []
     write_text(folder / "movers.csv", result.movers.to_csv(index=False, float_format="%.6g"))
@@ -164,7 +166,7 @@ def _write_outputs(
     legend = tuple(
         f"{n}: {r.model or r.audit_run_id[:12]}" for n, r in zip(names, refs, strict=True)
     )
-    fig = figures.compare_curves(
+    fig = compare_curves(
         curve(deciles["a"]),
         curve(deciles["b"]),
         names=legend,
@@ -180,7 +182,7 @@ def _write_outputs(
         if images is None:
             notes.append(f"movers grid skipped: {why}")
         else:
-            fig = figures.movers_grid(
+            fig = movers_grid(
                 images,
                 movers["rank_a"].to_numpy(),
                 movers["rank_b"].to_numpy(),

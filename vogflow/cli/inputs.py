@@ -24,10 +24,10 @@ def _unmatched(items: Sequence[str]) -> str | None:
     """The first path or pattern of ``items`` that names nothing on disk (URIs aside)."""
     import glob
 
-    from vogflow.checkpoints import sources
+    from vogflow.checkpoints.local import RUNS_PREFIX, is_model_uri
 
     for item in items:
-        if sources.is_model_uri(item) or item.startswith(sources.RUNS_PREFIX):
+        if is_model_uri(item) or item.startswith(RUNS_PREFIX):
             continue
         if not glob.glob(item, recursive=True):
             return item

@@ -239,8 +239,8 @@ class PassCache:
 
 
 def dataset_fingerprint(dataset: Any) -> str:
-    """``train.data_fingerprint`` of a dataset with a streamed split: one pass over its files,
-    cached beside the statistics."""
+    """``training.labels.data_fingerprint`` of a dataset with a streamed split: one pass over its
+    files, cached beside the statistics."""
     parts = [dataset.train.x, dataset.train.y, dataset.test.x, dataset.test.y]
     cache = dataset.info.get("pass_cache")
     if cache is None:
@@ -249,8 +249,8 @@ def dataset_fingerprint(dataset: Any) -> str:
 
 
 def fingerprint(parts: list[np.ndarray | StreamedImages]) -> str:
-    """sha256 over the parts' bytes in order: the digest ``train.data_fingerprint`` gives the
-    same data in memory, read a chunk at a time."""
+    """sha256 over the parts' bytes in order: the digest ``training.labels.data_fingerprint`` gives
+    the same data in memory, read a chunk at a time."""
     digest = hashlib.sha256()
     for part in parts:
         chunks = part.chunks() if isinstance(part, StreamedImages) else [part]

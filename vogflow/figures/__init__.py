@@ -14,27 +14,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from vogflow.common.atomic import write_with
-from vogflow.figures.curves import compare_curves, error_curves, plot_curves, scorecard
-from vogflow.figures.grids import (
-    image_grid,
-    lowest_highest,
-    lowest_highest_indices,
-    movers_grid,
-    per_class_lowest_highest,
-)
 
-__all__ = [
-    "compare_curves",
-    "error_curves",
-    "image_grid",
-    "lowest_highest",
-    "lowest_highest_indices",
-    "movers_grid",
-    "per_class_lowest_highest",
-    "plot_curves",
-    "save",
-    "scorecard",
-]
+__all__ = ["save"]
 
 
 def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
@@ -43,17 +24,6 @@ def save(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     out = write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     _close(fig)
     return out
-
-
-def _close(fig: Figure) -> None:
-    # A pyplot-managed figure must be closed through pyplot or its registry keeps it alive; ours
-    # have no manager, so clearing the artists is enough to free them.
-    if getattr(fig.canvas, "manager", None) is not None:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    else:
-        fig.clear()
 
 
 def _close(fig: Figure) -> None:

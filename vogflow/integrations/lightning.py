@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import nn
 
+from vogflow.checkpoints.local import LIGHTNING_PREFIX
 from vogflow.checkpoints.recorder import CheckpointRecorder
-from vogflow.checkpoints.sources import LIGHTNING_PREFIX
 from vogflow.errors import ConfigError
 from vogflow.integrations import missing
 

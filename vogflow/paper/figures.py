@@ -210,7 +210,7 @@ def audit_figures(
     ``tables``: split -> rankings table (splits without one are skipped); ``deciles``: the score
     stage's decile report; ``stability``: the stability report; ``memorization``: the memorization
     scores table (``index``, ``noisy`` and one column per score); ``ood``: the OoD summary table
-    (one row per method); ``published``: the paper's Table 1 (``ood.paper_table1``). ``grid``:
+    (one row per method); ``published``: the paper's Table 1 (``ood_table.paper_table1``). ``grid``:
     tiles per side of a grid; ``classes``: classes drawn per class. ``rankings``: split -> the
     audit's ranking (``vogflow.rankings.choice.Ranking``) of that split's table; each gets the first
     grids, ``audit_ranking_<split>`` (whole split) and ``audit_ranking_per_class_<split>``, ahead

@@ -3,7 +3,7 @@
 One job: the baseline detectors VoG is compared with, as "fit on in-distribution training
 features, score test points" functions (:func:`get_detector`, :func:`fit_score`); every score this
 module produces is **higher = more out-of-distribution**. Turning scores into the paper's metrics
-and Table 1 is :mod:`vogflow.paper.ood_table`, re-exported here for existing callers.
+and Table 1 is :mod:`vogflow.paper.ood_table`.
 
 Arrays in, arrays out: numpy, scipy and scikit-learn only, no files, no plots.
 """
@@ -17,15 +17,6 @@ from typing import Any
 import numpy as np
 
 from vogflow.errors import ConfigError, DataError
-from vogflow.paper.ood_table import (
-    METRICS,
-    auroc_claim,
-    corruption_metrics,
-    evaluate,
-    paper_table1,
-    summary_table,
-    to_markdown,
-)
 
 # A detector: fit on in-distribution ``train`` (N, D), return one score per row of ``test`` (M, D),
 # higher = more out-of-distribution.
@@ -34,24 +25,17 @@ Detector = Callable[..., np.ndarray]
 __all__ = [
     "DETECTOR_FUNCS",
     "FEATURE_DETECTORS",
-    "METRICS",
     "MODEL_SCORES",
     "Detector",
     "ae_score",
-    "auroc_claim",
-    "corruption_metrics",
-    "evaluate",
     "fit_score",
     "gaussian_score",
     "get_detector",
     "kde_score",
     "kpca_score",
     "mve_score",
-    "paper_table1",
     "pca_score",
-    "summary_table",
     "svdd_score",
-    "to_markdown",
 ]
 
 # Detectors that need no fitting on features: scored from the trained model itself.

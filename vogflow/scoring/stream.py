@@ -21,22 +21,11 @@ from vogflow.common.runtime import resolve_device
 from vogflow.errors import ConfigError
 from vogflow.scoring.batch import BatchScorer, tf32
 from vogflow.scoring.health import Health, check_health
-from vogflow.scoring.models import check_models, duplicate_checkpoints, frozen_eval, placed
+from vogflow.scoring.models import check_models, frozen_eval, placed
 from vogflow.scoring.options import ExtractionOptions
 from vogflow.scoring.results import Extraction
 
-# Re-exported: the engine's callers and tests ask this module for them.
-__all__ = [
-    "ExtractionOptions",
-    "Health",
-    "check_health",
-    "check_models",
-    "duplicate_checkpoints",
-    "extract",
-    "frozen_eval",
-    "stream",
-    "tensor_batches",
-]
+__all__ = ["extract", "stream", "tensor_batches"]
 
 
 def extract(

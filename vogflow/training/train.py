@@ -29,25 +29,14 @@ from vogflow.config.schema import CheckpointConfig, ModelConfig, TrainConfig, se
 from vogflow.data import Dataset, shuffle_labels
 from vogflow.models.architectures import build_model
 from vogflow.parallel import ddp
-from vogflow.training.health import STALL_EPOCHS, check_finite, check_learning, stalled
-from vogflow.training.labels import LABELS, data_fingerprint
-from vogflow.training.loop import as_input, augment_batch, lr_at, predict, run_epoch
+from vogflow.training.health import check_finite, check_learning
+from vogflow.training.labels import data_fingerprint
+from vogflow.training.loop import as_input, predict, run_epoch
 from vogflow.training.resume import RESUME, Folder, decide_start, save_resume
 
 MetricsLogger = Callable[[dict[str, float], int], None]
 
-__all__ = [
-    "LABELS",
-    "RESUME",
-    "STALL_EPOCHS",
-    "MetricsLogger",
-    "augment_batch",
-    "data_fingerprint",
-    "lr_at",
-    "predict",
-    "stalled",
-    "train_run",
-]
+__all__ = ["MetricsLogger", "train_run"]
 
 
 def _run_config(
