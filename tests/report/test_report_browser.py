@@ -207,8 +207,8 @@ def test_the_report_stage_in_a_real_browser(browser, tmp_path):
 
 
 def test_the_track_stage_logs_the_report_to_the_audit_run(tmp_path):
+    from audit_workspace import log, workspace
     from mlflow.tracking import MlflowClient
-    from test_tracking import log, workspace
 
     folder = workspace(tmp_path / "project")
     (folder / "results" / "report").mkdir(parents=True)

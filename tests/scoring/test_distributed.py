@@ -8,7 +8,6 @@ The file is also the workers' script:
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import torch
 import yaml
 from numerics import assert_arrays_close, assert_tables_close
-from processes import HUNG_AFTER_S
+from processes import HUNG_AFTER_S, torchrun
 from torch.utils.data import TensorDataset
 from vog_reference import SmallCNN, models_from, perturbed_checkpoints
 
@@ -86,33 +85,6 @@ def worker(case: str, out: str) -> None:
         write_npz(out, **extraction.arrays())
     else:
         assert extraction is None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = HUNG_AFTER_S):
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        # torchrun reads a script's `--run` as an abbreviation of its own `--run-path` unless
-        # `--` ends its options (pytorch/pytorch#120601).
-        "--",
-        *args,
-    ]
-    env = env or {}
-    path = [env["PYTHONPATH"]] if "PYTHONPATH" in env else []
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    full_env["PYTHONPATH"] = os.pathsep.join([*path, str(ROOT), str(ROOT / "tests")])
-    return subprocess.run(
-        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def test_shards_are_contiguous_ordered_and_within_one_row():

@@ -21,8 +21,8 @@ from vogflow.store.connection import git_state
 from vogflow.tracking.record import compose, outputs
 
 sys.path.insert(0, str(Path(__file__).parent))
+from audit_workspace import workspace
 from servers import postgres_uri, team_mlflow_server  # noqa: E402
-from test_tracking import workspace  # noqa: E402 - the planted workspace of the tracking tests
 
 pytestmark = pytest.mark.slow
 # The servers' fixtures, taken here so that only these tests start them.

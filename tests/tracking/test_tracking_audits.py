@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from audit_workspace import workspace
 from servers import running_mlflow_server
 from test_team_backends import planted_model
-from test_tracking import workspace
 
 from vogflow import tracking
 from vogflow.tracking.record import PARENT_METRICS, compose

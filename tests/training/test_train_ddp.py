@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from numerics import assert_arrays_close
-from processes import HUNG_AFTER_S
-from test_distributed import torchrun
+from processes import HUNG_AFTER_S, torchrun
 from torch import nn
 
 from vogflow.checkpoints import files as ck
