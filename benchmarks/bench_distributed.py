@@ -78,8 +78,8 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _zeros(n: int, k: int):
+    from vogflow.config.names import LABEL_MODES, WINDOWS
     from vogflow.scoring.results import STATS, Extraction
-    from vogflow.scoring.vog import LABEL_MODES, WINDOWS
 
     return Extraction(
         label=np.zeros(n, dtype=np.int64),

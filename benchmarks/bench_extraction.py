@@ -59,9 +59,10 @@ import torch
 from torch import nn
 
 from vogflow.common.runtime import resolve_device
+from vogflow.config.names import WINDOWS
 from vogflow.models.architectures import build_model
 from vogflow.scoring.stream import extract, tensor_batches
-from vogflow.scoring.vog import WINDOWS, vog_raw, window_indices
+from vogflow.scoring.vog import vog_raw, window_indices
 
 INPUT_SHAPES = {"lenet": (1, 28, 28), "mlp": (1, 28, 28)}  # everything else: (3, 32, 32)
 DEFAULT_N = {"lenet": 512, "resnet18": 32}

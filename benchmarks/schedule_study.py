@@ -131,9 +131,9 @@ def patched_schedule(late_every: int) -> Iterator[None]:
 
 def run_candidate(name: str, params, dataset, work: Path, seeds) -> dict:
 
-    from vogflow.api import run_extraction
     from vogflow.checkpoints.files import load_run_models
     from vogflow.rankings import table as rankings
+    from vogflow.scoring.extract import run_extraction
     from vogflow.training.loop import lr_at
     from vogflow.training.train import train_run
 

@@ -31,13 +31,10 @@ def main() -> None:
     with stage("memorization", params_path=args.params, run=args.run) as ctx:
         import pandas as pd
 
+        from vogflow.analysis.hardness import baseline_scores
         from vogflow.analysis.reports import headline, score_variants
         from vogflow.errors import DataError
-        from vogflow.paper.memorization import (
-            baseline_scores,
-            memorization_regime,
-            memorization_report,
-        )
+        from vogflow.paper.memorization import memorization_regime, memorization_report
         from vogflow.rankings.table import read, write_parquet
         from vogflow.scoring.results import load_extraction
 

@@ -15,16 +15,15 @@ import torch
 from torch import nn
 
 from vogflow.common.runtime import resolve_device
+from vogflow.config.names import LABEL_MODES, WINDOWS
 from vogflow.errors import CheckpointError, RunError
 from vogflow.scoring.extract import Checkpoint, Data, load_checkpoints, run_extraction
 from vogflow.scoring.options import ExtractionOptions, check_checkpoint_count
-from vogflow.scoring.vog import LABEL_MODES, WINDOWS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-# run_extraction is re-exported: the engine behind the audit, for scripts that drive it directly.
-__all__ = ["ExtractionOptions", "audit", "check_audit", "run_extraction"]
+__all__ = ["audit", "check_audit"]
 
 
 def _describe(data: Data) -> str:

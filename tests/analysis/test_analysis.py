@@ -9,17 +9,15 @@ import pytest
 from scipy import stats as st
 
 from vogflow.analysis.deciles import decile_report, error_by_bucket, split_key
-from vogflow.analysis.ranks import spearman
-from vogflow.errors import ConfigError, DataError
-from vogflow.paper.memorization import (
+from vogflow.analysis.hardness import (
     baseline_scores,
     el2n_score,
     forgetting_events,
     mean_over_checkpoints,
-    memorization_regime,
-    memorization_report,
-    welch_test,
 )
+from vogflow.analysis.ranks import spearman
+from vogflow.errors import ConfigError, DataError
+from vogflow.paper.memorization import memorization_regime, memorization_report, welch_test
 from vogflow.paper.stability import stability_report
 from vogflow.paper.toy import _ray_distances, boundary_distance, margin, toy_report
 

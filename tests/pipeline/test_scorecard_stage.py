@@ -17,8 +17,9 @@ import pytest
 import yaml
 from processes import HUNG_AFTER_S
 
+from vogflow.config.names import LABEL_MODES, WINDOWS
 from vogflow.figures import curves
-from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
+from vogflow.scoring.vog import class_normalise
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = ("main", "seed1", "seed2", "seed3", "seed4")

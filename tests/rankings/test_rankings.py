@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from vogflow.analysis.hardness import baseline_scores
+from vogflow.config.names import LABEL_MODES, WINDOWS
 from vogflow.errors import DataError
 from vogflow.rankings.table import (
     BASE_COLUMNS,
@@ -18,7 +19,7 @@ from vogflow.rankings.table import (
     score_columns,
 )
 from vogflow.scoring.results import STATS, Extraction
-from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
+from vogflow.scoring.vog import class_normalise
 
 NEW_COLUMNS = [
     "hard_loss",

@@ -63,7 +63,7 @@ def choices(card: Mapping[str, Any]) -> dict[str, dict]:
     subsets a user may be limited to: ``any``, ``single_run``, ``vog``, ``rank_by``; each
     ``{"score": name or None, "reason": ...}``."""
     from vogflow.analysis.scorecard import choose
-    from vogflow.scoring.vog import LABEL_MODES, WINDOWS
+    from vogflow.config.names import LABEL_MODES, WINDOWS
 
     rows = card["scores"]
     settable = {f"{VOG}{w}_{m}" for w in WINDOWS for m in LABEL_MODES}

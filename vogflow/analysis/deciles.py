@@ -16,7 +16,8 @@ import numpy as np
 
 from vogflow.analysis.ranks import spearman
 from vogflow.analysis.stats import claim, percentile_interval
-from vogflow.scoring.vog import LABEL_MODES, WINDOWS, deciles
+from vogflow.config.names import LABEL_MODES, WINDOWS
+from vogflow.scoring.vog import deciles
 
 TREND = "spearman(bucket, error)"
 

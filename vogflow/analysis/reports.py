@@ -12,7 +12,8 @@ import numpy as np
 def score_variants(table: Any, *, windows=None, modes=("label", "pred")) -> dict[str, np.ndarray]:
     """Every VoG score of a rankings table side by side: ``<w>_<m>`` (as configured), plus
     ``_abs`` (|z|) and ``_raw`` variants, since the paper leaves the normalisation ambiguous."""
-    from vogflow.scoring.vog import WINDOWS, class_normalise
+    from vogflow.config.names import WINDOWS
+    from vogflow.scoring.vog import class_normalise
 
     out = {}
     for w in windows or WINDOWS:
@@ -36,7 +37,7 @@ PAPER_SCORE = "late_label"
 def run_score(rank_by: str) -> str:
     """The ``score_variants`` key a single run's top table and decile headline use for
     ``vog.rank_by``: the VoG variant it names, else the paper's score."""
-    from vogflow.scoring.vog import WINDOWS
+    from vogflow.config.names import WINDOWS
 
     name = rank_by.removeprefix("vog_")
     if name.split("_", 1)[0] not in WINDOWS or name.endswith("_seedmean"):

@@ -4,7 +4,7 @@ One job: compare the scores of examples whose training label was shuffled with t
 unequal-variance t-test (the paper's test), an effect size and the mean difference with an
 interval in the expected direction (noisy higher), and each candidate score's AUROC at finding the
 noisy examples. The baseline difficulty scores VoG is compared with live in
-:mod:`vogflow.analysis.hardness` and are re-exported here for existing callers.
+:mod:`vogflow.analysis.hardness`.
 
 Arrays in, plain JSON-able dicts out; numpy and scipy only.
 """
@@ -16,21 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from vogflow.analysis.hardness import (
-    baseline_scores,
-    el2n_score,
-    forgetting_events,
-    mean_over_checkpoints,
-)
 from vogflow.analysis.stats import auroc, bootstrap_ci, claim, detection_metrics
 from vogflow.errors import ConfigError, DataError
 
 __all__ = [
     "PAPER",
-    "baseline_scores",
-    "el2n_score",
-    "forgetting_events",
-    "mean_over_checkpoints",
     "memorization_regime",
     "memorization_report",
     "welch_test",

@@ -26,9 +26,10 @@ import pandas as pd
 from vogflow.analysis.hardness import BASELINES, baseline_scores
 from vogflow.analysis.label_issues import find_label_issues
 from vogflow.common.atomic import write_text, write_with
+from vogflow.config.names import LABEL_MODES, WINDOWS
 from vogflow.errors import DataError
 from vogflow.scoring.results import Extraction
-from vogflow.scoring.vog import LABEL_MODES, WINDOWS, class_normalise
+from vogflow.scoring.vog import class_normalise
 
 BASE_COLUMNS = ("index", "label", "true_label", "noisy", "pred", "correct")
 # What lets a person find an example besides its index, shown wherever the hardest are listed.

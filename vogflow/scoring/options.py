@@ -14,15 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from vogflow.config.names import LABEL_MODES, NORMALISATIONS, WINDOWS
 from vogflow.errors import ConfigError
-from vogflow.scoring.vog import (
-    LABEL_MODES,
-    NORMALISATIONS,
-    WINDOWS,
-    check_checkpoint_count,
-    check_window_size,
-    window_indices,
-)
+from vogflow.scoring.vog import check_checkpoint_count, check_window_size, window_indices
 
 if TYPE_CHECKING:
     import torch

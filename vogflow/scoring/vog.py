@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Re-exported: callers that score name the windows and modes through the equations' module.
-from vogflow.config.names import LABEL_MODES, NORMALISATIONS, WINDOWS, window_problem  # noqa: F401
+from vogflow.config.names import NORMALISATIONS, WINDOWS, window_problem
 
 
 def check_checkpoint_count(k: int, *, error: type[Exception] = ValueError) -> None:
