@@ -18,7 +18,8 @@ from vogflow.common.runtime import resolve_device
 from vogflow.config.names import LABEL_MODES, WINDOWS
 from vogflow.errors import CheckpointError, RunError
 from vogflow.scoring.extract import Checkpoint, Data, load_checkpoints, run_extraction
-from vogflow.scoring.options import ExtractionOptions, check_checkpoint_count
+from vogflow.scoring.options import ExtractionOptions
+from vogflow.scoring.vog import check_checkpoint_count
 
 if TYPE_CHECKING:
     import pandas as pd

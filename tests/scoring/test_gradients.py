@@ -525,6 +525,7 @@ def test_options_object_and_keywords_give_the_same_extraction(small_cnn_setup):
         device="cpu",
         progress=False,
     )
+    # The same computation, rerun (one options value, two ways to give it): the same bits.
     for key, scores in by_object.vog_raw.items():
         np.testing.assert_array_equal(by_keywords.vog_raw[key], scores)
     # Keywords change the given options.

@@ -20,6 +20,7 @@ from vogflow.cli.inputs import (
 from vogflow.cli.models import check_model_spec, resolve_model, text_model
 from vogflow.cli.output import check_out_file, hardest, print_table
 from vogflow.cli.ranks import peer_rank
+from vogflow.config.names import PRECISIONS, WINDOWS
 from vogflow.errors import ConfigError
 
 DESCRIPTION = """\
@@ -152,7 +153,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--precision",
         default="fp32",
-        choices=("fp32", "tf32", "bf16"),
+        choices=PRECISIONS,
         help="fp32 (default, exact); tf32 or bf16 trade exactness for speed on a GPU",
     )
     p.add_argument(
@@ -192,7 +193,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--windows",
         type=options.windows,
-        default=("early", "late", "all"),
+        default=WINDOWS,
         help="comma-separated windows to score (default: early,late,all); 'all' alone for runs "
         "with no more checkpoints than --window-size, where early = late = all",
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 WINDOWS = ("early", "late", "all")
 NORMALISATIONS = ("z", "none", "abs")
 LABEL_MODES = ("label", "pred")
+# Float precision of the gradient pass (fp32 exact; tf32 and bf16 only on a GPU).
+PRECISIONS = ("fp32", "tf32", "bf16")
 SPLITS = ("train", "test")
 # The built-in models (vogflow.models.architectures builds them).
 MODELS = ("mlp", "lenet", "resnet18", "resnet50")

@@ -25,7 +25,7 @@ from vogflow.config.bounds import (
     check_subset,
     choice,
 )
-from vogflow.config.names import LABEL_MODES, MODELS, NORMALISATIONS, SPLITS, WINDOWS
+from vogflow.config.names import LABEL_MODES, MODELS, NORMALISATIONS, PRECISIONS, SPLITS, WINDOWS
 from vogflow.config.paper import MemorizationConfig, OodConfig, StabilityConfig, ToyConfig
 from vogflow.errors import ConfigError
 
@@ -181,7 +181,7 @@ class GradientsConfig:
     batch_size: int = 256
     device: str = "auto"
     label_modes: tuple[str, ...] = LABEL_MODES
-    precision: str = field(default="fp32", metadata=choice("fp32", "tf32", "bf16"))
+    precision: str = field(default="fp32", metadata=choice(*PRECISIONS))
     channels_last: bool = False
     # Processes sharing each split's extraction under torchrun (contiguous row ranges).
     processes: int = 1

@@ -26,9 +26,10 @@ from vogflow.data.loaders import check_label_values
 from vogflow.errors import CheckpointError, ConfigError
 from vogflow.scoring import shards as distributed
 from vogflow.scoring.health import Health
-from vogflow.scoring.options import ExtractionOptions, check_checkpoint_count
+from vogflow.scoring.options import ExtractionOptions
 from vogflow.scoring.results import Extraction
 from vogflow.scoring.stream import extract, stream, tensor_batches
+from vogflow.scoring.vog import check_checkpoint_count
 
 
 @runtime_checkable

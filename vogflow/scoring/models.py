@@ -12,7 +12,8 @@ from torch import nn
 
 from vogflow.errors import ConfigError
 from vogflow.scoring.health import listed
-from vogflow.scoring.options import ExtractionOptions, check_checkpoint_count
+from vogflow.scoring.options import ExtractionOptions
+from vogflow.scoring.vog import check_checkpoint_count
 
 # Counts optimiser steps; never shapes the output, so it cannot make two checkpoints differ.
 IGNORED_STATE = ("num_batches_tracked",)

@@ -14,14 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from vogflow.config.names import LABEL_MODES, NORMALISATIONS, WINDOWS
+from vogflow.config.names import LABEL_MODES, NORMALISATIONS, PRECISIONS, WINDOWS
 from vogflow.errors import ConfigError
 from vogflow.scoring.vog import check_checkpoint_count, check_window_size, window_indices
 
 if TYPE_CHECKING:
     import torch
-
-PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def _is_int(value: Any) -> bool:
@@ -125,4 +123,4 @@ class ExtractionOptions:
         return "fp32"
 
 
-__all__ = ["PRECISIONS", "ExtractionOptions", "check_checkpoint_count"]
+__all__ = ["ExtractionOptions"]
